@@ -1,0 +1,42 @@
+"""What every flow does first (resolve settings and workspace) and last (a run record)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.encoders import EncoderSpec
+from schemas.settings import Settings, load_settings
+from tasks.storage import Workspace, write_bytes_atomic
+
+
+def resolve(workspace: str | None) -> tuple[Settings, Workspace]:
+    settings = load_settings(workspace)
+    return settings, Workspace.open(settings.workspace)
+
+
+def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:
+    if given is None:
+        return EncoderSpec(role=role, name=getattr(settings, f"{role}_encoder"))
+    spec = given if isinstance(given, EncoderSpec) else EncoderSpec(role=role, **given)
+    if spec.role != role:
+        raise ValueError(f"{spec.label()} given where a {role} encoder is expected")
+    return spec
+
+
+def write_run_record(workspace: Workspace, flow: str, run_id: str, parameters: dict[str, Any],
+                     reports: dict[str, BaseModel]) -> Path:
+    """A JSON record per run in ``runs/``: inputs, versions, counts and seconds per stage."""
+    record = {
+        "flow": flow,
+        "run_id": run_id,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "parameters": parameters,
+        "stages": {name: report.model_dump(mode="json") for name, report in reports.items()},
+    }
+    path = workspace.root / "runs" / f"{flow}-{run_id}.json"
+    return write_bytes_atomic(json.dumps(record, indent=2, default=str).encode(), path)

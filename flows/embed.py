@@ -1,0 +1,29 @@
+"""The ``embed`` flow: identity and image vectors for every stored face."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.artifacts import embed_markdown, publish
+from flows.common import encoder_spec, resolve, write_run_record
+from schemas.encoders import EncoderSpec
+from tasks.embed import EmbedReport, embed_task
+from tasks.runtime import current_run_id
+
+
+@flow(name="embed", log_prints=True)
+def embed(
+    workspace: str | None = None,
+    identity_encoder: EncoderSpec | None = None,
+    image_encoder: EncoderSpec | None = None,
+) -> EmbedReport:
+    """Embed faces that have no vector from the current encoder versions."""
+    settings, ws = resolve(workspace)
+    run_id = current_run_id()
+    specs = [encoder_spec(settings, "identity", identity_encoder),
+             encoder_spec(settings, "image", image_encoder)]
+    report = embed_task(str(ws.root), specs, run_id=run_id)
+    publish("embed-summary", embed_markdown(report))
+    write_run_record(ws, "embed", run_id, {"encoders": [s.model_dump() for s in specs]},
+                     {"embed": report})
+    return report

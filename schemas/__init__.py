@@ -1,0 +1,1 @@
+"""The shapes every stage agrees on: records, their Arrow schemas, parameters, settings."""

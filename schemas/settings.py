@@ -1,0 +1,47 @@
+"""Settings: one place for every knob, overridable by CLIP4SKETCH_* environment variables.
+
+Defaults are the embedded set-up: a ``./workspace`` folder and Prefect's temporary
+local server, so the pipeline runs on a laptop with nothing configured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    """Limits that decide what counts as a usable image."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_INGEST_")
+
+    detection_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    # Detection runs on a copy shrunk to this longest side: YuNet's cost grows with the
+    # pixel count and mugshots are face-dominated, so little is lost.
+    detection_max_side: int = Field(1024, ge=64)
+    min_side: int = Field(32, ge=8)
+    max_pixels: int = Field(64_000_000, ge=1)
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # Rows are written to the store every this many files, so a killed run keeps its work.
+    write_every: int = Field(256, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_")
+
+    workspace: Path = Path("workspace")
+    identity_encoder: str = "sface"
+    image_encoder: str = "effnet-lite0"
+    text_encoder: str = "minilm"
+    embed_batch_size: int = Field(64, ge=1)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+
+def load_settings(workspace: str | Path | None = None) -> Settings:
+    settings = Settings()
+    if workspace is not None:
+        settings.workspace = Path(workspace)
+    settings.workspace = settings.workspace.expanduser().resolve()
+    return settings

@@ -1,0 +1,196 @@
+"""Compute identity and image vectors for stored faces, and text vectors for styles.
+
+Each encoder has its own table (``emb_<role>_<name>_<dim>``) keyed by face id; a row
+is recomputed only when its ``encoder_version`` differs from the loaded encoder's, so
+a nightly run embeds only new faces and swapping weights re-embeds everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from schemas.encoders import EncoderSpec
+from schemas.records import FACES_SCHEMA, embedding_schema
+from tasks import storage
+from tasks.encoders import load
+from tasks.encoders.base import Encoder
+from tasks.ingest.align import decode_png
+from tasks.runtime import retry_transient
+from tasks.storage import FACES, Workspace
+
+TEXT_SCHEMA_KEY = "text_id"
+
+
+class TableReport(BaseModel):
+    table: str
+    encoder: str
+    encoder_version: str
+    dim: int
+    computed: int
+    reused: int
+    rows: int
+    parquet: str | None = None
+
+
+class EmbedReport(BaseModel):
+    run_id: str
+    tables: dict[str, TableReport] = Field(default_factory=dict)  # by role
+    seconds: float = 0.0
+
+
+def embedding_table(role: str, encoder: Encoder) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", encoder.name.lower()).strip("_")
+    return f"emb_{role}_{slug}_{encoder.dim}"
+
+
+def _chunks(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _checked(vectors: np.ndarray, expected: tuple[int, int], encoder: Encoder) -> np.ndarray:
+    if vectors.shape != expected or not np.isfinite(vectors).all():
+        raise ValueError(
+            f"{encoder.name} returned {vectors.shape} with "
+            f"{int((~np.isfinite(vectors)).any(axis=-1).sum()) if vectors.ndim == 2 else '?'} "
+            f"non-finite rows; expected finite {expected}"
+        )
+    return vectors.astype(np.float32, copy=False)
+
+
+def embed_faces_with(
+    workspace: Workspace,
+    role: str,
+    encoder: Encoder,
+    *,
+    run_id: str = "local",
+    chunk: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+) -> TableReport:
+    """Embed every stored face whose vector from this encoder version is missing or stale."""
+    name = embedding_table(role, encoder)
+    schema = embedding_schema(encoder.dim)
+    faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"],
+                         schema=FACES_SCHEMA)
+    stored = storage.read(workspace, name, columns=["face_id", "encoder_version"], schema=schema)
+    current = {
+        face for face, version in zip(stored.column("face_id").to_pylist(),
+                                      stored.column("encoder_version").to_pylist(), strict=True)
+        if version == encoder.version
+    }
+    todo = faces.filter(pc.invert(pc.is_in(
+        faces.column("face_id"), value_set=pa.array(sorted(current), pa.string()))))
+    storage.ensure_table(workspace, name, schema)
+    for part in _chunks(todo.num_rows, chunk):
+        rows = todo.slice(part.start, part.stop - part.start)
+        ids = rows.column("face_id").to_pylist()
+        # Crops are fetched per chunk so memory stays bounded by the chunk, not the table.
+        quoted = ", ".join(f"'{i}'" for i in ids)
+        crops_table = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
+                                   where=f"face_id IN ({quoted})")
+        crop_of = dict(zip(crops_table.column("face_id").to_pylist(),
+                           crops_table.column("aligned_png").to_pylist(), strict=True))
+        crops = np.stack([decode_png(crop_of[i]) for i in ids])
+        vectors = _checked(encoder.encode(crops), (len(ids), encoder.dim), encoder)
+        now = dt.datetime.now(dt.UTC)
+        table = pa.table({
+            "face_id": ids,
+            "identity_id": rows.column("identity_id"),
+            "kind": rows.column("kind"),
+            "encoder": [encoder.name] * len(ids),
+            "encoder_version": [encoder.version] * len(ids),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                        encoder.dim),
+            "run_id": [run_id] * len(ids),
+            "embedded_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+        }, schema=schema)
+        storage.upsert(workspace, name, table, "face_id")
+        if progress:
+            progress(part.stop, todo.num_rows)
+    storage.tag(workspace, name, f"run-{run_id}")
+    parquet = storage.export_parquet(workspace, name)
+    return TableReport(
+        table=name, encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
+        computed=todo.num_rows, reused=faces.num_rows - todo.num_rows,
+        rows=storage.count(workspace, name), parquet=str(parquet) if parquet else None,
+    )
+
+
+def embed_faces(
+    workspace: Workspace,
+    specs: Iterable[EncoderSpec],
+    *,
+    run_id: str = "local",
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedReport:
+    started = time.perf_counter()
+    report = EmbedReport(run_id=run_id)
+    for spec in specs:
+        if spec.role == "text":
+            raise ValueError("text encoders embed style descriptions, not faces")
+        report.tables[spec.role] = embed_faces_with(workspace, spec.role, load(spec),
+                                                    run_id=run_id, progress=progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def embed_texts(workspace: Workspace, texts: dict[str, str], spec: EncoderSpec,
+                run_id: str = "local") -> TableReport:
+    """Vectors for named texts (style prompts), keyed by name; stale versions recomputed."""
+    encoder = load(spec)
+    name = embedding_table("text", encoder)
+    schema = pa.schema([
+        pa.field(TEXT_SCHEMA_KEY, pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("encoder_version", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), encoder.dim), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ])
+    stored = storage.read(workspace, name, schema=schema)
+    fresh = {(k, t, v) for k, t, v in zip(stored.column(TEXT_SCHEMA_KEY).to_pylist(),
+                                          stored.column("text").to_pylist(),
+                                          stored.column("encoder_version").to_pylist(),
+                                          strict=True)}
+    todo = {k: t for k, t in texts.items() if (k, t, encoder.version) not in fresh}
+    storage.ensure_table(workspace, name, schema)
+    if todo:
+        keys = sorted(todo)
+        vectors = _checked(encoder.encode([todo[k] for k in keys]), (len(keys), encoder.dim),
+                           encoder)
+        storage.upsert(workspace, name, pa.table({
+            TEXT_SCHEMA_KEY: keys,
+            "text": [todo[k] for k in keys],
+            "encoder_version": [encoder.version] * len(keys),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
+                                                        encoder.dim),
+            "run_id": [run_id] * len(keys),
+        }, schema=schema), TEXT_SCHEMA_KEY)
+    storage.tag(workspace, name, f"run-{run_id}")
+    parquet = storage.export_parquet(workspace, name)
+    return TableReport(
+        table=name, encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
+        computed=len(todo), reused=len(texts) - len(todo), rows=storage.count(workspace, name),
+        parquet=str(parquet) if parquet else None,
+    )
+
+
+def load_vectors(workspace: Workspace, table: str, where: str | None = None) -> pa.Table:
+    """Rows of an embedding table with vectors, for evaluation and generation."""
+    return storage.read(workspace, table, where=where)
+
+
+@task(name="embed", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
+      cache_policy=NO_CACHE)
+def embed_task(workspace: str, specs: list[EncoderSpec], run_id: str = "local") -> EmbedReport:
+    """Thin Prefect wrapper; encoders load inside the worker process (``encoders.load``)."""
+    return embed_faces(Workspace.open(workspace), specs, run_id=run_id)

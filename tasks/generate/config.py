@@ -1,0 +1,216 @@
+"""Generator configs as data, the way open_clip keeps model configs as JSON.
+
+A config fixes everything that shapes the weights (UNet layout, condition tokens, noise
+schedule) so that a saved generator can be rebuilt from its JSON alone, plus training defaults
+that a flow may override. Encoder vector sizes are stored too: they are filled in from the
+encoders at build time, and a generator trained on one encoder's vectors is useless with another.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Role = Literal["identity", "image", "text"]
+ROLES: tuple[Role, ...] = ("identity", "image", "text")
+SpatialCondition = Literal["none", "grey", "edges"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """An unknown or invalid generator config."""
+
+
+class _Strict(BaseModel):
+    # Typos in a hand-edited JSON file must fail loudly, not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UNetSpec(_Strict):
+    block_out_channels: tuple[int, ...] = Field(min_length=2)
+    layers_per_block: int = Field(ge=1)
+    # One flag per resolution level, highest resolution first. Cross-attention above 32x32
+    # makes a CPU step ~7x slower (STACK.md), so the CPU configs keep it to the lower levels.
+    attention_levels: tuple[bool, ...]
+    mid_block_attention: bool = True
+    # Channels per attention head (the real meaning; diffusers' own `attention_head_dim`
+    # argument is a head *count*, see `GeneratorConfig.unet_kwargs`).
+    attention_head_dim: int = Field(ge=1)
+    cross_attention_dim: int = Field(ge=1)
+    norm_num_groups: int = Field(default=32, ge=1)
+    transformer_layers_per_block: int = Field(default=1, ge=1)
+    # Adds the mean condition token to the timestep embedding (AdaGN-like global path, as in
+    # DCFace), so identity reaches every resnet, not only the attention levels.
+    pooled_to_time: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> UNetSpec:
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError(
+                f"attention_levels has {len(self.attention_levels)} entries, "
+                f"block_out_channels {len(self.block_out_channels)}: give one flag per level"
+            )
+        for width in self.block_out_channels:
+            if width % self.norm_num_groups:
+                raise ValueError(f"width {width} is not divisible by norm_num_groups")
+        levels = zip(self.block_out_channels, self.attention_levels, strict=True)
+        attn_widths = [width for width, attn in levels if attn]
+        if self.mid_block_attention:
+            attn_widths.append(self.block_out_channels[-1])
+        for width in attn_widths:
+            if width % self.attention_head_dim:
+                raise ValueError(
+                    f"attention width {width} is not divisible by attention_head_dim "
+                    f"{self.attention_head_dim}"
+                )
+        return self
+
+
+class ConditionSpec(_Strict):
+    dims: dict[Role, int] = Field(description="vector size per role, filled from the encoders")
+    tokens: dict[Role, int] = Field(description="cross-attention tokens per role")
+    hidden_dim: int = Field(ge=1, description="width of each role's projection MLP")
+    # Independent per-role drop rates plus a drop-everything rate: the latter trains the
+    # unconditional branch that classifier-free guidance subtracts.
+    drop: dict[Role, float]
+    drop_all: float = Field(ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ConditionSpec:
+        for name in ("dims", "tokens", "drop"):
+            table = getattr(self, name)
+            if set(table) != set(ROLES):
+                raise ValueError(f"conditions.{name} needs exactly the roles {list(ROLES)}")
+        if any(v < 1 for v in self.dims.values()) or any(v < 1 for v in self.tokens.values()):
+            raise ValueError("condition dims and token counts must be positive")
+        if any(not 0.0 <= v <= 1.0 for v in self.drop.values()):
+            raise ValueError("drop rates must lie in [0, 1]")
+        return self
+
+
+class SchedulerSpec(_Strict):
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: Literal["epsilon"] = "epsilon"
+    clip_sample: bool = True
+    # "trailing" starts DDIM at t = T-1; "leading" never visits the noisiest step, which
+    # leaves pixel-space samples greyish at few steps.
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = "trailing"
+
+    def diffusers_config(self) -> dict[str, Any]:
+        """Keys that DDPMScheduler and DDIMScheduler both accept."""
+        return self.model_dump()
+
+
+class AugmentSpec(_Strict):
+    max_shift: float = Field(default=0.03, ge=0.0, description="fraction of the image size")
+    max_scale: float = Field(default=0.05, ge=0.0, description="relative zoom in/out")
+    flip_p: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class TrainingSpec(_Strict):
+    lr: float = Field(default=2e-4, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_steps: int = Field(default=0, ge=0)
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = Field(default=500, ge=1)
+    augment: AugmentSpec = AugmentSpec()
+
+
+class GeneratorConfig(_Strict):
+    name: str
+    resolution: int = Field(ge=8)
+    spatial_condition: SpatialCondition = "none"
+    unet: UNetSpec
+    conditions: ConditionSpec
+    scheduler: SchedulerSpec = SchedulerSpec()
+    training: TrainingSpec = TrainingSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorConfig:
+        levels = len(self.unet.block_out_channels)
+        if self.resolution % (2 ** (levels - 1)):
+            raise ValueError(
+                f"resolution {self.resolution} must be divisible by 2**{levels - 1} "
+                f"for a {levels}-level UNet"
+            )
+        return self
+
+    @property
+    def in_channels(self) -> int:
+        return 1 if self.spatial_condition == "none" else 2
+
+    def with_condition_dims(self, dims: dict[str, int]) -> GeneratorConfig:
+        """A copy whose vector sizes match the encoders actually used."""
+        merged = {**self.conditions.dims, **dims}
+        conditions = ConditionSpec.model_validate({**self.conditions.model_dump(), "dims": merged})
+        return self.model_copy(update={"conditions": conditions})
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """Arguments for diffusers' UNet2DConditionModel.
+
+        diffusers' `attention_head_dim` is, for historical reasons, the number of heads
+        (diffusers issue 2011), and passing `num_attention_heads` raises; so the head count per
+        level is computed here from our real per-head width.
+        """
+        u = self.unet
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in u.attention_levels)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(u.attention_levels))
+        heads = tuple(max(1, w // u.attention_head_dim) for w in u.block_out_channels)
+        kwargs: dict[str, Any] = {
+            "sample_size": self.resolution,
+            "in_channels": self.in_channels,
+            "out_channels": 1,
+            "down_block_types": down,
+            "up_block_types": up,
+            "mid_block_type": "UNetMidBlock2DCrossAttn" if u.mid_block_attention
+            else "UNetMidBlock2D",
+            "block_out_channels": tuple(u.block_out_channels),
+            "layers_per_block": u.layers_per_block,
+            "attention_head_dim": heads,
+            "cross_attention_dim": u.cross_attention_dim,
+            "norm_num_groups": u.norm_num_groups,
+            "transformer_layers_per_block": u.transformer_layers_per_block,
+        }
+        if u.pooled_to_time:
+            kwargs["class_embed_type"] = "projection"
+            kwargs["projection_class_embeddings_input_dim"] = u.cross_attention_dim
+        return kwargs
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def known_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path) -> GeneratorConfig:
+    """A bare name ("cpu") looks in the bundled configs; anything path-like loads that file."""
+    text = str(name_or_path)
+    looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.endswith(".json")
+    path = Path(text) if looks_like_path else CONFIG_DIR / f"{text}.json"
+    if not path.is_file():
+        if looks_like_path:
+            raise ConfigError(f"generator config file {path} does not exist")
+        raise ConfigError(
+            f"unknown generator config {text!r}; known: {', '.join(known_configs())} "
+            f"(or give a path to a .json file)"
+        )
+    try:
+        return GeneratorConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"invalid generator config {path}: {err}") from err

@@ -1,0 +1,586 @@
+"""The sketch generator: a diffusers UNet over 1-channel sketches, conditioned by token
+projections of a mugshot's identity, image and style-text vectors.
+
+Every condition is replaced by a learned null token at random during training, so sampling can
+use classifier-free guidance and can also leave out a condition it does not have. Weights are
+stored as safetensors only (never pickled), with a manifest (`generator.json`) that records the
+encoders the generator was trained with and the sha256 of every weights file, so a wrong encoder
+or a damaged file is refused at load time, before any sampling work is scheduled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tasks.generate.config import ROLES, GeneratorConfig, load_config
+
+FORMAT_VERSION = 1
+UNET_DIR = "unet"
+UNET_WEIGHTS = f"{UNET_DIR}/diffusion_pytorch_model.safetensors"
+PROJECTOR_WEIGHTS = "projector.safetensors"
+SCHEDULER_DIR = "scheduler"
+CONFIG_FILE = "generator_config.json"
+MANIFEST_FILE = "generator.json"
+
+Vector = np.ndarray | torch.Tensor
+
+
+class GeneratorLoadError(ValueError):
+    """A saved generator that cannot be used: missing, damaged or inconsistent files."""
+
+
+class GeneratorMismatchError(GeneratorLoadError):
+    """The generator was trained on vectors from other encoders than the pipeline now uses.
+
+    Its vectors would be silently meaningless to the projections, so loading is refused.
+    ``roles`` lists the roles that disagree.
+    """
+
+    def __init__(self, message: str, roles: list[str]):
+        super().__init__(message)
+        self.roles = roles
+
+
+class NonFiniteSampleError(RuntimeError):
+    """Some samples of a batch came out NaN/inf.
+
+    Raised instead of returning, so that no caller can save a broken image as good by
+    accident; ``images`` still holds the whole batch (broken items zeroed) and ``finite`` says
+    which items are usable, so a shard can keep the good ones and flag the rest.
+    """
+
+    def __init__(self, images: np.ndarray, finite: np.ndarray):
+        bad = np.flatnonzero(~finite).tolist()
+        super().__init__(f"{len(bad)} of {len(finite)} samples are not finite (items {bad})")
+        self.images = images
+        self.finite = finite
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+class ConditionProjector(nn.Module):
+    """Turns each role's vector into a few cross-attention tokens.
+
+    Each role gets its own MLP (vectors of different encoders live in unrelated spaces), a
+    learned type/position embedding per token (so attention can tell roles apart) and learned
+    null tokens that stand in for a dropped or absent condition.
+    """
+
+    def __init__(
+        self,
+        dims: Mapping[str, int],
+        tokens: Mapping[str, int],
+        hidden_dim: int,
+        width: int,
+        drop: Mapping[str, float] | None = None,
+        drop_all: float = 0.0,
+    ):
+        super().__init__()
+        self.dims = {r: int(dims[r]) for r in ROLES}
+        self.tokens = {r: int(tokens[r]) for r in ROLES}
+        self.width = width
+        self.drop_rates = {r: float((drop or {}).get(r, 0.0)) for r in ROLES}
+        self.drop_all = float(drop_all)
+        self.mlps = nn.ModuleDict({
+            r: nn.Sequential(
+                # Encoder vectors are L2-normalised: entries ~ 1/sqrt(d), too small to train on
+                # directly, and the scale differs between encoders.
+                nn.LayerNorm(self.dims[r]),
+                nn.Linear(self.dims[r], hidden_dim),
+                nn.SiLU(),
+                nn.Linear(hidden_dim, self.tokens[r] * width),
+            )
+            for r in ROLES
+        })
+        self.type_embed = nn.ParameterDict({
+            r: nn.Parameter(torch.randn(self.tokens[r], width) * 0.02) for r in ROLES
+        })
+        self.null_tokens = nn.ParameterDict({
+            r: nn.Parameter(torch.randn(self.tokens[r], width) * 0.02) for r in ROLES
+        })
+        self.out_norm = nn.LayerNorm(width)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.tokens.values())
+
+    def sample_drop(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(B, 3) bool: which roles each training item loses (independent, plus all at once)."""
+        rates = torch.tensor([self.drop_rates[r] for r in ROLES])
+        each = torch.rand((batch_size, len(ROLES)), generator=generator) < rates
+        every = torch.rand((batch_size, 1), generator=generator) < self.drop_all
+        return each | every
+
+    def forward(
+        self,
+        vectors: Mapping[str, torch.Tensor | None],
+        drop: torch.Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """(B, N, width) tokens; a role that is None or dropped gets its null tokens."""
+        present = [v for v in (vectors.get(r) for r in ROLES) if v is not None]
+        if batch_size is None:
+            if not present:
+                raise ValueError("give batch_size when no condition vector is given")
+            batch_size = present[0].shape[0]
+        device = self.out_norm.weight.device
+        parts = []
+        for i, role in enumerate(ROLES):
+            null = self.null_tokens[role].unsqueeze(0).expand(batch_size, -1, -1)
+            vec = vectors.get(role)
+            if vec is None:
+                parts.append(null)
+                continue
+            if vec.ndim != 2 or vec.shape != (batch_size, self.dims[role]):
+                raise ValueError(
+                    f"{role} vectors must be ({batch_size}, {self.dims[role]}), got "
+                    f"{tuple(vec.shape)}: was the generator trained with this {role} encoder?"
+                )
+            tok = self.mlps[role](vec.to(device, torch.float32))
+            tok = tok.view(batch_size, self.tokens[role], self.width) + self.type_embed[role]
+            if drop is not None:
+                tok = torch.where(drop[:, i].to(device).view(-1, 1, 1), null, tok)
+            parts.append(tok)
+        return self.out_norm(torch.cat(parts, dim=1))
+
+    def unconditional(self, batch_size: int) -> torch.Tensor:
+        """The all-dropped tokens that classifier-free guidance subtracts."""
+        return self.forward(dict.fromkeys(ROLES), batch_size=batch_size)
+
+
+# --------------------------------------------------------------------------- spatial input
+
+
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def spatial_condition(faces: np.ndarray | torch.Tensor, mode: str, size: int) -> torch.Tensor:
+    """The extra UNet input channel made from aligned mugshots, in [-1, 1].
+
+    ``faces``: uint8 (N, H, W, 3) BGR as ingestion stores them, or uint8 (N, H, W) grey.
+    ``edges`` is a Sobel magnitude drawn dark-on-white like a sketch, which keeps layout
+    but throws away photo shading the generator should not copy.
+    """
+    if mode not in ("grey", "edges"):
+        raise ValueError(f"spatial condition {mode!r} has no image; use 'grey' or 'edges'")
+    arr = torch.as_tensor(np.asarray(faces)).float()
+    if arr.ndim == 4:
+        b, g, r = arr[..., 0], arr[..., 1], arr[..., 2]
+        arr = 0.114 * b + 0.587 * g + 0.299 * r
+    if arr.ndim != 3:
+        raise ValueError(f"expected (N, H, W, 3) BGR or (N, H, W) grey faces, got {arr.shape}")
+    grey = arr.unsqueeze(1) / 255.0
+    if grey.shape[-2:] != (size, size):
+        grey = F.interpolate(grey, size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)
+    if mode == "grey":
+        return (grey * 2.0 - 1.0).clamp(-1.0, 1.0)
+    kernels = torch.stack([_SOBEL, _SOBEL.T]).unsqueeze(1)
+    grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kernels)
+    mag = grad.pow(2).sum(1, keepdim=True).sqrt()
+    scale = mag.flatten(1).quantile(0.98, dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+    return (1.0 - 2.0 * (mag / scale).clamp(0.0, 1.0)).clamp(-1.0, 1.0)
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """Hash of tensor contents, independent of how a file happens to serialise them."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _verify_files(root: Path, files: Mapping[str, str]) -> None:
+    for rel, expected in files.items():
+        path = root / rel
+        if not path.is_file():
+            raise GeneratorLoadError(f"generator at {root} is incomplete: {rel} is missing")
+        if _sha256(path) != expected:
+            raise GeneratorLoadError(
+                f"generator weights file {path} is corrupted or truncated (sha256 differs from "
+                f"{MANIFEST_FILE}); restore it from the original save or a checkpoint"
+            )
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """A saved generator's manifest (version, encoders, dims) without touching its weights.
+
+    Lets a flow plan work and check encoders cheaply before a worker loads the model.
+    """
+    root = Path(root)
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        raise GeneratorLoadError(f"{root} is not a saved sketch generator (no {MANIFEST_FILE})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise GeneratorLoadError(f"cannot read {path}: {err}") from err
+    if manifest.get("format") != FORMAT_VERSION:
+        raise GeneratorLoadError(
+            f"{path} has format {manifest.get('format')!r}; this code reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def check_encoders(
+    manifest: Mapping[str, Any], expected: Mapping[str, tuple[int, str | None]]
+) -> None:
+    """Refuse a generator whose training encoders differ from the pipeline's.
+
+    A version given as None checks the vector size only; a generator that recorded no version
+    for a role cannot prove it matches, so it is refused when a version is expected.
+    """
+    dims = manifest.get("condition_dims", {})
+    versions = manifest.get("encoder_versions", {})
+    generator = manifest.get("version", "?")
+    problems: list[str] = []
+    roles: list[str] = []
+    for role, (dim, version) in expected.items():
+        if role not in dims:
+            problems.append(f"{role}: the generator has no {role} condition")
+            roles.append(role)
+            continue
+        found_dim, found_version = int(dims[role]), versions.get(role)
+        if int(dim) != found_dim or (version is not None and version != found_version):
+            problems.append(
+                f"{role}: expected encoder {version} ({dim}-d vectors), generator {generator} "
+                f"was trained with {found_version} ({found_dim}-d vectors)"
+            )
+            roles.append(role)
+    if problems:
+        raise GeneratorMismatchError(
+            "generator does not match the configured encoders:\n  " + "\n  ".join(problems)
+            + "\nRe-embed the mugshots with the generator's encoders, or retrain the generator "
+            "on vectors from the configured encoders.",
+            roles,
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=list))
+
+
+# --------------------------------------------------------------------------- generator
+
+
+class SketchGenerator(nn.Module):
+    """UNet + condition projector + noise schedule, with safe save/load and sampling."""
+
+    def __init__(
+        self,
+        config: GeneratorConfig,
+        encoder_versions: Mapping[str, str] | None = None,
+        unet: UNet2DConditionModel | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.unet = unet if unet is not None else UNet2DConditionModel(**config.unet_kwargs())
+        c = config.conditions
+        self.projector = ConditionProjector(
+            c.dims, c.tokens, c.hidden_dim, config.unet.cross_attention_dim, c.drop, c.drop_all
+        )
+        self.encoder_versions: dict[str, str] = dict(encoder_versions or {})
+        self._noise_scheduler = DDPMScheduler(**config.scheduler.diffusers_config())
+
+    @classmethod
+    def build(
+        cls,
+        config: GeneratorConfig | str | Path,
+        condition_dims: Mapping[str, int] | None = None,
+        encoder_versions: Mapping[str, str] | None = None,
+        seed: int = 0,
+    ) -> SketchGenerator:
+        """A freshly initialised generator; the seed makes the initial weights reproducible."""
+        if not isinstance(config, GeneratorConfig):
+            config = load_config(config)
+        if condition_dims:
+            config = config.with_condition_dims(dict(condition_dims))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(config, encoder_versions)
+
+    # ---- facts
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def condition_dims(self) -> dict[str, int]:
+        return dict(self.config.conditions.dims)
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        return self.config.scheduler.diffusers_config()
+
+    @property
+    def resolution(self) -> int:
+        return self.config.resolution
+
+    def weights_digest(self) -> str:
+        return _tensor_digest(self.state_dict())
+
+    @property
+    def version(self) -> str:
+        """Config name + short hash of the weights: changes whenever the weights do."""
+        return f"{self.config.name}-{self.weights_digest()[:12]}"
+
+    # ---- core
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+             spatial: torch.Tensor | None) -> torch.Tensor:
+        if self.config.spatial_condition != "none":
+            if spatial is None:
+                raise ValueError(
+                    f"this generator needs a spatial condition ({self.config.spatial_condition})"
+                )
+            x = torch.cat([x, spatial.to(x.device, x.dtype)], dim=1)
+        labels = tokens.mean(dim=1) if self.config.unet.pooled_to_time else None
+        return self.unet(x, t, encoder_hidden_states=tokens, class_labels=labels).sample
+
+    def _spatial(self, spatial: Vector | None, batch_size: int) -> torch.Tensor | None:
+        if self.config.spatial_condition == "none" or spatial is None:
+            return None
+        s = torch.as_tensor(spatial, dtype=torch.float32)
+        size = self.config.resolution
+        if s.shape != (batch_size, 1, size, size):
+            raise ValueError(f"spatial must be ({batch_size}, 1, {size}, {size}), got {s.shape}")
+        return s.to(self.device)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor],
+                      generator: torch.Generator) -> torch.Tensor:
+        """Epsilon-prediction MSE for one batch.
+
+        All randomness (noise, timesteps, condition drops) comes from ``generator`` so the
+        training loop can make a step a pure function of its step index, which is what makes
+        a resumed run identical to an uninterrupted one.
+        """
+        device = self.device
+        sketch = torch.as_tensor(batch["sketch"], dtype=torch.float32)
+        size = self.config.resolution
+        if sketch.ndim != 4 or sketch.shape[1:] != (1, size, size):
+            raise ValueError(f"sketch must be (B, 1, {size}, {size}), got {tuple(sketch.shape)}")
+        b = sketch.shape[0]
+        noise = torch.randn(sketch.shape, generator=generator)
+        t = torch.randint(0, self.config.scheduler.num_train_timesteps, (b,), generator=generator)
+        drop = self.projector.sample_drop(b, generator)
+        sketch, noise, t = sketch.to(device), noise.to(device), t.to(device)
+        noisy = self._noise_scheduler.add_noise(sketch, noise, t)
+        vectors = {r: torch.as_tensor(batch[r]) for r in ROLES}
+        tokens = self.projector(vectors, drop=drop)
+        pred = self._eps(noisy, t, tokens, self._spatial(batch.get("spatial"), b))
+        return F.mse_loss(pred.float(), noise)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        conditions: Mapping[str, Vector | None],
+        seeds: Sequence[int],
+        steps: int = 50,
+        guidance: float = 2.0,
+        eta: float = 0.0,
+        device: str | torch.device | None = None,
+    ) -> np.ndarray:
+        """DDIM with classifier-free guidance; uint8 (B, H, W) sketches.
+
+        Each item draws its noise from its own CPU generator seeded with its own seed, so an
+        item's pixels do not depend on its neighbours or on the batch size (up to float
+        rounding in batched convolutions). A role missing from ``conditions`` (or None) is
+        left out through its null tokens. With ``guidance == 1`` the unconditional pass is
+        skipped. Raises NonFiniteSampleError (carrying the batch and a mask) on NaN/inf.
+        A ``device`` other than the model's moves the model there (and it stays there).
+        """
+        if device is not None and torch.device(device) != self.device:
+            self.to(device)
+        dev = self.device
+        b = len(seeds)
+        if b == 0:
+            size = self.config.resolution
+            return np.zeros((0, size, size), dtype=np.uint8)
+        vectors = {
+            r: None if conditions.get(r) is None
+            else torch.as_tensor(conditions[r], dtype=torch.float32).to(dev)
+            for r in ROLES
+        }
+        spatial = self._spatial(conditions.get("spatial"), b)
+        tokens = self.projector(vectors, batch_size=b)
+        cfg = float(guidance) != 1.0
+        if cfg:
+            tokens = torch.cat([tokens, self.projector.unconditional(b)])
+            spatial = None if spatial is None else torch.cat([spatial, spatial])
+        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        shape = (1, 1, self.config.resolution, self.config.resolution)
+
+        def per_item_noise() -> torch.Tensor:
+            return torch.cat([torch.randn(shape, generator=g) for g in gens]).to(dev)
+
+        scheduler = DDIMScheduler(**self.scheduler_config)
+        scheduler.set_timesteps(steps, device=dev)
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
+                    else contextlib.nullcontext())
+        x = per_item_noise()
+        was_training = self.training
+        self.eval()
+        try:
+            for t in scheduler.timesteps:
+                with autocast:
+                    eps = self._eps(torch.cat([x, x]) if cfg else x, t, tokens, spatial).float()
+                if cfg:
+                    cond, uncond = eps.chunk(2)
+                    eps = uncond + guidance * (cond - uncond)
+                noise = per_item_noise() if eta > 0 else None
+                x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
+        finally:
+            self.train(was_training)
+        finite = torch.isfinite(x).flatten(1).all(dim=1).cpu().numpy()
+        x = torch.nan_to_num(x, nan=-1.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
+        images = ((x[:, 0] + 1.0) * 127.5).round().to(torch.uint8).cpu().numpy()
+        if not finite.all():
+            images[~finite] = 0
+            raise NonFiniteSampleError(images, finite)
+        return images
+
+    # ---- persistence
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the generator atomically: a temp dir renamed into place, manifest last."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            self._write(tmp)
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def _write(self, root: Path) -> None:
+        self.unet.save_pretrained(root / UNET_DIR, safe_serialization=True)
+        projector_state = {k: v.detach().cpu().contiguous()
+                           for k, v in self.projector.state_dict().items()}
+        save_file(projector_state, str(root / PROJECTOR_WEIGHTS))
+        DDIMScheduler(**self.scheduler_config).save_pretrained(root / SCHEDULER_DIR)
+        self.config.save(root / CONFIG_FILE)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "version": self.version,
+            "config_name": self.config.name,
+            "encoder_versions": self.encoder_versions,
+            "condition_dims": self.condition_dims,
+            "resolution": self.config.resolution,
+            "spatial_condition": self.config.spatial_condition,
+            "scheduler": self.scheduler_config,
+            "files": {rel: _sha256(root / rel) for rel in (UNET_WEIGHTS, PROJECTOR_WEIGHTS)},
+            "libraries": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        }
+        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        expected_encoders: Mapping[str, tuple[int, str | None]] | None = None,
+        device: str | torch.device | None = None,
+    ) -> SketchGenerator:
+        """Load a saved generator; checks encoders, then file hashes, before reading weights."""
+        root = Path(directory)
+        manifest = read_manifest(root)
+        if expected_encoders:
+            check_encoders(manifest, expected_encoders)
+        _verify_files(root, manifest["files"])
+        config = _read_config(root)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(root / UNET_DIR, use_safetensors=True)
+        except (OSError, ValueError, SafetensorError) as err:
+            raise GeneratorLoadError(f"cannot load the UNet from {root / UNET_DIR}: {err}") from err
+        _check_unet_config(unet, config, root)
+        generator = cls(config, manifest.get("encoder_versions"), unet=unet)
+        generator._load_projector(root)
+        generator.eval()
+        return generator.to(device) if device is not None else generator
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load the weights of a saved generator with the same config into this instance.
+
+        Used on resume, where the optimizer already points at this instance's parameters.
+        """
+        root = Path(directory)
+        manifest = read_manifest(root)
+        _verify_files(root, manifest["files"])
+        saved = _read_config(root)
+        if saved != self.config:
+            raise GeneratorLoadError(
+                f"the generator at {root} was saved with config {saved.name!r} that differs from "
+                f"this generator's config {self.config.name!r}"
+            )
+        try:
+            state = load_file(str(root / UNET_WEIGHTS), device=str(self.device))
+        except SafetensorError as err:
+            raise GeneratorLoadError(f"cannot read {root / UNET_WEIGHTS}: {err}") from err
+        self.unet.load_state_dict(state, strict=True)
+        self._load_projector(root)
+        self.encoder_versions = dict(manifest.get("encoder_versions", {}))
+
+    def _load_projector(self, root: Path) -> None:
+        try:
+            state = load_file(str(root / PROJECTOR_WEIGHTS), device=str(self.device))
+            self.projector.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError) as err:
+            raise GeneratorLoadError(f"cannot load {root / PROJECTOR_WEIGHTS}: {err}") from err
+
+
+def _read_config(root: Path) -> GeneratorConfig:
+    try:
+        return GeneratorConfig.model_validate_json((root / CONFIG_FILE).read_text("utf-8"))
+    except (OSError, ValueError) as err:
+        raise GeneratorLoadError(f"cannot read {root / CONFIG_FILE}: {err}") from err
+
+
+def _check_unet_config(unet: UNet2DConditionModel, config: GeneratorConfig, root: Path) -> None:
+    """The UNet's own config.json must describe the net that generator_config.json implies."""
+    wanted = _jsonable(config.unet_kwargs())
+    found = _jsonable({k: unet.config.get(k) for k in wanted})
+    diff = sorted(k for k in wanted if wanted[k] != found[k])
+    if diff:
+        raise GeneratorLoadError(
+            f"{root / UNET_DIR}/config.json disagrees with {CONFIG_FILE} on {', '.join(diff)}"
+        )

@@ -1,0 +1,1 @@
+"""Ingestion: sources → decoded, detected, aligned faces, or quarantine rows."""

@@ -1,0 +1,310 @@
+"""Ingest a source into the ``faces`` and ``quarantine`` tables.
+
+Idempotent by content: a face's id is the sha256 of its bytes, so a re-run only
+decodes files it has not stored, and the same bytes filed under two identities are
+refused (neither label can be trusted) rather than silently merged. Rows are written
+every ``write_every`` files, so a killed run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from schemas.arrow import to_arrow
+from schemas.records import (
+    ALIGNED_SIZE,
+    ARCFACE_TEMPLATE,
+    FACES_SCHEMA,
+    QUARANTINE_SCHEMA,
+    FaceRecord,
+    QuarantineReason,
+    QuarantineRecord,
+)
+from schemas.settings import IngestSettings
+from tasks import storage
+from tasks.ingest.align import align_face, detect_faces, encode_png, pre_aligned
+from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
+from tasks.ingest.sources import SourceItem, read_source
+from tasks.runtime import retry_transient
+from tasks.storage import FACES, QUARANTINE, Workspace
+
+
+class IngestReport(BaseModel):
+    """What one ingest did: the small reference passed on to later tasks and artifacts."""
+
+    source: str
+    run_id: str
+    seen: int = 0
+    ingested: dict[str, int] = Field(default_factory=dict)  # by kind
+    skipped: dict[str, int] = Field(default_factory=dict)  # by why
+    quarantined: dict[str, int] = Field(default_factory=dict)  # by reason
+    faces_version: int | None = None
+    quarantine_version: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def n_ingested(self) -> int:
+        return sum(self.ingested.values())
+
+    @property
+    def n_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _quarantine(item: SourceItem, reason: QuarantineReason, detail: str, sha: str | None,
+                run_id: str) -> QuarantineRecord:
+    key = "\0".join([str(item.path), item.kind, item.identity_id, sha or "", reason.value])
+    return QuarantineRecord(
+        quarantine_id=hashlib.sha256(key.encode()).hexdigest()[:32],
+        source_path=str(item.path),
+        identity_id=item.identity_id,
+        kind=item.kind,
+        sha256=sha,
+        reason=reason.value,
+        detail=detail,
+        manifest_line=item.manifest_line,
+        run_id=run_id,
+        quarantined_at=_now(),
+    )
+
+
+def _read_bytes(item: SourceItem, limit: int) -> bytes:
+    try:
+        size = item.path.stat().st_size
+        if size > limit:
+            raise ImageRejected(QuarantineReason.FILE_TOO_LARGE,
+                                f"{size:,} bytes, over the {limit:,}-byte limit")
+        return item.path.read_bytes()
+    except FileNotFoundError as error:
+        raise ImageRejected(QuarantineReason.MISSING_FILE, "file vanished during ingest") from error
+    except (PermissionError, IsADirectoryError, OSError) as error:
+        if isinstance(error, ImageRejected):
+            raise
+        raise ImageRejected(QuarantineReason.UNREADABLE_FILE, str(error)) from error
+
+
+def pixel_digest(decoded: DecodedImage) -> str:
+    """Hash of the decoded pixels: the same picture saved in two formats is one face."""
+    digest = hashlib.sha256(str(decoded.bgr.shape).encode())
+    digest.update(decoded.bgr.tobytes())
+    return digest.hexdigest()
+
+
+def locate_face(decoded: DecodedImage, item: SourceItem, face_id: str, pixel_sha: str,
+                run_id: str, settings: IngestSettings, is_pre_aligned: bool) -> FaceRecord:
+    """Detect and align one decoded image; raises ImageRejected when there is no face."""
+    if is_pre_aligned:
+        crop = pre_aligned(decoded.bgr)
+        scale_x, scale_y = decoded.width / ALIGNED_SIZE, decoded.height / ALIGNED_SIZE
+        landmarks = [v for x, y in ARCFACE_TEMPLATE for v in (x * scale_x, y * scale_y)]
+        box, score, n_faces = [0.0, 0.0, float(decoded.width), float(decoded.height)], 1.0, 1
+    else:
+        faces = detect_faces(decoded.bgr, settings.detection_threshold,
+                             settings.detection_max_side)
+        if not faces:
+            raise ImageRejected(
+                QuarantineReason.NO_FACE,
+                f"no face at detection threshold {settings.detection_threshold}",
+            )
+        face = faces[0]
+        crop = align_face(decoded.bgr, face.landmarks)
+        landmarks = [float(v) for v in face.landmarks.reshape(-1)]
+        box, score, n_faces = list(face.box), face.score, len(faces)
+    return FaceRecord(
+        face_id=face_id,
+        identity_id=item.identity_id,
+        kind=item.kind,
+        style=item.style,
+        paired_face_id=None,
+        source_path=str(item.path),
+        pixel_sha256=pixel_sha,
+        width=decoded.width,
+        height=decoded.height,
+        image_format=decoded.image_format,
+        image_mode=decoded.image_mode,
+        exif_transposed=decoded.exif_transposed,
+        alignment="pre-aligned" if is_pre_aligned else "detected",
+        det_box=box,
+        det_landmarks=landmarks,
+        det_score=score,
+        n_faces=n_faces,
+        aligned_png=encode_png(crop),
+        run_id=run_id,
+        ingested_at=_now(),
+    )
+
+
+@dataclass
+class _Claims:
+    """Which identity owns which content (bytes or pixels); the first claim wins.
+
+    Stored faces claim first, then files in source order. A later claim on the same
+    content under another identity is refused, because one picture cannot show two
+    people and guessing which label is right would corrupt both identities.
+    """
+
+    by_bytes: dict[str, tuple[str, str]] = field(default_factory=dict)  # sha -> (identity, face)
+    by_pixels: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_store(cls, workspace: Workspace) -> _Claims:
+        rows = storage.read(workspace, FACES, columns=["face_id", "identity_id", "pixel_sha256"],
+                            schema=FACES_SCHEMA)
+        claims = cls()
+        columns = (rows.column(c).to_pylist() for c in rows.column_names)
+        for face_id, identity, pixels in zip(*columns, strict=True):
+            claims.add(face_id, pixels, identity)
+        return claims
+
+    def add(self, face_id: str, pixel_sha: str, identity: str) -> None:
+        self.by_bytes.setdefault(face_id, (identity, face_id))
+        self.by_pixels.setdefault(pixel_sha, (identity, face_id))
+
+
+def _stored_refusals(workspace: Workspace) -> set[tuple[str, str, str]]:
+    """Content already refused, so unchanged bad files are not decoded again every night."""
+    rows = storage.read(workspace, QUARANTINE, columns=["sha256", "identity_id", "kind"],
+                        where="sha256 IS NOT NULL", schema=QUARANTINE_SCHEMA)
+    return set(zip(*(rows.column(c).to_pylist() for c in ("sha256", "identity_id", "kind")),
+                   strict=True))
+
+
+def _read_all(items: list[SourceItem], settings: IngestSettings, run_id: str,
+              quarantine: list[QuarantineRecord]) -> list[tuple[SourceItem, bytes, str]]:
+    readable = []
+    for item in items:
+        if item.refusal:
+            quarantine.append(_quarantine(item, item.refusal[0], item.refusal[1], None, run_id))
+            continue
+        try:
+            data = _read_bytes(item, settings.max_file_bytes)
+        except ImageRejected as rejected:
+            quarantine.append(_quarantine(item, rejected.reason, rejected.detail, None, run_id))
+            continue
+        readable.append((item, data, hashlib.sha256(data).hexdigest()))
+    return readable
+
+
+def ingest_source(
+    workspace: Workspace,
+    source: str | Path,
+    *,
+    root: str | Path | None = None,
+    is_pre_aligned: bool = False,
+    settings: IngestSettings | None = None,
+    run_id: str = "local",
+    retry_quarantined: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    started = time.perf_counter()
+    settings = settings or IngestSettings()
+    items = read_source(source, root)
+    report = IngestReport(source=str(source), run_id=run_id, seen=len(items))
+    quarantine: list[QuarantineRecord] = []
+    readable = _read_all(items, settings, run_id, quarantine)
+    claims = _Claims.from_store(workspace)
+    refused = set() if retry_quarantined else _stored_refusals(workspace)
+    skipped: Counter[str] = Counter()
+    ingested: Counter[str] = Counter()
+    # Where each source path's face ended up, to pair sketches with their photos.
+    face_of_path: dict[Path, str] = {}
+    faces: list[FaceRecord] = []
+    added: set[str] = set()
+
+    def refuse(item: SourceItem, reason: QuarantineReason, detail: str, sha: str) -> None:
+        quarantine.append(_quarantine(item, reason, detail, sha, run_id))
+
+    def flush() -> None:
+        if faces:
+            result = storage.upsert(workspace, FACES, to_arrow(faces, FACES_SCHEMA), "face_id")
+            report.faces_version = result.version
+            faces.clear()
+
+    for done, (item, data, sha) in enumerate(readable, start=1):
+        if progress:
+            progress(done, len(readable))
+        owner = claims.by_bytes.get(sha)
+        if owner is not None:
+            if owner[0] != item.identity_id:
+                refuse(item, QuarantineReason.DUPLICATE_IDENTITY,
+                       f"the same bytes are already filed under identity {owner[0]!r}", sha)
+            else:
+                face_of_path[item.path] = owner[1]
+                skipped["duplicate_file" if owner[1] in added else "unchanged"] += 1
+            continue
+        if (sha, item.identity_id, item.kind) in refused:
+            skipped["already_quarantined"] += 1
+            continue
+        try:
+            decoded = decode_image(data, max_pixels=settings.max_pixels,
+                                   min_side=settings.min_side)
+            pixel_sha = pixel_digest(decoded)
+            owner = claims.by_pixels.get(pixel_sha)
+            if owner is not None and owner[0] != item.identity_id:
+                raise ImageRejected(
+                    QuarantineReason.DUPLICATE_IDENTITY,
+                    f"the same picture (pixel-identical) is already filed under identity "
+                    f"{owner[0]!r}",
+                )
+            if owner is not None:
+                face_of_path[item.path] = owner[1]
+                skipped["duplicate_picture"] += 1
+                continue
+            record = locate_face(decoded, item, sha, pixel_sha, run_id, settings,
+                                 is_pre_aligned)
+        except ImageRejected as rejected:
+            refuse(item, rejected.reason, rejected.detail, sha)
+            continue
+        if item.kind == "sketch" and item.pair_path in face_of_path:
+            record.paired_face_id = face_of_path[item.pair_path]
+        claims.add(sha, pixel_sha, item.identity_id)
+        added.add(sha)
+        face_of_path[item.path] = sha
+        faces.append(record)
+        ingested[item.kind] += 1
+        if len(faces) >= settings.write_every:
+            flush()
+    flush()
+
+    storage.ensure_table(workspace, FACES, FACES_SCHEMA)
+    if quarantine:
+        unique = {q.quarantine_id: q for q in quarantine}
+        result = storage.upsert(workspace, QUARANTINE,
+                                to_arrow(list(unique.values()), QUARANTINE_SCHEMA),
+                                "quarantine_id")
+        report.quarantine_version = result.version
+    else:
+        storage.ensure_table(workspace, QUARANTINE, QUARANTINE_SCHEMA)
+    for name in (FACES, QUARANTINE):
+        storage.tag(workspace, name, f"run-{run_id}")
+        storage.export_parquet(workspace, name)
+    report.ingested = dict(ingested)
+    report.skipped = dict(skipped)
+    report.quarantined = dict(Counter(q.reason for q in quarantine))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
+      cache_policy=NO_CACHE)
+def ingest_task(workspace: str, source: str, root: str | None = None,
+                pre_aligned: bool = False, settings: IngestSettings | None = None,
+                run_id: str = "local", retry_quarantined: bool = False) -> IngestReport:
+    """Thin Prefect wrapper; takes a workspace path, never a connection, so it pickles."""
+    return ingest_source(Workspace.open(workspace), source, root=root,
+                         is_pre_aligned=pre_aligned, settings=settings, run_id=run_id,
+                         retry_quarantined=retry_quarantined)

@@ -1,0 +1,198 @@
+"""Turn a source (a folder of identities or a manifest) into a list of files to ingest.
+
+A malformed manifest stops the run before any work, naming the line, because a
+half-understood manifest would ingest the wrong identities. A bad *file* does not
+stop the run: it becomes an item carrying its refusal, which ingestion quarantines.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.records import FaceKind, QuarantineReason
+
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif", ".tiff",
+    ".webp", ".gif", ".heic", ".heif", ".avif", ".svg", ".ico", ".jp2", ".psd",
+})
+REQUIRED_COLUMNS = ("identity_id", "photo_path")
+OPTIONAL_COLUMNS = ("sketch_path", "style")
+DEFAULT_SKETCH_STYLE = "artist"
+
+
+class ManifestError(ValueError):
+    """The manifest itself is unusable; nothing was ingested."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One file to ingest, or the reason it cannot be (``refusal``)."""
+
+    identity_id: str
+    kind: FaceKind
+    path: Path
+    style: str | None = None
+    manifest_line: int | None = None
+    # For a sketch, the manifest path of the photo it is paired with.
+    pair_path: Path | None = None
+    refusal: tuple[QuarantineReason, str] | None = None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None]:
+    """Resolve ``raw`` against ``base``; refuse it if it (or a symlink in it) leaves ``root``."""
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    lexical = Path(os.path.normpath(candidate))
+    if not _inside(lexical, root):
+        return lexical, (QuarantineReason.PATH_OUTSIDE_ROOT, f"{raw!r} resolves outside {root}")
+    real = Path(os.path.realpath(lexical))
+    if not _inside(real, root):
+        return lexical, (
+            QuarantineReason.PATH_OUTSIDE_ROOT,
+            f"{raw!r} is a symlink to {real}, outside {root}",
+        )
+    if not real.exists():
+        return lexical, (QuarantineReason.MISSING_FILE, f"{raw!r} does not exist")
+    if not real.is_file():
+        return lexical, (QuarantineReason.UNREADABLE_FILE, f"{raw!r} is not a regular file")
+    return lexical, None
+
+
+def scan_folder(folder: Path) -> list[SourceItem]:
+    """One sub-folder per identity; image files directly inside it are that identity's photos."""
+    root = Path(os.path.realpath(folder))
+    items: list[SourceItem] = []
+    identities = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not identities:
+        raise ManifestError(
+            f"{folder} has no identity sub-folders; expected {folder}/<identity_id>/<photo>"
+        )
+    for identity in identities:
+        if not _inside(Path(os.path.realpath(identity)), root):
+            items.append(SourceItem(
+                identity.name, "photo", identity,
+                refusal=(QuarantineReason.PATH_OUTSIDE_ROOT,
+                         f"identity folder is a symlink to {os.path.realpath(identity)}"),
+            ))
+            continue
+        for entry in sorted(identity.iterdir()):
+            if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            path, refusal = resolve_member(entry.name, identity, root)
+            items.append(SourceItem(identity.name, "photo", path, refusal=refusal))
+    return items
+
+
+def _read_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Rows with the line (CSV) or row number (Parquet) a user can find them by."""
+    if manifest.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(manifest)
+        except Exception as error:
+            raise ManifestError(f"{manifest}: not a readable Parquet file ({error})") from error
+        columns = table.column_names
+        rows = [
+            (number, {k: ("" if v is None else str(v)) for k, v in row.items()})
+            for number, row in enumerate(table.to_pylist(), start=1)
+        ]
+        return columns, rows
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            reader.fieldnames = columns
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise ManifestError(
+                        f"{manifest}, line {reader.line_num}: more fields than the header's "
+                        f"{len(columns)} columns"
+                    )
+                rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{manifest}: not UTF-8 text ({error})") from error
+    except csv.Error as error:
+        raise ManifestError(f"{manifest}: malformed CSV ({error})") from error
+    return columns, rows
+
+
+def read_manifest(manifest: Path, root: Path | None = None) -> list[SourceItem]:
+    """Rows ``identity_id, photo_path[, sketch_path, style]``; paths relative to the manifest.
+
+    ``root`` bounds where files may live (default: the manifest's folder), so a manifest
+    cannot pull in arbitrary files from the machine.
+    """
+    base = manifest.parent.resolve()
+    root = Path(os.path.realpath(root or base))
+    what = "line" if manifest.suffix.lower() != ".parquet" else "row"
+    columns, rows = _read_rows(manifest)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(
+            f"{manifest}: missing column(s) {', '.join(missing)}; "
+            f"found {', '.join(columns) or 'none'}"
+            f" (need {', '.join(REQUIRED_COLUMNS)}, optionally {', '.join(OPTIONAL_COLUMNS)})"
+        )
+    if not rows:
+        raise ManifestError(f"{manifest}: no rows")
+    for number, row in rows:
+        if not row["identity_id"]:
+            raise ManifestError(f"{manifest}, {what} {number}: empty identity_id")
+        if not row["photo_path"] and not row.get("sketch_path"):
+            raise ManifestError(f"{manifest}, {what} {number}: neither photo_path nor sketch_path")
+    items: list[SourceItem] = []
+    for number, row in rows:
+        identity = row["identity_id"]
+        photo = None
+        if row["photo_path"]:
+            photo, refusal = resolve_member(row["photo_path"], base, root)
+            items.append(SourceItem(identity, "photo", photo, manifest_line=number,
+                                    refusal=refusal))
+        if row.get("sketch_path"):
+            sketch, refusal = resolve_member(row["sketch_path"], base, root)
+            items.append(SourceItem(
+                identity, "sketch", sketch, style=row.get("style") or DEFAULT_SKETCH_STYLE,
+                manifest_line=number, pair_path=photo, refusal=refusal,
+            ))
+    return items
+
+
+def read_source(source: str | Path, root: str | Path | None = None) -> list[SourceItem]:
+    source = Path(source).expanduser()
+    if source.is_dir():
+        if root is not None:
+            raise ManifestError("--root applies to manifests; a folder source is its own root")
+        return scan_folder(source)
+    if not source.exists():
+        raise ManifestError(f"source {source} does not exist")
+    if source.suffix.lower() not in (".csv", ".parquet"):
+        raise ManifestError(
+            f"source {source} is neither a folder of identities nor a .csv/.parquet manifest"
+        )
+    return read_manifest(source, Path(root).expanduser() if root else None)
+
+
+def write_cuhk_manifest(cuhk: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE) -> int:
+    """Pairs manifest for the CUHK layout: photos/NAME.jpg with sketches/NAME-sz1.jpg."""
+    photos = sorted((cuhk / "photos").glob("*.jpg"))
+    if not photos:
+        raise ManifestError(f"{cuhk}/photos has no .jpg files: not the CUHK layout")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["identity_id", "photo_path", "sketch_path", "style"])
+        for photo in photos:
+            sketch = cuhk / "sketches" / f"{photo.stem}-sz1.jpg"
+            writer.writerow([photo.stem, str(photo.resolve()),
+                             str(sketch.resolve()) if sketch.exists() else "", style])
+    return len(photos)

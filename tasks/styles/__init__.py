@@ -1,0 +1,1 @@
+"""Sketch styles: deterministic renderers that turn aligned face photos into sketch targets."""

@@ -1,0 +1,61 @@
+"""The CLI: every command listed, and --help that does not pay for heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from flows.cli import build_parser
+
+COMMANDS = {"ingest", "embed", "nightly", "demo", "make-manifest", "encoders", "status"}
+
+
+def test_help_lists_every_command():
+    help_text = build_parser().format_help()
+    assert all(command in help_text for command in COMMANDS)
+
+
+def test_help_imports_nothing_heavy():
+    """--help must stay instant: Prefect, torch and friends load only inside commands."""
+    code = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('prefect', 'torch', 'lancedb', 'great_expectations', 'diffusers',"
+        " 'open_clip', 'cv2', 'pyarrow') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out
+
+
+def test_encoders_command_lists_the_registry(capsys):
+    from flows.cli import main
+
+    assert main(["encoders"]) == 0
+    out = capsys.readouterr().out
+    for name in ("sface", "adaface", "effnet-lite0", "open_clip", "minilm"):
+        assert name in out
+
+
+def test_make_manifest_for_the_cuhk_layout(tmp_path, capsys):
+    from flows.cli import main
+
+    cuhk = tmp_path / "cuhk"
+    (cuhk / "photos").mkdir(parents=True)
+    (cuhk / "sketches").mkdir()
+    (cuhk / "photos" / "a-001.jpg").write_bytes(b"x")
+    (cuhk / "sketches" / "a-001-sz1.jpg").write_bytes(b"y")
+    assert main(["make-manifest", str(cuhk), str(tmp_path / "m.csv")]) == 0
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0] == "identity_id,photo_path,sketch_path,style"
+    assert lines[1].startswith("a-001,") and "a-001-sz1.jpg" in lines[1]
+    assert "--root" in capsys.readouterr().out
+
+
+def test_status_on_an_empty_workspace(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["--workspace", str(tmp_path / "ws"), "status"]) == 0
+    assert "empty workspace" in capsys.readouterr().out
