@@ -23,6 +23,9 @@ _PLUGINS: dict[tuple[Role, str], str] = {
     ("text", "open_clip"): "tasks.encoders.clip:OpenClipTextEncoder",
 }
 
+# Encoders already loaded in this process, by spec (see ``load``).
+_LOADED: dict[Any, Encoder] = {}
+
 DEFAULTS: dict[Role, str] = {"identity": "sface", "image": "effnet-lite0", "text": "minilm"}
 
 
@@ -31,6 +34,12 @@ def register(role: Role, name: str, target: str) -> None:
     if role not in ROLES:
         raise EncoderError(f"unknown encoder role {role!r}; roles are {', '.join(ROLES)}")
     _PLUGINS[(role, name)] = target
+
+
+def unregister(role: Role, name: str) -> None:
+    _PLUGINS.pop((role, name), None)
+    for spec in [s for s in _LOADED if (s.role, s.name) == (role, name)]:
+        del _LOADED[spec]
 
 
 def available(role: Role | None = None) -> list[tuple[Role, str]]:
@@ -68,8 +77,6 @@ def create(role: Role, name: str | None = None, **options: Any) -> Encoder:
 
 
 
-_LOADED: dict[Any, Encoder] = {}
-
 
 def load(spec: Any) -> Encoder:
     """The encoder for an ``EncoderSpec``, loaded once per process and then reused.
@@ -82,4 +89,5 @@ def load(spec: Any) -> Encoder:
     return _LOADED[spec]
 
 
-__all__ = ["DEFAULTS", "Encoder", "EncoderError", "available", "create", "load", "register"]
+__all__ = ["DEFAULTS", "Encoder", "EncoderError", "available", "create", "load", "register",
+           "unregister"]

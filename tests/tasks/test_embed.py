@@ -29,7 +29,11 @@ class MeanColour:
         return encoders.base.l2_normalise(vectors)
 
 
-encoders.register("image", "mean-colour", f"{__name__}:MeanColour")
+@pytest.fixture(autouse=True)
+def mean_colour_plugin():
+    encoders.register("image", "mean-colour", f"{__name__}:MeanColour")
+    yield
+    encoders.unregister("image", "mean-colour")
 
 
 @pytest.fixture
