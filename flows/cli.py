@@ -34,6 +34,24 @@ def prepare_environment(workspace: Path) -> None:
         os.environ["PREFECT_HOME"] = str(workspace / ".prefect")
 
 
+def log_to_workspace(workspace: Path, command: str):
+    """Copy Prefect's flow and task logs into ``workspace/logs`` for readers without the UI.
+
+    Attached after Prefect is imported: its logging set-up replaces earlier handlers.
+    """
+    import logging
+    import time
+
+    import prefect  # noqa: F401  (configures Prefect's loggers first)
+
+    path = workspace / "logs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{command}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s"))
+    logging.getLogger("prefect").addHandler(handler)
+    return handler
+
+
 def _workspace(args: argparse.Namespace) -> Path:
     given = args.workspace or os.environ.get("CLIP4SKETCH_WORKSPACE") or "workspace"
     return Path(given).expanduser().resolve()
@@ -187,17 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="workspace folder (default $CLIP4SKETCH_WORKSPACE or ./workspace)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str):
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
+            runs_flow: bool = False):
         sub = commands.add_parser(name, help=text, description=text)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, runs_flow=runs_flow)
         return sub
 
-    _ingest_options(add("ingest", cmd_ingest, "ingest mugshots and paired sketches"))
-    _encoder_options(add("embed", cmd_embed, "compute identity and image vectors of faces"))
-    nightly = add("nightly", cmd_nightly, "the nightly DAG: ingest, then embed")
+    _ingest_options(add("ingest", cmd_ingest, "ingest mugshots and paired sketches", True))
+    _encoder_options(add("embed", cmd_embed, "compute identity and image vectors of faces",
+                         True))
+    nightly = add("nightly", cmd_nightly, "the nightly DAG: ingest, then embed", True)
     _ingest_options(nightly)
     _encoder_options(nightly)
-    demo = add("demo", cmd_demo, "draw demo faces and run the nightly DAG on them")
+    demo = add("demo", cmd_demo, "draw demo faces and run the nightly DAG on them", True)
     demo.add_argument("--identities", type=int, default=12)
     demo.add_argument("--photos", type=int, default=3, help="photos per identity")
     demo.add_argument("--seed", type=int, default=0)
@@ -216,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.workspace = _workspace(args)
     prepare_environment(args.workspace)
+    log_handler = log_to_workspace(args.workspace, args.command) if args.runs_flow else None
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -229,6 +250,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise
+    finally:
+        if log_handler is not None:
+            import logging
+
+            logging.getLogger("prefect").removeHandler(log_handler)
+            log_handler.close()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def test_cli_demo_runs_the_nightly_flow(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "Demo finished" in out
     assert (tmp_path / "ws" / "datasets" / "faces.parquet").is_file()
+    logs = list((tmp_path / "ws" / "logs").glob("*-demo.log"))
+    assert logs and "Finished in state Completed" in logs[0].read_text()
 
 
 def test_cli_reports_a_bad_source_clearly(tmp_path: Path, capsys):
