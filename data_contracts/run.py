@@ -1,0 +1,102 @@
+"""Run suites against data frames and build Data Docs into the workspace.
+
+A file-backed GX context under ``<workspace>/gx`` keeps every validation result, so Data
+Docs show history across runs. Data Docs load their styles from CDNs and render unstyled
+offline, which is why reviewers also get the self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from data_contracts.suites import SuiteSpec
+
+MAX_FAILING_KEYS = 50
+
+
+class ExpectationOutcome(BaseModel):
+    expectation: str
+    column: str | None
+    success: bool
+    unexpected_count: int | None = None
+    failing_keys: list[str] = Field(default_factory=list)
+    observed: Any = None
+
+
+class SuiteOutcome(BaseModel):
+    suite: str
+    success: bool
+    rows: int
+    expectations: list[ExpectationOutcome]
+
+    def failures(self) -> list[ExpectationOutcome]:
+        return [e for e in self.expectations if not e.success]
+
+
+class ContractReport(BaseModel):
+    success: bool
+    suites: list[SuiteOutcome]
+    data_docs: str | None = None
+
+
+def _context(root: Path):
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="file", project_root_dir=str(root))
+    context.variables.progress_bars = {"globally": False}
+    return context
+
+
+def _outcome(result: Any, key: str) -> ExpectationOutcome:
+    config = result.expectation_config
+    details = result.result or {}
+    keys = [str(row.get(key)) for row in details.get("unexpected_index_list") or []
+            if isinstance(row, dict)]
+    return ExpectationOutcome(
+        expectation=config.type,
+        column=config.kwargs.get("column"),
+        success=bool(result.success),
+        unexpected_count=details.get("unexpected_count"),
+        failing_keys=sorted(set(keys))[:MAX_FAILING_KEYS],
+        observed=details.get("observed_value"),
+    )
+
+
+def run_suites(root: Path, checks: list[tuple[SuiteSpec, Any]]) -> ContractReport:
+    """Validate each (suite, pandas frame) pair through a checkpoint that updates Data Docs.
+
+    One checkpoint per suite because a checkpoint feeds one frame to all its validations.
+    """
+    import great_expectations as gx
+
+    context = _context(root)
+    source = context.data_sources.add_or_update_pandas("clip4sketch")
+    outcomes = []
+    for spec, frame in checks:
+        asset = (source.get_asset(spec.name) if spec.name in source.get_asset_names()
+                 else source.add_dataframe_asset(spec.name))
+        batch = (asset.get_batch_definition("whole") if asset.batch_definitions
+                 else asset.add_batch_definition_whole_dataframe("whole"))
+        suite = context.suites.add_or_update(spec.build())
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=spec.name, data=batch, suite=suite))
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=spec.name, validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
+            result_format={"result_format": "COMPLETE",
+                           "unexpected_index_column_names": [spec.key]},
+        ))
+        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        (result,) = run.run_results.values()
+        outcomes.append(SuiteOutcome(
+            suite=spec.name, success=bool(result.success), rows=len(frame),
+            expectations=[_outcome(r, spec.key) for r in result.results],
+        ))
+    sites = context.get_docs_sites_urls()
+    return ContractReport(success=all(o.success for o in outcomes), suites=outcomes,
+                          data_docs=sites[0]["site_url"] if sites else None)

@@ -1,0 +1,51 @@
+"""The thresholds file as a validated model, so a typo in a reviewed number fails loudly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+THRESHOLDS_FILE = Path(__file__).with_name("thresholds.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FaceThresholds(_Strict):
+    min_detection_score: float = Field(ge=0, le=1)
+    aligned_size: int = Field(gt=0)
+
+
+class EmbeddingThresholds(_Strict):
+    unit_norm_tolerance: float = Field(gt=0)
+
+
+class SketchThresholds(_Strict):
+    min_identity_similarity: float = Field(ge=-1, le=1)
+    min_share_identity: float = Field(ge=0, le=1)
+    min_identity_margin: float = Field(ge=-2, le=2)
+    min_share_margin: float = Field(ge=0, le=1)
+    max_share_wrong_style: float = Field(ge=0, le=1)
+    min_pixel_std: float = Field(ge=0)
+    max_saturated_share: float = Field(ge=0, le=1)
+    max_colour_deviation: float = Field(ge=0)
+    max_share_unhealthy: float = Field(ge=0, le=1)
+    max_mean_pairwise_similarity: float = Field(ge=-1, le=1)
+    min_mean_pairwise_similarity: float = Field(ge=-1, le=1)
+
+
+class Thresholds(_Strict):
+    faces: FaceThresholds
+    embeddings: EmbeddingThresholds
+    sketches: SketchThresholds
+
+
+def load_thresholds(path: str | Path | None = None) -> Thresholds:
+    path = Path(path) if path else THRESHOLDS_FILE
+    try:
+        return Thresholds.model_validate(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        raise ValueError(f"{path}: invalid thresholds: {error}") from error

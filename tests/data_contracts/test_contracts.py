@@ -1,0 +1,72 @@
+"""Contracts run by great-expectations on small frames: pass, fail by key, Data Docs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_contracts.run import run_suites
+from data_contracts.suites import embeddings_suite, faces_suite
+from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
+
+THRESHOLDS = load_thresholds()
+
+
+def _faces(n: int = 4) -> pd.DataFrame:
+    return pd.DataFrame({
+        "face_id": [f"{i:064x}" for i in range(n)],
+        "identity_id": [f"id{i // 2}" for i in range(n)],
+        "kind": ["photo", "sketch"] * (n // 2),
+        "style": [None, "artist"] * (n // 2),
+        "det_score": [0.9] * n,
+        "n_faces": [1] * n,
+        "aligned_png": [b"png"] * n,
+    })
+
+
+def test_clean_faces_pass_and_docs_are_built(tmp_path: Path):
+    report = run_suites(tmp_path / "gx", [(faces_suite(THRESHOLDS), _faces())])
+    assert report.success, [e for s in report.suites for e in s.failures()]
+    assert report.data_docs and Path(report.data_docs.removeprefix("file://")).is_file()
+
+
+def test_failing_rows_are_reported_by_key(tmp_path: Path):
+    frame = _faces()
+    frame.loc[1, "style"] = None  # a sketch without a style
+    frame.loc[2, "face_id"] = frame.loc[0, "face_id"]  # a duplicate key
+    frame.loc[3, "det_score"] = 0.1
+    report = run_suites(tmp_path / "gx", [(faces_suite(THRESHOLDS), frame)])
+    assert not report.success
+    failed = {(e.expectation, e.column): e for e in report.suites[0].failures()}
+    assert failed[("expect_column_values_to_not_be_null", "style")].failing_keys == [
+        frame.loc[1, "face_id"]]
+    assert failed[("expect_column_values_to_be_unique", "face_id")].unexpected_count == 2
+    assert failed[("expect_column_values_to_be_between", "det_score")].failing_keys == [
+        frame.loc[3, "face_id"]]
+
+
+def test_embeddings_contract_checks_norms_dims_and_keys(tmp_path: Path):
+    vectors = np.eye(3, 8, dtype=np.float32)
+    frame = pd.DataFrame({
+        "face_id": [f"{i:064x}" for i in range(3)],
+        "encoder_version": ["sface@x"] * 3,
+        "vector_dim": [8, 8, 8],
+        "vector_norm": np.linalg.norm(vectors, axis=1),
+    })
+    frame.loc[2, "vector_norm"] = 0.5
+    spec = embeddings_suite("emb", 8, THRESHOLDS, face_ids=list(frame.face_id[:2]))
+    outcome = run_suites(tmp_path / "gx", [(spec, frame)]).suites[0]
+    failed = {(e.expectation, e.column) for e in outcome.failures()}
+    assert failed == {("expect_column_values_to_be_between", "vector_norm"),
+                      ("expect_column_values_to_be_in_set", "face_id")}
+
+
+def test_a_typo_in_the_thresholds_file_fails_loudly(tmp_path: Path):
+    text = THRESHOLDS_FILE.read_text()
+    bad = tmp_path / "t.yaml"
+    bad.write_text(text.replace("min_share_identity", "min_share_identiy"))
+    with pytest.raises(ValueError, match="min_share_identiy"):
+        load_thresholds(bad)
