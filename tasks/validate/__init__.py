@@ -1,0 +1,1 @@
+"""Validation: per-sketch metrics, dataset-level metrics, contracts, publishing."""
