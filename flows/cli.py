@@ -245,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # the flow already logged the traceback
         from tasks.encoders.base import EncoderError
         from tasks.ingest.sources import ManifestError
+        from tasks.locking import WorkspaceBusyError
 
-        if isinstance(error, ManifestError | EncoderError | FileNotFoundError):
+        if isinstance(error, ManifestError | EncoderError | FileNotFoundError
+                      | WorkspaceBusyError):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise

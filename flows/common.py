@@ -11,12 +11,19 @@ from pydantic import BaseModel
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings, load_settings
+from tasks.locking import workspace_lock
 from tasks.storage import Workspace, write_bytes_atomic
 
 
 def resolve(workspace: str | None) -> tuple[Settings, Workspace]:
     settings = load_settings(workspace)
     return settings, Workspace.open(settings.workspace)
+
+
+def hold_workspace(settings: Settings, workspace: Workspace, flow: str, run_id: str):
+    """The workspace lock for this run (see tasks.locking): one writer per workspace."""
+    return workspace_lock(workspace.root, f"{flow} run {run_id}",
+                          timeout=settings.lock_timeout_seconds)
 
 
 def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.artifacts import embed_markdown, publish
-from flows.common import encoder_spec, resolve, write_run_record
+from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from tasks.embed import EmbedReport, embed_task
 from tasks.runtime import current_run_id
@@ -22,8 +22,9 @@ def embed(
     run_id = current_run_id()
     specs = [encoder_spec(settings, "identity", identity_encoder),
              encoder_spec(settings, "image", image_encoder)]
-    report = embed_task(str(ws.root), specs, run_id=run_id)
-    publish("embed-summary", embed_markdown(report))
-    write_run_record(ws, "embed", run_id, {"encoders": [s.model_dump() for s in specs]},
-                     {"embed": report})
+    with hold_workspace(settings, ws, "embed", run_id):
+        report = embed_task(str(ws.root), specs, run_id=run_id)
+        publish("embed-summary", embed_markdown(report))
+        write_run_record(ws, "embed", run_id, {"encoders": [s.model_dump() for s in specs]},
+                         {"embed": report})
     return report

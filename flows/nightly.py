@@ -11,7 +11,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.artifacts import embed_markdown, ingest_markdown, publish, quarantine_rows
-from flows.common import encoder_spec, resolve, write_run_record
+from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from tasks.embed import EmbedReport, embed_task
 from tasks.ingest.run import IngestReport, ingest_task
@@ -40,21 +40,22 @@ def nightly(
     run_id = current_run_id()
     specs = [encoder_spec(settings, "identity", identity_encoder),
              encoder_spec(settings, "image", image_encoder)]
-    ingested = [
-        ingest_task(str(ws.root), source, root=root, pre_aligned=pre_aligned,
-                    settings=settings.ingest, run_id=run_id,
-                    retry_quarantined=retry_quarantined)
-        for source in sources
-    ]
-    embedded = embed_task(str(ws.root), specs, run_id=run_id)
-    markdown = "\n\n".join([f"# Nightly run `{run_id}`", f"Workspace: `{ws.root}`",
-                            ingest_markdown(ingested), embed_markdown(embedded)])
-    publish("nightly-summary", markdown, quarantine_rows(ws, run_id))
-    record = write_run_record(
-        ws, "nightly", run_id,
-        {"sources": sources, "root": root, "pre_aligned": pre_aligned,
-         "encoders": [s.model_dump() for s in specs]},
-        {**{f"ingest[{i}]": r for i, r in enumerate(ingested)}, "embed": embedded},
-    )
+    with hold_workspace(settings, ws, "nightly", run_id):
+        ingested = [
+            ingest_task(str(ws.root), source, root=root, pre_aligned=pre_aligned,
+                        settings=settings.ingest, run_id=run_id,
+                        retry_quarantined=retry_quarantined)
+            for source in sources
+        ]
+        embedded = embed_task(str(ws.root), specs, run_id=run_id)
+        markdown = "\n\n".join([f"# Nightly run `{run_id}`", f"Workspace: `{ws.root}`",
+                                ingest_markdown(ingested), embed_markdown(embedded)])
+        publish("nightly-summary", markdown, quarantine_rows(ws, run_id))
+        record = write_run_record(
+            ws, "nightly", run_id,
+            {"sources": sources, "root": root, "pre_aligned": pre_aligned,
+             "encoders": [s.model_dump() for s in specs]},
+            {**{f"ingest[{i}]": r for i, r in enumerate(ingested)}, "embed": embedded},
+        )
     return NightlyReport(run_id=run_id, workspace=str(ws.root), ingest=ingested,
                          embed=embedded, run_record=str(record))

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     image_encoder: str = "effnet-lite0"
     text_encoder: str = "minilm"
     embed_batch_size: int = Field(64, ge=1)
+    # How long a flow waits for another run holding the same workspace before refusing.
+    lock_timeout_seconds: float = Field(60.0, ge=0)
+    # Extra style files (JSON, one style each) on top of the bundled registry and
+    # <workspace>/styles/; see tasks/styles/registry.py.
+    styles_dir: Path | None = None
     ingest: IngestSettings = Field(default_factory=IngestSettings)
 
 

@@ -94,3 +94,20 @@ def test_cli_reports_a_bad_source_clearly(tmp_path: Path, capsys):
     code = main(["--workspace", str(tmp_path / "ws"), "ingest", str(tmp_path / "nothing")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_second_run_on_a_busy_workspace_refuses_clearly(demo_source: Path, tmp_path: Path,
+                                                          monkeypatch, capsys):
+    from tests.tasks.test_locking import _hold
+
+    monkeypatch.setenv("CLIP4SKETCH_LOCK_TIMEOUT_SECONDS", "0")
+    workspace = tmp_path / "ws"
+    holder = _hold(workspace, 60)
+    try:
+        code = main(["--workspace", str(workspace), "nightly", str(demo_source / "photos")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2
+    assert "is in use by nightly run abc" in capsys.readouterr().err
+    assert not (workspace / "lancedb" / "faces.lance").exists()

@@ -1,0 +1,61 @@
+"""One writer per workspace: an advisory lock held for the length of a flow run.
+
+Two nightly runs on one workspace would race on the same tables and shard files. The
+second run waits up to ``timeout`` seconds for the first, then refuses with a message that
+names the holder, so a scheduler retry or an operator knows what is running. The lock is
+``flock`` on a file: the kernel releases it when the holder dies, so a ``kill -9`` never
+leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class WorkspaceBusyError(RuntimeError):
+    """Another run holds the workspace."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    return f"{info.get('what', 'a run')} (pid {info.get('pid')}, since {info.get('since')})"
+
+
+@contextlib.contextmanager
+def workspace_lock(root: Path, what: str, timeout: float = 0.0,
+                   poll: float = 0.5) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    handle = open(path, "a+")  # noqa: SIM115  (held open for the lock's lifetime)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WorkspaceBusyError(
+                        f"workspace {root} is in use by {_holder(path)}; wait for it to "
+                        f"finish or use another --workspace"
+                    ) from None
+                time.sleep(poll)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"what": what, "pid": os.getpid(),
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
