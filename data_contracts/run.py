@@ -23,8 +23,14 @@ class ExpectationOutcome(BaseModel):
     column: str | None
     success: bool
     unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    mostly: float | None = None
     failing_keys: list[str] = Field(default_factory=list)
     observed: Any = None
+
+    def label(self) -> str:
+        column = f"({self.column})" if self.column else ""
+        return f"{self.expectation}{column}"
 
 
 class SuiteOutcome(BaseModel):
@@ -41,6 +47,10 @@ class ContractReport(BaseModel):
     success: bool
     suites: list[SuiteOutcome]
     data_docs: str | None = None
+
+    def failures(self) -> list[str]:
+        """``suite: expectation(column)`` for every failed expectation."""
+        return [f"{s.suite}: {e.label()}" for s in self.suites for e in s.failures()]
 
 
 def _context(root: Path):
@@ -62,6 +72,8 @@ def _outcome(result: Any, key: str) -> ExpectationOutcome:
         column=config.kwargs.get("column"),
         success=bool(result.success),
         unexpected_count=details.get("unexpected_count"),
+        unexpected_percent=details.get("unexpected_percent"),
+        mostly=config.kwargs.get("mostly"),
         failing_keys=sorted(set(keys))[:MAX_FAILING_KEYS],
         observed=details.get("observed_value"),
     )

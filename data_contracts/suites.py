@@ -67,3 +67,93 @@ def embeddings_suite(name: str, dim: int, thresholds: Thresholds,
                                            "min_value": 1 - tolerance,
                                            "max_value": 1 + tolerance}),
     ])
+
+
+SKETCH_ID = r"^[0-9a-f]{32}$"
+SKETCH_STATUSES = ["ok", "nan", "blank"]
+MAX_SEED = 2**63 - 1
+
+
+def sketches_suite(thresholds: Thresholds, columns: list[str], styles: list[str]) -> SuiteSpec:
+    """The ``sketches`` table as the generator wrote it: schema, keys, provenance, ranges.
+
+    Expects derived boolean columns ``face_known`` (the face is stored) and
+    ``identity_matches_face`` (the row's identity is the face's), so the suite does not carry
+    every face id as a value set.
+    """
+    present = {"column": "png_path", "row_condition": 'status!="nan"', "condition_parser": "pandas"}
+    return SuiteSpec("sketches", "sketch_id", [
+        ("ExpectTableColumnsToMatchSet", {"column_set": columns, "exact_match": False}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "sketch_id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "sketch_id"}),
+        ("ExpectColumnValuesToMatchRegex", {"column": "sketch_id", "regex": SKETCH_ID}),
+        ("ExpectColumnValuesToMatchRegex", {"column": "face_id", "regex": HEX64}),
+        ("ExpectColumnValuesToBeInSet", {"column": "face_known", "value_set": [True]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "identity_matches_face",
+                                         "value_set": [True]}),
+        ("ExpectColumnValuesToBeInSet", {"column": "style", "value_set": styles}),
+        ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": SKETCH_STATUSES}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "generator_version"}),
+        ("ExpectColumnValuesToBeInTypeList", {"column": "sample_index", "type_list": ["int64"]}),
+        ("ExpectColumnValuesToBeInTypeList", {"column": "seed", "type_list": ["int64"]}),
+        ("ExpectColumnValuesToBeBetween", {"column": "sample_index", "min_value": 0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "seed", "min_value": 0,
+                                           "max_value": MAX_SEED}),
+        ("ExpectColumnValuesToBeBetween", {"column": "width", "min_value": 8,
+                                           "max_value": 4096}),
+        ("ExpectColumnValuesToBeBetween", {"column": "height", "min_value": 8,
+                                           "max_value": 4096}),
+        ("ExpectColumnValuesToNotBeNull", present),
+        ("ExpectColumnValuesToMatchRegex", {"column": "png_sha256", "regex": HEX64}),
+        ("ExpectColumnValuesToBeBetween", {"column": "pixel_std", "min_value": 0,
+                                           "max_value": 128}),
+    ])
+
+
+def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
+    """The reviewed thresholds over the per-sketch metrics ("at least 95 % of sketches ...").
+
+    Expects a frame of every sketch in scope with derived columns: ``has_metrics`` (a current
+    metrics row exists), ``healthy`` and ``style_agrees`` (null where the style was not
+    judged). A sketch without pixels has no identity: its similarity and margin arrive as
+    -1 and -2, so it counts against the shares instead of being skipped as null.
+    """
+    t = thresholds.sketches
+    return SuiteSpec("sketch_metrics", "sketch_id", [
+        ("ExpectColumnValuesToNotBeNull", {"column": "sketch_id"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "sketch_id"}),
+        ("ExpectColumnValuesToBeInSet", {"column": "has_metrics", "value_set": [True]}),
+        ("ExpectColumnUniqueValueCountToBeBetween", {"column": "metrics_version",
+                                                     "min_value": 1, "max_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "identity_similarity",
+                                           "min_value": t.min_identity_similarity,
+                                           "max_value": 1.0001, "mostly": t.min_share_identity}),
+        ("ExpectColumnValuesToBeBetween", {"column": "identity_margin",
+                                           "min_value": t.min_identity_margin,
+                                           "mostly": t.min_share_margin}),
+        ("ExpectColumnValuesToBeInSet", {"column": "style_agrees", "value_set": [True],
+                                         "mostly": 1.0 - t.max_share_wrong_style}),
+        ("ExpectColumnValuesToBeInSet", {"column": "healthy", "value_set": [True],
+                                         "mostly": 1.0 - t.max_share_unhealthy}),
+        ("ExpectColumnValuesToBeBetween", {"column": "saturated_share", "min_value": 0,
+                                           "max_value": 1}),
+        ("ExpectColumnValuesToBeBetween", {"column": "contrast", "min_value": 0,
+                                           "max_value": 255}),
+        ("ExpectColumnValuesToBeBetween", {"column": "neighbour_correlation",
+                                           "min_value": -1.0001, "max_value": 1.0001}),
+        ("ExpectColumnValuesToBeBetween", {"column": "style_score", "min_value": -1.0001,
+                                           "max_value": 1.0001}),
+    ])
+
+
+def diversity_suite(thresholds: Thresholds) -> SuiteSpec:
+    """Per (identity, style) group of 2+ samples: neither copies of one drawing nor drift."""
+    t = thresholds.sketches
+    return SuiteSpec("sketch_diversity", "group", [
+        ("ExpectColumnValuesToBeUnique", {"column": "group"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 2}),
+        ("ExpectColumnValuesToBeBetween", {"column": "mean_pairwise_similarity",
+                                           "min_value": t.min_mean_pairwise_similarity,
+                                           "max_value": t.max_mean_pairwise_similarity,
+                                           "mostly": t.min_share_diverse_groups}),
+    ])

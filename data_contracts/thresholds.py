@@ -32,9 +32,12 @@ class SketchThresholds(_Strict):
     min_pixel_std: float = Field(ge=0)
     max_saturated_share: float = Field(ge=0, le=1)
     max_colour_deviation: float = Field(ge=0)
+    min_contrast: float = Field(ge=0, le=255)
+    min_neighbour_correlation: float = Field(ge=-1, le=1)
     max_share_unhealthy: float = Field(ge=0, le=1)
     max_mean_pairwise_similarity: float = Field(ge=-1, le=1)
     min_mean_pairwise_similarity: float = Field(ge=-1, le=1)
+    min_share_diverse_groups: float = Field(ge=0, le=1)
 
 
 class Thresholds(_Strict):

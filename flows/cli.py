@@ -57,9 +57,15 @@ def _workspace(args: argparse.Namespace) -> Path:
     return Path(given).expanduser().resolve()
 
 
-def _encoder_options(parser: argparse.ArgumentParser) -> None:
+ENCODER_DEFAULTS = {"identity": "sface", "image": "effnet-lite0", "text": "minilm"}
+
+
+def _encoder_options(parser: argparse.ArgumentParser,
+                     roles: tuple[str, ...] = ("identity", "image")) -> None:
+    parser.set_defaults(encoder_roles=roles)
     group = parser.add_argument_group("encoders (see `clip4sketch encoders`)")
-    for role, default in (("identity", "sface"), ("image", "effnet-lite0")):
+    for role in roles:
+        default = ENCODER_DEFAULTS[role]
         group.add_argument(f"--{role}-encoder", default=None, metavar="NAME",
                            help=f"{role} encoder (default {default})")
         group.add_argument(f"--{role}-weights", default=None, metavar="PATH",
@@ -76,7 +82,7 @@ def _specs(args: argparse.Namespace) -> dict:
     from schemas.encoders import EncoderSpec
 
     specs = {}
-    for role in ("identity", "image"):
+    for role in args.encoder_roles:
         name = getattr(args, f"{role}_encoder")
         weights, arch = getattr(args, f"{role}_weights"), getattr(args, f"{role}_arch")
         config = args.image_config if role == "image" else None
@@ -164,6 +170,111 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from flows.train_generator import train_generator
+
+    report = train_generator(
+        workspace=str(args.workspace), config=args.config, styles=args.style or None,
+        steps=args.steps, batch_size=args.batch_size, split=args.split, resume=args.resume,
+        name=args.name, seed=args.seed, sample_every=args.sample_every, device=args.device,
+        **_specs(args))
+    print(f"generator {report.generator_dir}: {report.steps} steps, "
+          f"final loss {report.final_loss:.4f}")
+    print(f"  examples per style: {report.examples_per_style}")
+    if report.skipped:
+        print(f"  skipped: {report.skipped}")
+    print(f"  report: {report.report_html}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from flows.generate import generate
+
+    specs = _specs(args)
+    report = generate(
+        workspace=str(args.workspace), generator=args.generator, styles=args.style or None,
+        samples_per_face=args.samples_per_face, shard_size=args.shard_size, steps=args.steps,
+        guidance=args.guidance, eta=args.eta, batch_size=args.batch_size,
+        device=args.device or "auto", dask_address=args.dask_address,
+        faces=args.face or None, text_encoder=specs.get("text_encoder"))
+    for style, counts in report.per_style.items():
+        print(f"{style}: planned {counts.planned}, generated {counts.generated}, "
+              f"reused {counts.reused}, flagged {counts.flagged}")
+    if report.merge:
+        print(f"sketches table: {report.merge.rows} rows")
+    for shard, error in report.failed_shards.items():
+        print(f"failed shard {shard}: {error}", file=sys.stderr)
+    return 1 if report.failed_shards else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from flows.validate import ContractsFailedError, validate
+
+    try:
+        report = validate(workspace=str(args.workspace), generator_version=args.generator_version,
+                          styles=args.style or None, thresholds=args.thresholds, **_specs(args))
+    except ContractsFailedError as error:
+        print(f"not published: {error}", file=sys.stderr)
+        return 1
+    print(f"published {report.version}: {report.dataset.accepted}/{report.dataset.sketches} "
+          f"sketches accepted")
+    print(f"  report:    {report.report_path}")
+    print(f"  data docs: {report.data_docs}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from tasks.storage import Workspace
+    from tasks.validate.publish import list_versions, versions_table
+
+    print(versions_table(list_versions(Workspace.open(args.workspace))))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.storage import Workspace
+    from tasks.validate.publish import export_version
+
+    report = export_version(Workspace.open(args.workspace), args.version, args.dest)
+    print(f"{report.version}: {report.sketches} sketches, {report.mugshots} mugshots -> "
+          f"{report.destination}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import evaluate
+
+    specs = _specs(args)
+    report = evaluate(
+        pairs=args.pairs, recognizers=args.recognizer or ["baseline"], out=args.out,
+        distractors=args.distractors, workspace=str(args.workspace), root=args.root,
+        distractors_root=args.distractors_root, ann_threshold=args.ann_threshold,
+        split=args.split, split_part=args.split_part, matrix_limit=args.matrix_limit,
+        seed=args.seed, identity_encoder=specs.get("identity_encoder"))
+    print(Path(report.metrics_md).read_text(encoding="utf-8"))
+    print(f"results: {report.out}")
+    return 0
+
+
+def cmd_train_recognizer(args: argparse.Namespace) -> int:
+    from flows.train_recognizer import train_recognizer
+
+    specs = _specs(args)
+    report = train_recognizer(
+        workspace=str(args.workspace), name=args.name, out=args.out, dataset=args.dataset,
+        real_pairs=args.real_pairs, real_pairs_root=args.real_pairs_root,
+        include_synthetic=not args.no_synthetic, mode=args.mode, loss=args.loss,
+        backbone_arch=args.backbone_arch, backbone_weights=args.backbone_weights,
+        steps=args.steps, batch_size=args.batch_size,
+        samples_per_identity=args.samples_per_identity, lr=args.lr, seed=args.seed,
+        resume=args.resume, split=args.split, checkpoint_every=args.checkpoint_every,
+        device=args.device, identity_encoder=specs.get("identity_encoder"))
+    loss = f"{report.final_loss:.4f}" if report.final_loss is not None else "n/a"
+    print(f"recognizer {report.recognizer_dir}: {report.steps} steps, final loss {loss}")
+    print(f"  loss curve: {report.loss_png}")
+    return 0
+
+
 def cmd_make_manifest(args: argparse.Namespace) -> int:
     from tasks.ingest.sources import write_cuhk_manifest
 
@@ -221,6 +332,104 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--identities", type=int, default=12)
     demo.add_argument("--photos", type=int, default=3, help="photos per identity")
     demo.add_argument("--seed", type=int, default=0)
+    train = add("train-generator", cmd_train_generator,
+                "train the sketch generator on paired sketches and rendered styles", True)
+    train.add_argument("--config", default="cpu",
+                       help="generator config: tiny, cpu, paper, or a JSON path")
+    train.add_argument("--style", action="append", metavar="NAME",
+                       help="a style to train (repeatable; default: every style with examples)")
+    train.add_argument("--steps", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--split", default=None,
+                       help="identities to hold out: a bundled split (cuhk) or a CSV "
+                            "identity_id,split; only 'train' identities are used")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint of --name")
+    train.add_argument("--name", default="default", help="generators/<name>/ in the workspace")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--sample-every", type=int, default=None,
+                       help="checkpoint and report interval in steps")
+    _encoder_options(train, ("identity", "image", "text"))
+    gen = add("generate", cmd_generate,
+              "sample sketches for every mugshot x style, one Prefect task per shard", True)
+    gen.add_argument("--generator", default=None, metavar="DIR",
+                     help="a saved generator (default: workspace/generators/default/final)")
+    gen.add_argument("--style", action="append", metavar="NAME",
+                     help="repeatable (default: every active style)")
+    gen.add_argument("--samples-per-face", type=int, default=2)
+    gen.add_argument("--shard-size", type=int, default=256)
+    gen.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    gen.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance")
+    gen.add_argument("--eta", type=float, default=0.0)
+    gen.add_argument("--batch-size", type=int, default=16)
+    gen.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                     help="run the shards on an existing Dask cluster")
+    gen.add_argument("--face", action="append", metavar="ID",
+                     help="restrict to these face or identity ids (repeatable)")
+    _encoder_options(gen, ("text",))
+    check = add("validate", cmd_validate,
+                "metrics, data contracts and the reviewer's report; publish if every "
+                "contract holds", True)
+    check.add_argument("--generator-version", default=None,
+                       help="validate only the sketches of this generator version")
+    check.add_argument("--style", action="append", metavar="NAME")
+    check.add_argument("--thresholds", default=None, metavar="YAML",
+                       help="thresholds file (default: data_contracts/thresholds.yaml)")
+    _encoder_options(check, ("identity", "image", "text"))
+    add("datasets", cmd_datasets, "list dataset versions and their status")
+    export = add("export", cmd_export,
+                 "write a published version as image folders + a Parquet manifest")
+    export.add_argument("version")
+    export.add_argument("dest", metavar="DIR")
+    evaluation = add("evaluate", cmd_evaluate,
+                     "sketch-to-mugshot identification and verification metrics", True)
+    evaluation.add_argument("pairs", help="pairs manifest: identity_id, photo_path, sketch_path "
+                                          "(probes are the sketches, the gallery the photos)")
+    evaluation.add_argument("--recognizer", action="append", metavar="baseline|PATH",
+                            help="repeatable; 'baseline' (the identity encoder) or a trained "
+                                 "recognizer folder (default: baseline)")
+    evaluation.add_argument("--out", default=None,
+                            help="results folder (default: workspace/evaluations/<run id>)")
+    evaluation.add_argument("--distractors", default=None, metavar="SOURCE",
+                            help="more mugshots of other people added to the gallery")
+    evaluation.add_argument("--root", default=None, help="folder manifest paths must stay inside")
+    evaluation.add_argument("--distractors-root", default=None)
+    evaluation.add_argument("--ann-threshold", type=int, default=50_000,
+                            help="gallery size past which an ANN index is searched")
+    evaluation.add_argument("--split", default=None,
+                            help="probe only one part of a split (cuhk or a CSV)")
+    evaluation.add_argument("--split-part", default="test")
+    evaluation.add_argument("--matrix-limit", type=int, default=5_000_000,
+                            help="probe x gallery cells scored exactly for verification")
+    evaluation.add_argument("--seed", type=int, default=0)
+    _encoder_options(evaluation, ("identity",))
+    recognizer = add("train-recognizer", cmd_train_recognizer,
+                     "train a sketch-to-mugshot recognizer on synthetic and/or real sketches",
+                     True)
+    recognizer.add_argument("--name", default="default",
+                            help="recognizers/<name>/ in the workspace")
+    recognizer.add_argument("--out", default=None)
+    recognizer.add_argument("--dataset", default=None,
+                            help="sketches table or Parquet (default: the sketches table)")
+    recognizer.add_argument("--real-pairs", default=None, help="pairs manifest of real sketches")
+    recognizer.add_argument("--real-pairs-root", default=None)
+    recognizer.add_argument("--no-synthetic", action="store_true",
+                            help="train on real sketches only")
+    recognizer.add_argument("--mode", choices=["head", "backbone"], default="head")
+    recognizer.add_argument("--loss", choices=["adaface", "arcface", "cosface"],
+                            default="adaface")
+    recognizer.add_argument("--backbone-arch", default="ir_50")
+    recognizer.add_argument("--backbone-weights", default=None)
+    recognizer.add_argument("--steps", type=int, default=1000)
+    recognizer.add_argument("--batch-size", type=int, default=64)
+    recognizer.add_argument("--samples-per-identity", type=int, default=4)
+    recognizer.add_argument("--lr", type=float, default=None)
+    recognizer.add_argument("--seed", type=int, default=0)
+    recognizer.add_argument("--resume", action="store_true")
+    recognizer.add_argument("--split", default=None,
+                            help="only 'train' identities of this split are used")
+    recognizer.add_argument("--checkpoint-every", type=int, default=100)
+    _encoder_options(recognizer, ("identity",))
     manifest = add("make-manifest", cmd_make_manifest,
                    "write a pairs manifest for a known dataset layout (CUHK)")
     manifest.add_argument("source", help="dataset folder (CUHK: photos/ and sketches/)")

@@ -16,6 +16,9 @@ from schemas.arrow import Vector, arrow_schema
 
 FaceKind = Literal["photo", "sketch"]
 Alignment = Literal["detected", "pre-aligned"]
+# ok: usable; nan: the sampler produced NaN/inf (no PNG is written); blank: a near-constant
+# image (PNG kept so a reviewer can look, but never counted as a good sketch).
+SketchStatus = Literal["ok", "nan", "blank"]
 
 ALIGNED_SIZE = 112
 # The five-point ArcFace template (eyes, nose tip, mouth corners) in a 112x112 crop,
@@ -100,8 +103,52 @@ class EmbeddingRecord(BaseModel):
     embedded_at: dt.datetime
 
 
+class SketchRecord(BaseModel):
+    """One generated sketch, with everything needed to regenerate it bit-for-bit.
+
+    The key is (face_id, style, sample_index, generator_version); ``sketch_id`` and ``seed``
+    are both derived from it. Sampling settings, scheduler config, encoder and library
+    versions and the device are recorded because each of them changes the pixels.
+    """
+
+    sketch_id: str
+    face_id: str
+    identity_id: str
+    style: str
+    style_text: str
+    sample_index: int
+    seed: int
+    generator_version: str
+    generator_config: str
+    identity_encoder_version: str
+    image_encoder_version: str
+    text_encoder_version: str
+    scheduler: str  # JSON of the DDIM scheduler config
+    steps: int
+    guidance: float
+    eta: float
+    # Batched convolutions round differently from batch to batch; an item is reproduced
+    # bit-for-bit by regenerating its shard batch, so the batch size is provenance too.
+    batch_size: int
+    device: str
+    precision: str
+    torch_version: str
+    diffusers_version: str
+    png_path: str | None  # relative to the workspace; None when status is "nan"
+    png_sha256: str | None
+    width: int
+    height: int
+    pixel_std: float | None
+    status: SketchStatus
+    reason: str | None
+    shard_id: str
+    run_id: str
+    generated_at: dt.datetime
+
+
 FACES_SCHEMA = arrow_schema(FaceRecord)
 QUARANTINE_SCHEMA = arrow_schema(QuarantineRecord)
+SKETCHES_SCHEMA = arrow_schema(SketchRecord)
 
 
 def embedding_schema(dim: int):

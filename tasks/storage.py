@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 FACES = "faces"
 QUARANTINE = "quarantine"
+SKETCHES = "sketches"
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ def ensure_table(workspace: Workspace, name: str, schema: pa.Schema) -> None:
         workspace.db().create_table(name, schema=schema)
 
 
+def quote(value: str) -> str:
+    """A string literal for a LanceDB filter (single quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def where_in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
 def read(
     workspace: Workspace,
     name: str,
@@ -152,6 +162,16 @@ def read(
         query = query.select(columns)
     # search() without a limit would stop at 10 rows.
     return query.limit(max(table.count_rows(), 1)).to_arrow()
+
+
+def delete(workspace: Workspace, name: str, where: str) -> int:
+    """Delete the rows matching ``where``; returns how many went (0 if no table)."""
+    table = _open(workspace, name)
+    if table is None:
+        return 0
+    before = table.count_rows()
+    table.delete(where)
+    return before - table.count_rows()
 
 
 def count(workspace: Workspace, name: str) -> int:
@@ -209,6 +229,10 @@ def write_parquet_atomic(rows: pa.Table, path: Path) -> Path:
     return _write_atomic(path, lambda temp: pq.write_table(rows, temp))
 
 
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
     return _write_atomic(path, lambda temp: Path(temp).write_bytes(data))
 
@@ -227,3 +251,135 @@ def compact(workspace: Workspace, names: Iterable[str]) -> None:
         table = _open(workspace, name)
         if table is not None:
             table.optimize()
+
+
+# --------------------------------------------------------------------------- vector search
+# Evaluation galleries: whole tables written per run, an optional ANN index, top-k queries.
+# Kept in one block so the rest of this module stays about keyed tables.
+
+VECTOR_INDEX_TYPES = ("IVF_PQ", "IVF_FLAT", "IVF_HNSW_SQ")
+
+
+def write_table(workspace: Workspace, name: str, rows: pa.Table) -> WriteResult:
+    """Create ``name`` from ``rows``, replacing any table of that name (not an upsert).
+
+    For tables that belong to one run (a gallery): a rerun under the same run id must not
+    keep rows of the earlier attempt, which a keyed upsert would.
+    """
+    table = workspace.db().create_table(name, data=rows, mode="overwrite")
+    return WriteResult(name, table.version, rows.num_rows, 0, table.count_rows())
+
+
+def drop_table(workspace: Workspace, name: str) -> bool:
+    if _open(workspace, name) is None:
+        return False
+    workspace.db().drop_table(name)
+    return True
+
+
+def create_vector_index(
+    workspace: Workspace,
+    name: str,
+    *,
+    index_type: str = "IVF_PQ",
+    distance: str = "cosine",
+    num_partitions: int | None = None,
+    num_sub_vectors: int | None = None,
+    column: str = "vector",
+) -> dict:
+    """Build (or rebuild) an ANN index on ``column``; returns its statistics.
+
+    LanceDB 0.40 quirks this hides: IVF_PQ trains nothing below 256 rows (the index stays
+    empty and every search scans), IVF partitions are capped near rows/256, and rows added
+    after the build stay unindexed until ``optimize()``; the returned ``num_indexed_rows``
+    and ``num_unindexed_rows`` say which happened.
+    """
+    from lancedb.index import HnswSq, IvfFlat, IvfPq
+
+    table = _open(workspace, name)
+    if table is None:
+        raise LookupError(f"no table {name!r} to index")
+    kind = index_type.upper()
+    if kind == "IVF_PQ":
+        config = IvfPq(distance_type=distance, num_partitions=num_partitions,
+                       num_sub_vectors=num_sub_vectors)
+    elif kind == "IVF_FLAT":
+        config = IvfFlat(distance_type=distance, num_partitions=num_partitions)
+    elif kind == "IVF_HNSW_SQ":
+        config = HnswSq(distance_type=distance, num_partitions=num_partitions)
+    else:
+        raise ValueError(f"unknown index type {index_type!r}; known: "
+                         f"{', '.join(VECTOR_INDEX_TYPES)}")
+    index_name = f"{column}_idx"
+    # The unified API: column first (positional), then the config object.
+    table.create_index(column, config=config, replace=True, name=index_name)
+    stats = table.index_stats(index_name)
+    return {
+        "index_type": stats.index_type,
+        "distance_type": stats.distance_type,
+        "num_indexed_rows": int(stats.num_indexed_rows),
+        "num_unindexed_rows": int(stats.num_unindexed_rows),
+    }
+
+
+def vector_search(
+    workspace: Workspace,
+    name: str,
+    queries,
+    k: int,
+    *,
+    columns: list[str],
+    distance: str = "cosine",
+    exact: bool = False,
+    nprobes: int | None = None,
+    refine_factor: int | None = None,
+    chunk: int = 256,
+) -> pa.Table:
+    """Top-``k`` rows per query vector: ``query_index``, ``columns`` and ``_distance``.
+
+    ``exact=True`` scans every row (brute force) even when an index exists; that is the
+    ground truth an index's recall is measured against. ``nprobes`` is a minimum: more
+    partitions are searched when the first ones hold fewer than ``k`` rows, so a small or
+    skewed index still returns ``k`` results. Queries go in chunks of ``chunk`` vectors so a
+    probe set of any size keeps LanceDB's per-call memory bounded.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    table = _open(workspace, name)
+    if table is None:
+        raise LookupError(f"no table {name!r} to search")
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim != 2:
+        raise ValueError(f"queries must be (Q, dim), got shape {queries.shape}")
+    parts: list[pa.Table] = []
+    for start in range(0, len(queries), chunk):
+        block = queries[start:start + chunk]
+        query = table.search(list(block) if len(block) > 1 else block[0])
+        query = query.distance_type(distance).select(columns).limit(k)
+        if exact:
+            query = query.bypass_vector_index()
+        else:
+            if nprobes:
+                query = query.minimum_nprobes(nprobes).maximum_nprobes(0)
+            if refine_factor:
+                query = query.refine_factor(refine_factor)
+        found = query.to_arrow()
+        if "query_index" not in found.column_names:  # a single query has no index column
+            found = found.add_column(0, "query_index",
+                                     pa.array(np.zeros(found.num_rows, np.int32)))
+        offset = pa.array(np.full(found.num_rows, start, np.int32))
+        shifted = pc.add(found.column("query_index").cast(pa.int32()), offset)
+        found = found.set_column(found.column_names.index("query_index"), "query_index", shifted)
+        parts.append(found.select(["query_index", *columns, "_distance"]))
+    if not parts:
+        return pa.table({"query_index": pa.array([], pa.int32()),
+                         **{c: pa.array([]) for c in columns},
+                         "_distance": pa.array([], pa.float32())})
+    return pa.concat_tables(parts)
+
+
+def table_version(workspace: Workspace, name: str) -> int | None:
+    """The table's current version, recorded as the exact input a model was trained on."""
+    table = _open(workspace, name)
+    return None if table is None else int(table.version)

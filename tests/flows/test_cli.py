@@ -7,7 +7,9 @@ import sys
 
 from flows.cli import build_parser
 
-COMMANDS = {"ingest", "embed", "nightly", "demo", "make-manifest", "encoders", "status"}
+COMMANDS = {"ingest", "embed", "nightly", "demo", "train-generator", "generate", "evaluate",
+            "train-recognizer", "validate", "datasets", "export", "make-manifest", "encoders",
+            "status"}
 
 
 def test_help_lists_every_command():

@@ -44,3 +44,16 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_shift():
 def test_frechet_distance_with_fewer_samples_than_dimensions_is_finite():
     rng = np.random.default_rng(1)
     assert np.isfinite(frechet_distance(rng.normal(size=(5, 32)), rng.normal(size=(6, 32))))
+
+
+def test_noise_and_a_faint_wash_are_flagged_but_a_blank_page_is_only_blank():
+    limits = {**LIMITS, "min_contrast": 32.0, "min_neighbour_correlation": 0.3}
+    noise = np.random.default_rng(2).integers(0, 256, (64, 64), dtype=np.uint8)
+    assert image_health(noise, **limits).reasons() == ["noise"]
+    wash = (np.linspace(225, 245, 64)[None, :].repeat(64, 0)
+            + np.random.default_rng(3).normal(0, 1, (64, 64))).astype(np.uint8)
+    wash[20:40, 20:40] -= 15
+    health = image_health(wash, **limits)
+    assert health.reasons() == ["low_contrast"], health
+    assert image_health(np.full((64, 64), 240, np.uint8), **limits).reasons() == ["blank"]
+    assert image_health(draw_sketch(2), **limits).healthy

@@ -1,0 +1,213 @@
+"""The ``generate`` flow: draw the sketches the ``sketches`` table lacks, one task per shard.
+
+Order matters for the user's time: the generator's manifest, weights checksums and encoders
+are checked against the workspace first (seconds, no model loaded), so a wrong or damaged
+generator fails before any shard is scheduled. Then the plan, the shards, one merge.
+
+Where shards run is chosen per call, through the ``generate-shards`` subflow's task runner:
+- default: a thread pool on this machine with one worker per device (every visible GPU, or one
+  CPU worker, since a CPU sample already uses every core);
+- ``dask_address``: an existing Dask cluster via prefect-dask's ``DaskTaskRunner(address=...)``.
+  Start one worker per GPU with one thread each (``CUDA_VISIBLE_DEVICES=i dask worker ADDR
+  --nthreads 1``, or dask-cuda's ``LocalCUDACluster``); each worker loads the generator once.
+  Give the workers ``PREFECT_API_URL`` of a real Prefect server, or each starts its own
+  temporary one (~25 s). On CPU, pixels depend on the intra-op thread count (Dask starts
+  workers with OMP/MKL_NUM_THREADS=1); each row records it in ``device``.
+Because the runner is picked inside the flow from a parameter, deployments can use Dask too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.futures import wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from flows.artifacts import generate_markdown, generate_style_rows, publish_generate
+from flows.common import encoder_spec, resolve, write_run_record
+from schemas.encoders import EncoderSpec
+from schemas.generation import (
+    GenerateReport,
+    GenerationContext,
+    PlanSummary,
+    SamplingParams,
+    ShardResult,
+    StyleCounts,
+)
+from schemas.settings import Settings
+from tasks.runtime import current_run_id
+
+DEFAULT_GENERATOR = Path("generators") / "default" / "final"
+
+
+class ShardOutcome(BaseModel):
+    shard_id: str
+    result: ShardResult | None = None
+    error: str | None = None
+
+
+def checked_generator(path: Path) -> dict[str, Any]:
+    """The generator's manifest, after checking every weights file against its sha256."""
+    from tasks.generate.model import _verify_files, read_manifest
+
+    manifest = read_manifest(path)
+    # The core's own check (model.from_pretrained runs it too); run here so a truncated file
+    # fails the flow before planning, without loading the model in the flow's process.
+    _verify_files(path, manifest["files"])
+    return manifest
+
+
+def style_texts(settings: Settings, names: list[str] | None) -> dict[str, str]:
+    """``{style: prompt}`` from the style registry: the one place this flow touches it.
+
+    Without names, every active style. Unknown names fail with the registry's message.
+    """
+    from tasks.styles.registry import get_style, styles_for
+
+    registry = styles_for(settings)
+    if names:
+        chosen = [get_style(name, registry) for name in dict.fromkeys(names)]
+    else:
+        chosen = [style for style in registry.values() if style.active]
+    return {style.name: style.prompt for style in chosen}
+
+
+def task_runner(dask_address: str | None, devices: list[str]) -> TaskRunner:
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=len(devices))
+
+
+@flow(name="generate-shards")
+def generate_shards(context: GenerationContext, plan_path: str) -> list[ShardOutcome]:
+    """One task per shard of the plan; failures are collected, not raised, so that the
+    parent still merges every shard that finished."""
+    from tasks.generate.plan import read_plan
+    from tasks.generate.shard import generate_shard_task
+
+    shards = read_plan(plan_path).shard_refs
+    futures = [generate_shard_task.submit(context, shard) for shard in shards]
+    wait(futures)
+    outcomes = []
+    for shard, future in zip(shards, futures, strict=True):
+        state = future.state
+        if state.is_completed():
+            outcomes.append(ShardOutcome(shard_id=shard.shard_id, result=future.result()))
+        else:
+            outcomes.append(ShardOutcome(shard_id=shard.shard_id,
+                                         error=state.message or state.name))
+    return outcomes
+
+
+def _per_style(plan: PlanSummary, outcomes: list[ShardOutcome]) -> dict[str, StyleCounts]:
+    per_style = {name: counts.model_copy() for name, counts in plan.per_style.items()}
+    for outcome in outcomes:
+        if outcome.result is None:
+            continue
+        for style, counts in outcome.result.by_style.items():
+            target = per_style.setdefault(style, StyleCounts())
+            target.generated += counts.get("generated", 0)
+            target.reused += counts.get("reused", 0)
+            target.flagged += counts.get("nan", 0) + counts.get("blank", 0)
+    return per_style
+
+
+def _flagged(outcomes: list[ShardOutcome]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for outcome in outcomes:
+        for counts in (outcome.result.by_style.values() if outcome.result else []):
+            for status in ("nan", "blank"):
+                if counts.get(status):
+                    totals[status] = totals.get(status, 0) + counts[status]
+    return totals
+
+
+@flow(name="generate", log_prints=True)
+def generate(
+    workspace: str | None = None,
+    generator: str | None = None,
+    styles: list[str] | None = None,
+    samples_per_face: int = 2,
+    shard_size: int = 256,
+    steps: int = 50,
+    guidance: float = 2.0,
+    eta: float = 0.0,
+    batch_size: int = 16,
+    device: str = "auto",
+    dask_address: str | None = None,
+    faces: list[str] | None = None,
+    text_encoder: EncoderSpec | None = None,
+) -> GenerateReport:
+    """Generate missing sketches of the stored mugshots for ``styles`` with a saved generator.
+
+    ``generator`` defaults to ``<workspace>/generators/default/final``; ``faces`` restricts
+    the run to these face or identity ids (e.g. a held-out split); ``styles`` defaults to
+    every active style of the registry.
+    """
+    from tasks.embed import embed_texts
+    from tasks.generate.conditions import condition_sources
+    from tasks.generate.merge import merge_task
+    from tasks.generate.plan import plan_task
+    from tasks.generate.shard import local_devices
+
+    started = time.perf_counter()
+    settings, ws = resolve(workspace)
+    run_id = current_run_id()
+    generator_path = Path(generator).expanduser().resolve() if generator else (
+        ws.root / DEFAULT_GENERATOR)
+    manifest = checked_generator(generator_path)
+    sources = condition_sources(ws, manifest, roles=("identity", "image"))
+    texts = style_texts(settings, styles)
+    embed_texts(ws, texts, encoder_spec(settings, "text", text_encoder), run_id=run_id)
+    sources |= condition_sources(ws, manifest, roles=("text",))
+    sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
+    devices = [device] if dask_address else local_devices(device)
+    context = GenerationContext(
+        workspace=str(ws.root), generator_path=str(generator_path),
+        generator_version=manifest["version"], generator_config=manifest["config_name"],
+        conditions=sources, sampling=sampling, devices=devices, run_id=run_id,
+    )
+    plan = plan_task(str(ws.root), manifest["version"], sources, list(texts), samples_per_face,
+                     shard_size, faces)
+    print(f"generator {manifest['version']}: {plan.items_todo} sketches to draw in "
+          f"{plan.shards} shards on {', '.join(devices)}"
+          + (f" (Dask at {dask_address})" if dask_address else ""))
+    outcomes: list[ShardOutcome] = []
+    if plan.shards:
+        runner = task_runner(dask_address, devices)
+        outcomes = generate_shards.with_options(task_runner=runner)(context, plan.plan_path)
+    merged = merge_task(str(ws.root), plan.plan_path, run_id)
+    report = GenerateReport(
+        run_id=run_id, workspace=str(ws.root), generator=str(generator_path),
+        generator_version=manifest["version"], styles=plan.styles, devices=devices,
+        task_runner=f"dask:{dask_address}" if dask_address else f"threads:{len(devices)}",
+        shards=plan.shards,
+        shards_skipped=sum(1 for o in outcomes if o.result and o.result.skipped),
+        failed_shards={o.shard_id: o.error or "failed" for o in outcomes if o.result is None},
+        per_style=_per_style(plan, outcomes), skipped_faces=plan.skipped_faces,
+        flagged=_flagged(outcomes), merge=merged,
+    )
+    report.seconds = time.perf_counter() - started
+    publish_generate(generate_markdown(report, plan), generate_style_rows(report))
+    record = write_run_record(
+        ws, "generate", run_id,
+        {"generator": str(generator_path), "styles": plan.styles,
+         "samples_per_face": samples_per_face, "shard_size": shard_size,
+         "sampling": sampling.model_dump(), "device": device, "dask_address": dask_address,
+         "faces": faces},
+        {"plan": plan, "generate": report},
+    )
+    report.run_record = str(record)
+    if report.failed_shards:
+        raise RuntimeError(
+            f"{len(report.failed_shards)} of {plan.shards} shards failed (the others are "
+            f"merged; run again to finish): "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(report.failed_shards.items())[:5])
+        )
+    return report

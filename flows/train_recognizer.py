@@ -1,0 +1,104 @@
+"""The ``train-recognizer`` flow: a sketch-to-mugshot recognizer from synthetic and/or real
+sketches, saved where ``evaluate --recognizer PATH`` loads it.
+
+Default ``out``: ``<workspace>/recognizers/<name>``. A killed run continues with
+``resume=True`` (exactly: see ``tasks/recognize/train.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from flows.common import encoder_spec, resolve, write_run_record
+from schemas.encoders import EncoderSpec
+from tasks.recognize.train import (
+    Loss,
+    Mode,
+    TrainRecognizerReport,
+    TrainRecognizerRequest,
+    train_recognizer_task,
+)
+from tasks.runtime import current_run_id
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def train_recognizer_markdown(report: TrainRecognizerReport, name: str) -> str:
+    resumed = f", resumed from step {report.resumed_from}" if report.resumed_from else ""
+    per_step = (f"{report.seconds_per_step:.3f} s/step" if report.seconds_per_step
+                else "no steps this run")
+    loss = (f"{report.first_loss:.3f} -> {report.final_loss:.3f} (means of the first and "
+            f"last 10 steps)" if report.final_loss is not None else "n/a")
+    lines = [
+        f"# Recognizer `{name}` ({report.mode}, {report.loss})", "",
+        f"- steps: {report.steps} ({report.steps_this_run} this run{resumed}), {per_step}, "
+        f"{report.seconds:.0f} s in all, on {report.device}",
+        f"- loss: {loss}; [curve]({Path(report.loss_png).as_uri()})",
+        f"- identities: {report.identities}; examples: {_counts(report.examples)}",
+        f"- skipped: {_counts(report.skipped)}",
+        f"- recognizer dir (for `evaluate`): `{report.recognizer_dir}`",
+        "", "## Inputs", "",
+    ]
+    for source, detail in report.inputs.items():
+        lines.append(f"- **{source}**: `{detail}`")
+    return "\n".join(lines)
+
+
+@flow(name="train-recognizer", log_prints=True)
+def train_recognizer(
+    workspace: str | None = None,
+    name: str = "default",
+    out: str | None = None,
+    dataset: str | None = None,
+    real_pairs: str | None = None,
+    real_pairs_root: str | None = None,
+    include_synthetic: bool = True,
+    mode: Mode = "head",
+    loss: Loss = "adaface",
+    backbone_arch: str = "ir_50",
+    backbone_weights: str | None = None,
+    steps: int = 1000,
+    batch_size: int = 64,
+    samples_per_identity: int = 4,
+    lr: float | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    split: str | None = None,
+    checkpoint_every: int = 100,
+    identity_encoder: EncoderSpec | None = None,
+    device: str | None = None,
+) -> TrainRecognizerReport:
+    """``dataset``: a sketches table name or Parquet export (default: the workspace's
+    ``sketches`` table); ``real_pairs``: a pairs manifest of real sketches; ``split``: a
+    bundled split name ("cuhk") or CSV, of which only ``train`` identities are used."""
+    settings, ws = resolve(workspace)
+    run_id = current_run_id()
+    request = TrainRecognizerRequest(
+        workspace=str(ws.root), out=out or str(ws.root / "recognizers" / name),
+        dataset=dataset, real_pairs=real_pairs, real_pairs_root=real_pairs_root,
+        include_synthetic=include_synthetic, mode=mode, loss=loss,
+        backbone_arch=backbone_arch, backbone_weights=backbone_weights,
+        identity_encoder=encoder_spec(settings, "identity", identity_encoder),
+        steps=steps, batch_size=batch_size, samples_per_identity=samples_per_identity,
+        lr=lr, seed=seed, resume=resume, split=split, checkpoint_every=checkpoint_every,
+        device=device, ingest=settings.ingest, run_id=run_id,
+    )
+    report = train_recognizer_task(request)
+    create_markdown_artifact(markdown=train_recognizer_markdown(report, name),
+                             key=f"train-recognizer-{_slug(name)}-summary",
+                             description="recognizer training summary")
+    write_run_record(ws, "train-recognizer", run_id,
+                     request.model_dump(mode="json", exclude={"workspace", "run_id", "ingest"}),
+                     {"train": report})
+    return report
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "default"

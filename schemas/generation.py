@@ -1,0 +1,143 @@
+"""Shapes the generation stage passes around: sampling settings, shard references, reports.
+
+Everything here is small on purpose: a shard task receives a context and a shard reference
+(paths and counts, about a kilobyte) and returns counts; images, vectors and models never
+travel through Prefect (they would be pickled, hashed and held in memory by the engine).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONDITION_ROLES = ("identity", "image", "text")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingParams(_Frozen):
+    """How to sample; recorded on every sketch row because each knob changes the pixels."""
+
+    steps: int = Field(50, ge=1, le=1000)
+    guidance: float = Field(2.0, ge=0.0)
+    eta: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1)
+    # A sample whose pixel standard deviation (0-255 scale) is below this is "blank": a
+    # collapsed generator draws flat grey paper, which must not pass as a sketch.
+    blank_std: float = Field(2.0, ge=0.0)
+
+
+class ConditionSource(_Frozen):
+    """Where one role's condition vectors live, and the encoder they must come from."""
+
+    table: str
+    dim: int
+    version: str
+
+
+class GenerationContext(_Frozen):
+    """What every shard of one run shares: the workspace, the generator and how to sample."""
+
+    workspace: str
+    generator_path: str
+    generator_version: str
+    generator_config: str
+    conditions: dict[str, ConditionSource]  # by role: identity, image, text
+    sampling: SamplingParams = SamplingParams()
+    # Devices this run may use. Locally, one per GPU ("cuda:0", "cuda:1") or ["cpu"]; a shard
+    # claims a free one. On Dask, ["auto"]: each worker owns one GPU (CUDA_VISIBLE_DEVICES).
+    devices: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
+    run_id: str = "local"
+
+    def expected_encoders(self) -> dict[str, tuple[int, str]]:
+        return {role: (c.dim, c.version) for role, c in self.conditions.items()}
+
+
+class ShardRef(_Frozen):
+    """One shard: its id, size and files (paths relative to the workspace)."""
+
+    shard_id: str
+    items: int
+    items_path: str
+    result_path: str
+
+
+class ShardResult(BaseModel):
+    """What one shard task did; ``by_style`` counts generated/reused/ok/nan/blank per style."""
+
+    shard_id: str
+    items: int
+    generated: int = 0
+    reused: int = 0
+    skipped: bool = False  # finished earlier and every PNG checked out: nothing was sampled
+    repaired: int = 0  # items of a finished shard whose PNG was missing or corrupted
+    # Intact neighbours re-sampled alongside a repaired item whose pixels came out different
+    # from their recorded checksum: the environment (device, libraries) is not the original.
+    not_reproduced: int = 0
+    by_style: dict[str, dict[str, int]] = Field(default_factory=dict)
+    device: str = ""
+    seconds: float = 0.0
+    result_path: str = ""
+
+
+class StyleCounts(BaseModel):
+    """Per style: items in scope, and what became of them this run."""
+
+    planned: int = 0  # eligible faces x samples, before skipping what exists
+    skipped_existing: int = 0  # already in the sketches table
+    skipped_no_vectors: int = 0  # the face lacks vectors from the generator's encoders
+    todo: int = 0
+    generated: int = 0
+    reused: int = 0  # found finished on disk (an earlier, interrupted run)
+    flagged: int = 0  # status nan or blank
+
+
+class PlanSummary(BaseModel):
+    """The plan without its shard list (that stays in the plan file)."""
+
+    plan_path: str
+    generator_version: str
+    styles: list[str]
+    samples_per_face: int
+    faces_considered: int
+    faces_eligible: int
+    skipped_faces: dict[str, int] = Field(default_factory=dict)  # by reason
+    unmatched_filters: list[str] = Field(default_factory=list)
+    per_style: dict[str, StyleCounts] = Field(default_factory=dict)
+    items_todo: int = 0
+    shards: int = 0
+
+
+class Plan(PlanSummary):
+    shard_refs: list[ShardRef] = Field(default_factory=list)
+
+
+class MergeReport(BaseModel):
+    table: str
+    merged_rows: int
+    inserted: int
+    updated: int
+    rows: int
+    version: int | None
+    tag: str | None
+    parquet: str | None
+
+
+class GenerateReport(BaseModel):
+    run_id: str
+    workspace: str
+    generator: str
+    generator_version: str
+    styles: list[str]
+    devices: list[str]
+    task_runner: str
+    shards: int
+    shards_skipped: int
+    failed_shards: dict[str, str] = Field(default_factory=dict)  # shard id -> error
+    per_style: dict[str, StyleCounts] = Field(default_factory=dict)
+    skipped_faces: dict[str, int] = Field(default_factory=dict)
+    flagged: dict[str, int] = Field(default_factory=dict)  # by status
+    merge: MergeReport | None = None
+    seconds: float = 0.0
+    run_record: str | None = None

@@ -1,0 +1,213 @@
+"""Shapes of the validation stage: its tables (metrics, verdicts, dataset versions) and reports.
+
+Metrics and verdicts are separate tables on purpose. A metric (a cosine, a pixel statistic) is
+a fact about a sketch that depends only on its pixels and the encoders, so it is stored once
+and reused until those change; a verdict applies the reviewed thresholds to the metrics and is
+recomputed on every run for pennies, so tightening a threshold never re-encodes a sketch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.arrow import arrow_schema
+
+SKETCH_METRICS = "sketch_metrics"
+SKETCH_VERDICTS = "sketch_verdicts"
+DATASET_VERSIONS = "dataset_versions"
+
+VersionStatus = Literal["published", "rejected"]
+
+
+class Reason(StrEnum):
+    """Why a sketch was rejected; stable strings, reviewers filter on them."""
+
+    NAN = "nan"  # the sampler produced NaN/inf: no pixels at all
+    MISSING_PNG = "missing_png"
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # the PNG is not the one the row recorded
+    UNREADABLE_PNG = "unreadable_png"
+    BLANK = "blank"
+    SATURATED = "saturated"
+    LOW_CONTRAST = "low_contrast"
+    NOISE = "noise"
+    COLOUR = "colour"
+    NO_IDENTITY_REFERENCE = "no_identity_reference"  # the source mugshot has no current vector
+    LOW_IDENTITY_SIMILARITY = "low_identity_similarity"
+    IDENTITY_CONFUSION = "identity_confusion"  # closer to another identity than allowed
+    WRONG_STYLE = "wrong_style"
+
+
+class SketchMetricsRecord(BaseModel):
+    """Threshold-free facts about one sketch, valid while ``metrics_version`` and the PNG hold.
+
+    Nulls mean "not measurable" (no pixels, no reference), never zero.
+    """
+
+    sketch_id: str
+    metrics_version: str
+    png_sha256: str | None
+    face_id: str
+    identity_id: str
+    style: str
+    generator_version: str
+    status: str
+    file_problem: str | None  # a Reason value when the PNG cannot be trusted
+    pixel_std: float | None
+    saturated_share: float | None
+    colour_deviation: float | None
+    contrast: float | None
+    neighbour_correlation: float | None
+    identity_similarity: float | None
+    impostor_similarity: float | None
+    impostor_identity: str | None
+    identity_margin: float | None
+    style_predicted: str | None
+    style_score: float | None
+    style_method: str | None
+    run_id: str
+    computed_at: dt.datetime
+
+
+class SketchVerdictRecord(BaseModel):
+    """The latest verdict on a sketch, so rejected sketches stay queryable with reasons."""
+
+    sketch_id: str
+    identity_id: str
+    style: str
+    accepted: bool
+    reasons: list[str]
+    dataset_version: str
+    thresholds_sha256: str
+    run_id: str
+    judged_at: dt.datetime
+
+
+class DatasetVersionRecord(BaseModel):
+    """One validated dataset version; ``published`` rows are immutable."""
+
+    version: str
+    status: VersionStatus
+    created_at: dt.datetime
+    run_id: str
+    sketches: int
+    accepted: int
+    rejected: int
+    acceptance_rate: float
+    identities: int
+    per_style: str  # JSON {style: {"sketches": n, "accepted": n}}
+    reasons: str  # JSON {reason: n}
+    metrics_version: str
+    thresholds_sha256: str
+    inputs: str  # JSON fingerprint of the inputs the contracts saw (table versions)
+    sketches_table_version: int | None
+    manifest_path: str | None  # relative to the workspace; only when published
+    verdicts_path: str
+    report_path: str
+    data_docs: str | None
+    contracts: str  # JSON of the ContractReport
+    dataset_metrics: str  # JSON of DatasetMetrics
+
+
+SKETCH_METRICS_SCHEMA = arrow_schema(SketchMetricsRecord)
+SKETCH_VERDICTS_SCHEMA = arrow_schema(SketchVerdictRecord)
+DATASET_VERSIONS_SCHEMA = arrow_schema(DatasetVersionRecord)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+class Scope(BaseModel):
+    """Which sketches form the dataset being validated (None: all of them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    generator_version: str | None = None
+    styles: tuple[str, ...] | None = None
+
+
+class MetricsReport(BaseModel):
+    """What the metrics stage did: small, passed between Prefect tasks."""
+
+    run_id: str
+    metrics_version: str
+    sketches: int
+    computed: int
+    reused: int
+    encoded: dict[str, int] = Field(default_factory=dict)  # by role: vectors computed
+    vectors_reused: dict[str, int] = Field(default_factory=dict)
+    style_method: str | None = None
+    style_classifier: str | None = None  # "trained", "cached" or None (not needed)
+    style_classes: list[str] = Field(default_factory=list)
+    style_fingerprint: str | None = None
+    classifier_cv_accuracy: float | None = None
+    sources: dict[str, dict[str, str | int]] = Field(default_factory=dict)  # role: table...
+    metrics_table_version: int | None = None
+    seconds: float = 0.0
+
+
+class GroupDiversity(BaseModel):
+    identity_id: str
+    style: str
+    samples: int
+    mean_pairwise_similarity: float | None
+
+
+class StyleFigures(BaseModel):
+    sketches: int = 0
+    accepted: int = 0
+    identities: int = 0
+    mean_identity_similarity: float | None = None
+    mean_identity_margin: float | None = None
+    wrong_style: int = 0
+    frechet: float | None = None
+    frechet_reference: str | None = None  # "real" (paired sketches) or "rendered"
+    frechet_samples: tuple[int, int] | None = None  # (generated, reference)
+
+
+class DiversitySummary(BaseModel):
+    groups: int = 0  # (identity, style) groups with 2+ samples
+    in_band: int = 0
+    too_similar: int = 0
+    drifting: int = 0
+    single_sample: int = 0
+
+
+class DatasetMetrics(BaseModel):
+    """Dataset-level figures, small enough to pass between tasks; the per-identity counts and
+    per-group diversity behind them are in the version folder's ``dataset.json``."""
+
+    sketches: int
+    accepted: int
+    rejected: int
+    acceptance_rate: float
+    identities: int
+    per_style: dict[str, StyleFigures]
+    accepted_per_identity: tuple[int, int, int]  # min, median, max
+    reasons: dict[str, int]
+    diversity: DiversitySummary
+
+
+class ValidationReport(BaseModel):
+    """The validate stage's outcome, as the flow returns it and the run record keeps it."""
+
+    run_id: str
+    workspace: str
+    version: str
+    status: VersionStatus
+    published: bool
+    current_version: str | None
+    reused_contracts: bool
+    metrics: MetricsReport
+    dataset: DatasetMetrics
+    contracts_success: bool
+    failed_expectations: list[str] = Field(default_factory=list)
+    report_path: str
+    data_docs: str | None = None
+    manifest_path: str | None = None
+    verdicts_path: str | None = None
+    run_record: str | None = None
+    seconds: dict[str, float] = Field(default_factory=dict)

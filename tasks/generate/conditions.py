@@ -1,0 +1,151 @@
+"""Which stored vectors condition a saved generator, and fetching them for a shard.
+
+A generator is only meaningful with vectors from the encoders it was trained on. Its manifest
+records each role's vector size and encoder version; the workspace keeps one table per encoder
+(``emb_<role>_<encoder>_<dim>``) whose rows carry the encoder version. Matching the two here,
+before any shard is scheduled, turns a wrong encoder into one clear error instead of thousands
+of sketches drawn from meaningless conditions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.generation import CONDITION_ROLES, ConditionSource
+from tasks import storage
+from tasks.storage import Workspace
+
+FILTER_CHUNK = 500  # ids per IN (...) filter: keeps the query string small
+
+_HINTS = {
+    "identity": "run `clip4sketch embed` with the generator's identity encoder",
+    "image": "run `clip4sketch embed` with the generator's image encoder",
+    "text": "embed the style prompts with the generator's text encoder",
+}
+
+
+class ConditionError(LookupError):
+    """The workspace lacks the vectors a generator needs (not a retryable failure)."""
+
+
+def _dim_of(table: str) -> int | None:
+    match = re.search(r"_(\d+)$", table)
+    return int(match.group(1)) if match else None
+
+
+def _versions(workspace: Workspace, table: str) -> Counter[str]:
+    rows = storage.read(workspace, table, columns=["encoder_version"])
+    if rows.num_rows == 0:
+        return Counter()
+    counts = pc.value_counts(rows.column("encoder_version")).to_pylist()
+    return Counter({c["values"]: c["counts"] for c in counts})
+
+
+def condition_sources(
+    workspace: Workspace,
+    manifest: Mapping[str, Any],
+    roles: Iterable[str] = CONDITION_ROLES,
+) -> dict[str, ConditionSource]:
+    """For each role, the table holding vectors from the generator's encoder.
+
+    Raises GeneratorMismatchError (worded by the generator core) when the workspace holds
+    vectors of that role only from other encoders, and ConditionError when it holds none.
+    """
+    from tasks.generate.model import check_encoders
+
+    dims = manifest.get("condition_dims", {})
+    versions = manifest.get("encoder_versions", {})
+    tables = storage.table_names(workspace)
+    sources: dict[str, ConditionSource] = {}
+    for role in roles:
+        candidates = sorted(t for t in tables if t.startswith(f"emb_{role}_"))
+        if not candidates:
+            raise ConditionError(
+                f"the workspace {workspace.root} holds no {role} vectors: {_HINTS[role]}"
+            )
+        want_dim, want_version = int(dims.get(role, -1)), versions.get(role)
+        found = {t: _versions(workspace, t) for t in candidates}
+        matches = [t for t in candidates if _dim_of(t) == want_dim and found[t][want_version]]
+        if matches:
+            sources[role] = ConditionSource(table=matches[0], dim=want_dim, version=want_version)
+            continue
+        # Compare with the workspace's likeliest table, so the message names both encoders.
+        best = max(candidates, key=lambda t: (_dim_of(t) == want_dim, found[t].total()))
+        stored = found[best].most_common(1)[0][0] if found[best] else None
+        check_encoders(manifest, {role: (_dim_of(best) or 0, stored)})
+        raise ConditionError(
+            f"{role}: no vectors from encoder {want_version} ({want_dim}-d) in "
+            f"{', '.join(candidates)}: {_HINTS[role]}"
+        )
+    return sources
+
+
+def _chunks(values: list[str], size: int = FILTER_CHUNK) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+
+
+def face_vectors(workspace: Workspace, source: ConditionSource,
+                 face_ids: list[str]) -> np.ndarray:
+    """(len(face_ids), dim) vectors in the given order; every face must have one."""
+    unique = sorted(set(face_ids))
+    index: dict[str, int] = {}
+    parts: list[np.ndarray] = []
+    for chunk in _chunks(unique):
+        rows = storage.read(
+            workspace, source.table, columns=["face_id", "vector"],
+            where=f"{storage.where_in('face_id', chunk)} "
+                  f"AND encoder_version = {storage.quote(source.version)}",
+        )
+        offset = sum(len(p) for p in parts)
+        index.update({f: offset + i for i, f in enumerate(rows.column("face_id").to_pylist())})
+        parts.append(_matrix(rows.column("vector"), source.dim))
+    missing = [f for f in unique if f not in index]
+    if missing:
+        raise ConditionError(
+            f"{len(missing)} faces lost their {source.table} vectors since planning "
+            f"(first: {missing[0]}); plan again"
+        )
+    matrix = np.concatenate(parts) if parts else np.zeros((0, source.dim), np.float32)
+    return matrix[[index[f] for f in face_ids]]
+
+
+def text_vectors(workspace: Workspace, source: ConditionSource,
+                 names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
+    """``{text_id: (vector, text)}`` for the named texts from the generator's text encoder."""
+    from tasks.embed import TEXT_SCHEMA_KEY
+
+    unique = sorted(set(names))
+    if not unique:
+        return {}
+    rows = storage.read(
+        workspace, source.table, columns=[TEXT_SCHEMA_KEY, "text", "vector"],
+        where=f"{storage.where_in(TEXT_SCHEMA_KEY, unique)} "
+              f"AND encoder_version = {storage.quote(source.version)}",
+    )
+    vectors = _matrix(rows.column("vector"), source.dim)
+    found = {
+        key: (vectors[i], text)
+        for i, (key, text) in enumerate(zip(rows.column(TEXT_SCHEMA_KEY).to_pylist(),
+                                            rows.column("text").to_pylist(), strict=True))
+    }
+    missing = [n for n in unique if n not in found]
+    if missing:
+        raise ConditionError(
+            f"no {source.table} vector from {source.version} for style(s) "
+            f"{', '.join(missing)}: {_HINTS['text']}"
+        )
+    return found

@@ -1,0 +1,407 @@
+"""The generator's training set, assembled in memory from the workspace.
+
+An example is one (photo, style) pair: the photo's identity and image vectors, the style's text
+vector, and the target sketch (a real sketch paired with the photo, or a renderer's drawing of
+it). The conditions always come from the PHOTO, because at generation time only mugshots exist.
+Identities outside the split's ``train`` part are dropped first and never read further, so a
+held-out identity cannot reach the generator by any later path.
+
+Everything is kept small and in numpy (CUHK: ~130 identities x 3 styles x 64x64 floats, a few
+MB); ``batch_source`` turns it into the ``step -> batch`` function the training loop replays
+exactly on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from schemas.records import FACES_SCHEMA, embedding_schema
+from schemas.styles import PairedSource, RenderSource, Style
+from tasks import storage
+from tasks.ingest.align import decode_png
+from tasks.storage import FACES, Workspace
+from tasks.styles.rendering import render
+
+FACE_ROLES = ("identity", "image")
+_CROP_CHUNK = 512
+# Salt so the batch sampler's stream is unrelated to the training step's noise stream, which
+# is seeded from the same (seed, step).
+_BATCH_SALT = 0x5EED_BA7C
+
+
+class DatasetError(ValueError):
+    """The workspace cannot give a usable training set (no vectors, no examples, ...)."""
+
+
+@dataclass(frozen=True)
+class VectorTable:
+    """Where one role's vectors are stored and which encoder version counts as current."""
+
+    role: str
+    table: str
+    version: str
+    dim: int
+
+    @classmethod
+    def of(cls, role: str, encoder: Any) -> VectorTable:
+        from tasks.embed import embedding_table
+
+        return cls(role, embedding_table(role, encoder), encoder.version, encoder.dim)
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    """A fixed identity drawn in every report's sample grid, with its per-style targets."""
+
+    identity_id: str
+    face_id: str
+    photo: np.ndarray  # uint8 (112, 112, 3) BGR aligned crop, for display
+    identity: np.ndarray
+    image: np.ndarray
+    spatial: np.ndarray | None
+    targets: dict[str, np.ndarray]  # style -> uint8 (H, W) grey target
+
+
+@dataclass
+class TrainingSet:
+    styles: tuple[str, ...]
+    style_index: np.ndarray  # (N,) int64 into styles
+    face_id: tuple[str, ...]  # the photo each example's conditions come from
+    identity_id: tuple[str, ...]
+    identity: np.ndarray  # (N, d_identity) float32
+    image: np.ndarray  # (N, d_image) float32
+    text: np.ndarray  # (S, d_text) float32, one row per style
+    sketch: np.ndarray  # (N, 1, H, W) float32 in [-1, 1]
+    spatial: np.ndarray | None  # (N, 1, H, W) float32 in [-1, 1], or None
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> reason -> n
+    empty_styles: tuple[str, ...] = ()
+    preview: list[PreviewRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.face_id)
+
+    @property
+    def examples_per_style(self) -> dict[str, int]:
+        counts = np.bincount(self.style_index, minlength=len(self.styles))
+        return {s: int(n) for s, n in zip(self.styles, counts, strict=True)}
+
+    @property
+    def identities(self) -> set[str]:
+        return set(self.identity_id)
+
+    def fingerprint(self) -> str:
+        """Digest of everything a batch can contain: a resume must see the same data."""
+        digest = hashlib.sha256()
+        digest.update("|".join(self.styles).encode())
+        digest.update("|".join(self.face_id).encode())
+        for array in (self.style_index, self.identity, self.image, self.text, self.sketch,
+                      self.spatial):
+            if array is not None:
+                digest.update(str(array.shape).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_vectors(workspace: Workspace, table: VectorTable) -> tuple[dict[str, int],
+                                                                      dict[str, str], np.ndarray]:
+    """(row of each face with a current vector, version of every stored face, vectors)."""
+    rows = storage.read(workspace, table.table, columns=["face_id", "encoder_version", "vector"],
+                        schema=embedding_schema(table.dim))
+    ids = rows.column("face_id").to_pylist()
+    versions = dict(zip(ids, rows.column("encoder_version").to_pylist(), strict=True))
+    if rows.num_rows:
+        flat = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = np.asarray(flat, dtype=np.float32).reshape(rows.num_rows, table.dim)
+    else:
+        vectors = np.zeros((0, table.dim), np.float32)
+    current = {face: i for i, face in enumerate(ids) if versions[face] == table.version}
+    return current, versions, vectors
+
+
+def read_crops(workspace: Workspace, face_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """Aligned crops (uint8 BGR) of the given faces, fetched in chunks to bound memory."""
+    wanted = sorted(set(face_ids))
+    crops: dict[str, np.ndarray] = {}
+    for start in range(0, len(wanted), _CROP_CHUNK):
+        part = wanted[start:start + _CROP_CHUNK]
+        quoted = ", ".join(f"'{i}'" for i in part)  # ids are sha256 hex: nothing to escape
+        rows = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
+                            where=f"face_id IN ({quoted})")
+        for face, png in zip(rows.column("face_id").to_pylist(),
+                             rows.column("aligned_png").to_pylist(), strict=True):
+            crops[face] = decode_png(png)
+    return crops
+
+
+def read_text_vectors(workspace: Workspace, table: VectorTable,
+                      prompts: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Current text vectors of the named prompts; refuses stale or missing ones."""
+    rows = storage.read(workspace, table.table, columns=["text_id", "text", "encoder_version",
+                                                         "vector"])
+    found: dict[str, np.ndarray] = {}
+    if rows.num_rows:
+        for key, text, version, vector in zip(*(rows.column(c).to_pylist() for c in
+                                                ("text_id", "text", "encoder_version", "vector")),
+                                              strict=True):
+            if key in prompts and text == prompts[key] and version == table.version:
+                found[key] = np.asarray(vector, np.float32)
+    missing = sorted(set(prompts) - set(found))
+    if missing:
+        raise DatasetError(
+            f"no current {table.table} vector for style(s) {', '.join(missing)}: embed the "
+            "style prompts first (tasks.generate.fit.embed_style_prompts)"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def to_grey(crop: np.ndarray) -> np.ndarray:
+    return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+
+
+def resize_grey(grey: np.ndarray, size: int) -> np.ndarray:
+    if grey.shape == (size, size):
+        return grey
+    shrink = size < grey.shape[0]
+    return cv2.resize(grey, (size, size),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def target_image(style: Style, photo: np.ndarray, sketch: np.ndarray | None,
+                 size: int) -> np.ndarray:
+    """uint8 (size, size) grey target: the paired sketch, or the renderer's drawing.
+
+    Renderers run at the stored 112 px crop size (their parameters are sized for it) and the
+    result is resized afterwards, so a style looks the same at every generator resolution.
+    """
+    source = style.source
+    if isinstance(source, PairedSource):
+        if sketch is None:
+            raise DatasetError(f"style {style.name} needs a paired sketch")
+        grey = to_grey(sketch)
+    else:
+        assert isinstance(source, RenderSource)
+        grey = render(source.renderer, photo, **source.params)
+    return resize_grey(grey, size)
+
+
+def to_unit(grey: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [-1, 1], the range the diffusion model works in."""
+    return grey.astype(np.float32) / 127.5 - 1.0
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    style: str
+    photo: str
+    sketch: str | None
+    identity_id: str
+
+
+def _candidates(style: Style, faces: pa.Table, split: Mapping[str, str] | None,
+                skipped: Counter[str]) -> list[_Candidate]:
+    """The style's (photo, target) pairs among allowed identities; the rest counted by reason."""
+    face_ids = faces.column("face_id").to_pylist()
+    identity = dict(zip(face_ids, faces.column("identity_id").to_pylist(), strict=True))
+    kind = dict(zip(face_ids, faces.column("kind").to_pylist(), strict=True))
+    label = dict(zip(face_ids, faces.column("style").to_pylist(), strict=True))
+    paired = dict(zip(face_ids, faces.column("paired_face_id").to_pylist(), strict=True))
+
+    def allowed(identity_id: str) -> bool:
+        if split is None:
+            return True
+        where = split.get(identity_id)
+        if where == "train":
+            return True
+        skipped["held_out" if where == "test" else "not_in_split"] += 1
+        return False
+
+    found: list[_Candidate] = []
+    source = style.source
+    for face in face_ids:
+        if isinstance(source, PairedSource):
+            if kind[face] != "sketch" or label[face] != source.sketch_style:
+                continue
+            if not allowed(identity[face]):
+                continue
+            photo = paired[face]
+            if photo is None:
+                skipped["unpaired_sketch"] += 1
+            elif photo not in kind or kind[photo] != "photo":
+                skipped["missing_photo"] += 1
+            elif identity[photo] != identity[face]:
+                skipped["pair_identity_mismatch"] += 1
+            else:
+                found.append(_Candidate(style.name, photo, face, identity[face]))
+        elif kind[face] == "photo" and allowed(identity[face]):
+            found.append(_Candidate(style.name, face, None, identity[face]))
+    return sorted(found, key=lambda c: (c.identity_id, c.photo, c.sketch or ""))
+
+
+def assemble(
+    workspace: Workspace,
+    styles: Sequence[Style],
+    vectors: Mapping[str, VectorTable],
+    text_vectors: Mapping[str, np.ndarray],
+    resolution: int,
+    split: Mapping[str, str] | None = None,
+    spatial_mode: str = "none",
+    preview_identities: int = 4,
+) -> TrainingSet:
+    """Build the training set for ``styles``; styles left with no example are listed empty.
+
+    ``vectors`` gives the identity and image tables of the encoders the generator is built
+    with; a photo lacking a current vector in either is skipped (counted per reason), never
+    embedded here: embedding is the embed stage's job and its versions must stay coherent.
+    ``split`` maps identity -> "train"/"test"; only "train" identities are used.
+    """
+    missing_roles = [r for r in FACE_ROLES if r not in vectors]
+    if missing_roles:
+        raise DatasetError(f"no vector table given for {', '.join(missing_roles)}")
+    faces = storage.read(workspace, FACES,
+                         columns=["face_id", "identity_id", "kind", "style", "paired_face_id"],
+                         schema=FACES_SCHEMA)
+    tables = {role: read_vectors(workspace, vectors[role]) for role in FACE_ROLES}
+
+    kept: list[_Candidate] = []
+    skipped: dict[str, dict[str, int]] = {}
+    for style in styles:
+        reasons: Counter[str] = Counter()
+        for cand in _candidates(style, faces, split, reasons):
+            problem = _vector_problem(cand.photo, tables)
+            if problem:
+                reasons[problem] += 1
+            else:
+                kept.append(cand)
+        skipped[style.name] = dict(sorted(reasons.items()))
+
+    present = [s for s in styles if any(c.style == s.name for c in kept)]
+    empty = tuple(s.name for s in styles if s not in present)
+    names = tuple(s.name for s in present)
+    by_name = {s.name: s for s in present}
+    crops = read_crops(workspace, [c.photo for c in kept] +
+                       [c.sketch for c in kept if c.sketch is not None])
+
+    n = len(kept)
+    sketch = np.empty((n, 1, resolution, resolution), np.float32)
+    grey_targets: list[np.ndarray] = []
+    for i, cand in enumerate(kept):
+        grey = target_image(by_name[cand.style], crops[cand.photo],
+                            crops.get(cand.sketch) if cand.sketch else None, resolution)
+        grey_targets.append(grey)
+        sketch[i, 0] = to_unit(grey)
+    photo_ids = [c.photo for c in kept]
+    face_vectors = {
+        role: (tables[role][2][[tables[role][0][p] for p in photo_ids]] if n
+               else np.zeros((0, vectors[role].dim), np.float32))
+        for role in FACE_ROLES
+    }
+    spatial = None
+    if spatial_mode != "none":
+        spatial = spatial_inputs([crops[p] for p in photo_ids], spatial_mode, resolution)
+
+    training = TrainingSet(
+        styles=names,
+        style_index=np.array([names.index(c.style) for c in kept], np.int64),
+        face_id=tuple(photo_ids),
+        identity_id=tuple(c.identity_id for c in kept),
+        identity=face_vectors["identity"],
+        image=face_vectors["image"],
+        text=(np.stack([np.asarray(text_vectors[s], np.float32) for s in names]) if names
+              else np.zeros((0, 0), np.float32)),
+        sketch=sketch,
+        spatial=spatial,
+        skipped=skipped,
+        empty_styles=empty,
+    )
+    training.preview = _preview(training, crops, grey_targets, preview_identities)
+    return training
+
+
+def _vector_problem(photo: str, tables: Mapping[str, tuple[dict, dict, np.ndarray]]) -> str | None:
+    for role in FACE_ROLES:
+        current, versions, _ = tables[role]
+        if photo not in current:
+            return f"stale_{role}_vector" if photo in versions else f"missing_{role}_vector"
+    return None
+
+
+def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndarray:
+    """The model's spatial channel for each photo, computed once (not per step)."""
+    from tasks.generate.model import spatial_condition
+
+    if not crops:
+        return np.zeros((0, 1, size, size), np.float32)
+    return spatial_condition(np.stack(crops), mode, size).numpy().astype(np.float32)
+
+
+def _preview(training: TrainingSet, crops: Mapping[str, np.ndarray],
+             grey_targets: Sequence[np.ndarray], count: int) -> list[PreviewRow]:
+    """The first ``count`` identities (sorted), each with its first photo and style targets."""
+    rows: list[PreviewRow] = []
+    for identity in sorted(training.identities)[:count]:
+        indices = [i for i, who in enumerate(training.identity_id) if who == identity]
+        photo = training.face_id[indices[0]]
+        targets: dict[str, np.ndarray] = {}
+        for i in indices:
+            if training.face_id[i] == photo:
+                targets.setdefault(training.styles[training.style_index[i]], grey_targets[i])
+        first = indices[0]
+        rows.append(PreviewRow(
+            identity_id=identity, face_id=photo, photo=crops[photo],
+            identity=training.identity[first], image=training.image[first],
+            spatial=None if training.spatial is None else training.spatial[first],
+            targets=targets,
+        ))
+    return rows
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def batch_source(training: TrainingSet, batch_size: int,
+                 seed: int) -> Callable[[int], dict[str, np.ndarray]]:
+    """``step -> batch``, a pure function of (seed, step): what makes a resume exact.
+
+    Styles are drawn uniformly, then an example within the style, so a style with few examples
+    (real sketches: one per identity) is not drowned out by a rendered style that has one per
+    photo. Items are drawn with replacement, which keeps the draw independent of the step's
+    position in an epoch.
+    """
+    if len(training) == 0:
+        raise DatasetError("the training set is empty")
+    if batch_size < 1:
+        raise DatasetError("batch_size must be at least 1")
+    members = [np.flatnonzero(training.style_index == s) for s in range(len(training.styles))]
+
+    def batch(step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([int(seed), int(step), _BATCH_SALT])
+        styles = rng.integers(0, len(members), size=batch_size)
+        index = np.array([members[s][rng.integers(0, len(members[s]))] for s in styles])
+        out = {
+            "sketch": training.sketch[index],
+            "identity": training.identity[index],
+            "image": training.image[index],
+            "text": training.text[training.style_index[index]],
+        }
+        if training.spatial is not None:
+            out["spatial"] = training.spatial[index]
+        return out
+
+    return batch

@@ -1,0 +1,325 @@
+"""The recognizer's training set: examples from several sources, identity-balanced batches.
+
+An example is one face image of a known identity: a mugshot, a real sketch, or a generated
+(synthetic) sketch. Source adapters turn each store into the same ``Example`` shape: a
+reference to the pixels (a stored face, a PNG on disk) or the pixels or vector themselves.
+So the trainer does not care whether a sketch came from a pairs manifest, the ``sketches``
+table, a Parquet export or a published dataset version.
+
+Held-out identities are dropped in ``assemble`` before any pixel or vector is read: with a
+split, only identities marked ``train`` pass (``test`` and unlisted ones are counted and
+refused, as for the generator), so a test probe's identity cannot reach training by any path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.records import FACES_SCHEMA
+from tasks import storage
+from tasks.recognize.recognizer import encoder_vectors, read_crops
+from tasks.storage import FACES, SKETCHES, Workspace
+
+ExampleKind = Literal["photo", "sketch", "synthetic"]
+SKETCH_KINDS: tuple[ExampleKind, ...] = ("sketch", "synthetic")
+# The columns of a generated-sketch table this module relies on, nothing more, so the
+# generator's schema can grow without breaking training.
+SYNTHETIC_COLUMNS = ("sketch_id", "face_id", "identity_id", "style", "png_path", "status")
+ALIGNED = 112
+# Salt so batch sampling's stream is unrelated to the per-step torch seed (same (seed, step)).
+_BATCH_SALT = 0xBA7C_4EC0
+
+
+class DataError(ValueError):
+    """No usable training set: no sources, too few identities, a source that cannot be read."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training image by reference (``face_id`` / ``png_path``) or by value."""
+
+    identity_id: str
+    kind: ExampleKind
+    key: str  # unique per image: face id, sketch id, or a caller's key
+    origin: str  # which source produced it, for reports
+    face_id: str | None = None
+    png_path: Path | None = None
+    crop: np.ndarray | None = field(default=None, repr=False, compare=False)
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def face_examples(workspace: Workspace, face_ids: Iterable[str], kind: ExampleKind,
+                  origin: str) -> list[Example]:
+    """Stored faces (photos or real sketches) by id; identities come from the faces table."""
+    from tasks.recognize.recognizer import rows_by_id
+
+    ids = list(dict.fromkeys(face_ids))
+    found = rows_by_id(workspace, FACES, "face_id", ids, ["identity_id"])
+    return [Example(found[f]["identity_id"], kind, f, origin, face_id=f) for f in ids
+            if f in found]
+
+
+def photos_of(workspace: Workspace, identities: Iterable[str],
+              origin: str = "faces") -> list[Example]:
+    """Every stored mugshot of these identities: the photo side of each training identity."""
+    wanted = set(identities)
+    if not wanted:
+        return []
+    faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"],
+                         schema=FACES_SCHEMA)
+    faces = faces.filter(pc.equal(faces.column("kind"), "photo"))
+    return [Example(identity, "photo", face, origin, face_id=face)
+            for face, identity in zip(faces.column("face_id").to_pylist(),
+                                      faces.column("identity_id").to_pylist(), strict=True)
+            if identity in wanted]
+
+
+def read_synthetic_sketches(workspace: Workspace,
+                            dataset: str | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """Usable generated sketches and where exactly they came from.
+
+    ``dataset``: None or a table name (the workspace's ``sketches`` table until published
+    dataset versions exist), or a ``.parquet`` export. Only rows with status ``ok`` and a
+    PNG count; PNG paths are relative to the workspace.
+    """
+    source = dataset or SKETCHES
+    if source.endswith(".parquet"):
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise DataError(f"sketch dataset {path} does not exist")
+        rows = storage.read_parquet(path)
+        provenance = {"kind": "parquet", "path": str(path), "sha256": _file_sha(path)}
+    else:
+        rows = storage.read(workspace, source)
+        provenance = {"kind": "table", "table": source,
+                      "version": storage.table_version(workspace, source)}
+    missing = [c for c in SYNTHETIC_COLUMNS if c not in rows.column_names]
+    if rows.num_rows and missing:
+        raise DataError(f"sketch dataset {source!r} lacks column(s) {', '.join(missing)}")
+    if rows.num_rows == 0:
+        return pa.table({c: pa.array([], pa.string()) for c in SYNTHETIC_COLUMNS}), {
+            **provenance, "rows": 0, "usable": 0}
+    rows = rows.select(list(SYNTHETIC_COLUMNS))
+    usable = rows.filter(pc.and_(pc.equal(rows.column("status"), "ok"),
+                                 pc.is_valid(rows.column("png_path"))))
+    provenance.update(rows=rows.num_rows, usable=usable.num_rows)
+    return usable, provenance
+
+
+def synthetic_examples(workspace: Workspace, rows: pa.Table,
+                       origin: str = "synthetic") -> list[Example]:
+    return [
+        Example(r["identity_id"], "synthetic", r["sketch_id"], origin,
+                png_path=workspace.root / r["png_path"])
+        for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()
+    ]
+
+
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+@dataclass
+class TrainingSet:
+    """Examples grouped by label; pixels or vectors are attached by ``materialise``."""
+
+    identities: tuple[str, ...]  # label -> identity id
+    labels: np.ndarray  # (N,) int64
+    kinds: np.ndarray  # (N,) str
+    examples: tuple[Example, ...]
+    skipped: dict[str, int]
+    crops: np.ndarray | None = None  # (N, 112, 112, 3) uint8
+    vectors: np.ndarray | None = None  # (N, D) float32
+    # label -> (photo rows, sketch rows by kind); built on first use by ``batch_indices``
+    groups: list[tuple[list[int], dict[str, list[int]]]] | None = field(default=None,
+                                                                        repr=False)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.kinds.tolist()).items()))
+
+    def fingerprint(self) -> str:
+        """Digest of exactly which images, labels and kinds: resume refuses other data."""
+        digest = hashlib.sha256()
+        for e, label in zip(self.examples, self.labels.tolist(), strict=True):
+            digest.update(f"{e.key}\0{e.kind}\0{label}\0{e.identity_id}\n".encode())
+        return digest.hexdigest()
+
+
+def assemble(examples: Iterable[Example], split: Mapping[str, str] | None = None,
+             min_identities: int = 2) -> TrainingSet:
+    """Filter by split, keep identities that have both a photo and a sketch, label them.
+
+    An identity with only photos (or only sketches) teaches nothing about crossing the
+    sketch/photo gap, and a margin loss needs at least two classes. Order is canonical
+    (identity, kind, key) so the same data gives the same labels and batches on any run.
+    """
+    skipped: Counter[str] = Counter()
+    kept: dict[str, Example] = {}
+    for example in examples:
+        if split is not None:
+            where = split.get(example.identity_id)
+            if where != "train":
+                skipped["held_out" if where == "test" else "not_in_split"] += 1
+                continue
+        if example.key in kept:
+            skipped["duplicate"] += 1
+            continue
+        kept[example.key] = example
+    by_identity: dict[str, list[Example]] = {}
+    for example in kept.values():
+        by_identity.setdefault(example.identity_id, []).append(example)
+    chosen: list[Example] = []
+    for identity in sorted(by_identity):
+        members = by_identity[identity]
+        kinds = {e.kind for e in members}
+        if "photo" not in kinds:
+            skipped["identity_without_photo"] += len(members)
+            continue
+        if not kinds & set(SKETCH_KINDS):
+            skipped["identity_without_sketch"] += len(members)
+            continue
+        chosen.extend(sorted(members, key=lambda e: (e.kind, e.key)))
+    identities = tuple(dict.fromkeys(e.identity_id for e in chosen))
+    if len(identities) < min_identities:
+        raise DataError(
+            f"{len(identities)} identities have both a photo and a sketch "
+            f"(skipped: {dict(skipped) or 'none'}); training needs at least {min_identities}")
+    label_of = {identity: i for i, identity in enumerate(identities)}
+    return TrainingSet(
+        identities=identities,
+        labels=np.array([label_of[e.identity_id] for e in chosen], dtype=np.int64),
+        kinds=np.array([e.kind for e in chosen]),
+        examples=tuple(chosen),
+        skipped=dict(sorted(skipped.items())),
+    )
+
+
+def to_aligned(image: np.ndarray) -> np.ndarray:
+    """Any grey or BGR image drawn in the aligned frame -> uint8 (112, 112, 3) BGR.
+
+    Generated sketches are drawn at the generator's resolution in the ArcFace-aligned
+    frame, so resizing (not re-detecting) puts them where the encoders expect a face.
+    """
+    import cv2
+
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[:2] != (ALIGNED, ALIGNED):
+        shrink = image.shape[0] > ALIGNED
+        image = cv2.resize(image, (ALIGNED, ALIGNED),
+                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def load_crops(workspace: Workspace, examples: Sequence[Example]) -> np.ndarray:
+    """Aligned crops for the examples, in order, whichever way each one holds its pixels."""
+    import cv2
+
+    crops = np.zeros((len(examples), ALIGNED, ALIGNED, 3), np.uint8)
+    stored = [i for i, e in enumerate(examples) if e.crop is None and e.face_id]
+    if stored:
+        crops[stored] = read_crops(workspace, [examples[i].face_id for i in stored])
+    for i, example in enumerate(examples):
+        if example.crop is not None:
+            crops[i] = to_aligned(example.crop)
+        elif example.face_id is None:
+            if example.png_path is None:
+                raise DataError(f"example {example.key} has neither pixels nor a reference")
+            image = cv2.imread(str(example.png_path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise DataError(f"cannot read sketch {example.png_path} ({example.key})")
+            crops[i] = to_aligned(image)
+    return crops
+
+
+def load_vectors(workspace: Workspace, encoder: Any, examples: Sequence[Example],
+                 run_id: str = "local") -> np.ndarray:
+    """Identity-encoder vectors: stored faces from the embedding table, others encoded now."""
+    vectors = np.zeros((len(examples), encoder.dim), np.float32)
+    stored = [i for i, e in enumerate(examples)
+              if e.vector is None and e.crop is None and e.face_id]
+    if stored:
+        vectors[stored] = encoder_vectors(workspace, encoder,
+                                          [examples[i].face_id for i in stored], run_id)
+    given = [i for i, e in enumerate(examples) if e.vector is not None]
+    for i in given:
+        vector = np.asarray(examples[i].vector, dtype=np.float32).reshape(-1)
+        if vector.shape != (encoder.dim,):
+            raise DataError(f"example {examples[i].key} carries a {vector.shape} vector; "
+                            f"the encoder gives {encoder.dim}")
+        vectors[i] = vector
+    rest = [i for i in range(len(examples)) if i not in set(stored) | set(given)]
+    for start in range(0, len(rest), 256):
+        chunk = rest[start:start + 256]
+        crops = load_crops(workspace, [examples[i] for i in chunk])
+        vectors[chunk] = encoder.encode(crops)
+    return vectors
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def batch_indices(training: TrainingSet, seed: int, step: int, identities_per_batch: int,
+                  samples_per_identity: int) -> np.ndarray:
+    """Example indices of one P x K batch: a pure function of (seed, step).
+
+    That is what makes a resumed run replay the very batches an uninterrupted one sees.
+    Each identity's K samples are split between its photos and its sketches, so every
+    batch holds sketch-photo positives; among sketches a kind (real, synthetic) is picked
+    first, so one real sketch is not drowned by dozens of generated ones.
+    """
+    rng = np.random.default_rng([int(seed), int(step), _BATCH_SALT])
+    groups = _groups(training)
+    n = len(groups)
+    chosen = rng.choice(n, size=identities_per_batch, replace=identities_per_batch > n)
+    out: list[int] = []
+    for label in chosen:
+        photos, sketches = groups[label]
+        n_photo = samples_per_identity // 2 if sketches else samples_per_identity
+        if not photos:
+            n_photo = 0
+        for _ in range(n_photo):
+            out.append(int(photos[rng.integers(len(photos))]))
+        kinds = sorted(sketches)
+        for _ in range(samples_per_identity - n_photo):
+            members = sketches[kinds[rng.integers(len(kinds))]]
+            out.append(int(members[rng.integers(len(members))]))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _groups(training: TrainingSet) -> list[tuple[list[int], dict[str, list[int]]]]:
+    if training.groups is not None:
+        return training.groups
+    groups: list[tuple[list[int], dict[str, list[int]]]] = [
+        ([], {}) for _ in training.identities]
+    for i, (label, kind) in enumerate(zip(training.labels.tolist(), training.kinds.tolist(),
+                                          strict=True)):
+        photos, sketches = groups[label]
+        if kind == "photo":
+            photos.append(i)
+        else:
+            sketches.setdefault(kind, []).append(i)
+    training.groups = groups
+    return groups

@@ -1,0 +1,258 @@
+"""Recognizers as evaluation sees them: "baseline" (the identity encoder) or a trained dir.
+
+A trained recognizer dir holds ``recognizer.json`` (what it is and what it was trained on)
+and ``recognizer.safetensors`` (the inference weights only). Two kinds:
+
+* ``head``: a ProjectionHead over frozen identity-encoder vectors. Its input only means
+  something for the exact encoder version it was trained on, so loading it with another
+  version (other weights, other preprocessing) is refused with a message naming both.
+* ``backbone``: an AdaFace IR backbone that embeds aligned crops itself.
+
+Every recognizer answers ``embed(workspace, face_ids) -> unit vectors`` for faces stored in
+the workspace, so evaluation never cares which kind it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from schemas.encoders import EncoderSpec
+from tasks import storage
+from tasks.storage import FACES, Workspace
+
+CONFIG_FILE = "recognizer.json"
+WEIGHTS_FILE = "recognizer.safetensors"
+FORMAT = "clip4sketch-recognizer/1"
+BASELINE = "baseline"
+# Above this many ids, reading the whole table once beats one IN-filter scan per chunk.
+_FILTER_LIMIT = 2000
+_CHUNK = 500
+
+
+class RecognizerError(ValueError):
+    """A recognizer dir that cannot be used as asked (missing, malformed, mismatched)."""
+
+
+class Recognizer(Protocol):
+    name: str
+    version: str
+
+    def embed(self, workspace: Workspace, face_ids: Sequence[str],
+              run_id: str = "local") -> np.ndarray: ...
+
+
+def rows_by_id(workspace: Workspace, table: str, key: str, ids: Sequence[str],
+               columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Rows of ``table`` whose ``key`` is in ``ids``, keyed by it.
+
+    Small sets use IN filters in chunks; large ones read the columns once, because each
+    filter scans the whole table.
+    """
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return {}
+    select = list(dict.fromkeys([key, *columns]))
+    if len(wanted) > _FILTER_LIMIT:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = storage.read(workspace, table, columns=select)
+        if rows.num_rows == 0:
+            return {}
+        rows = rows.filter(pc.is_in(rows.column(key), value_set=pa.array(wanted, pa.string())))
+        return {row[key]: row for row in rows.to_pylist()}
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        rows = storage.read(workspace, table, columns=select,
+                            where=storage.where_in(key, chunk))
+        found.update({row[key]: row for row in rows.to_pylist()})
+    return found
+
+
+def read_crops(workspace: Workspace, face_ids: Sequence[str]) -> np.ndarray:
+    """Aligned 112x112 BGR crops of stored faces, in ``face_ids`` order."""
+    from tasks.ingest.align import decode_png
+
+    found = rows_by_id(workspace, FACES, "face_id", face_ids, ["aligned_png"])
+    missing = [f for f in face_ids if f not in found]
+    if missing:
+        raise LookupError(f"{len(missing)} faces are not in the faces table, e.g. {missing[0]}")
+    if not face_ids:
+        return np.zeros((0, 112, 112, 3), np.uint8)
+    return np.stack([decode_png(found[f]["aligned_png"]) for f in face_ids])
+
+
+def encoder_vectors(workspace: Workspace, encoder: Any, face_ids: Sequence[str],
+                    run_id: str = "local") -> np.ndarray:
+    """Identity-encoder vectors of stored faces, computing only those missing or stale.
+
+    Goes through ``embed_faces_with`` so vectors land in the shared embedding table and
+    the next evaluation or training run reuses them.
+    """
+    from tasks.embed import embed_faces_with, embedding_table
+
+    report = embed_faces_with(workspace, "identity", encoder, run_id=run_id)
+    table = embedding_table("identity", encoder)
+    found = rows_by_id(workspace, table, "face_id", face_ids, ["vector", "encoder_version"])
+    stale = [f for f in face_ids
+             if f not in found or found[f]["encoder_version"] != encoder.version]
+    if stale:
+        raise LookupError(f"{len(stale)} faces have no {encoder.version} vector in {table} "
+                          f"after embedding ({report.computed} computed), e.g. {stale[0]}")
+    if not face_ids:
+        return np.zeros((0, encoder.dim), np.float32)
+    return np.asarray([found[f]["vector"] for f in face_ids], dtype=np.float32)
+
+
+@dataclass
+class EncoderRecognizer:
+    """The off-the-shelf identity encoder: the baseline every trained recognizer must beat."""
+
+    spec: EncoderSpec
+    name: str = BASELINE
+
+    def __post_init__(self) -> None:
+        from tasks.encoders import load
+
+        self.encoder = load(self.spec)
+        self.version = self.encoder.version
+
+    def embed(self, workspace: Workspace, face_ids: Sequence[str],
+              run_id: str = "local") -> np.ndarray:
+        return encoder_vectors(workspace, self.encoder, face_ids, run_id)
+
+
+def weights_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory).expanduser()
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise RecognizerError(
+            f"{directory} is not a trained recognizer: {CONFIG_FILE} is missing "
+            f"(train one with train_recognizer, or pass '{BASELINE}')")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RecognizerError(f"{path} is not valid JSON: {error}") from error
+    if config.get("format") != FORMAT:
+        raise RecognizerError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise RecognizerError(f"{directory}: {WEIGHTS_FILE} is missing")
+    return config
+
+
+def build_module(config: dict[str, Any]) -> Any:
+    """The inference module a config describes, with random weights (load them after)."""
+    if config["mode"] == "head":
+        from tasks.recognize.losses import ProjectionHead
+
+        return ProjectionHead(config["in_dim"], config["out_dim"], config.get("hidden"))
+    if config["mode"] == "backbone":
+        from tasks.encoders.adaface import build_model
+
+        return build_model(config["arch"])
+    raise RecognizerError(f"unknown recognizer mode {config['mode']!r}")
+
+
+@dataclass
+class TrainedRecognizer:
+    """A trained head or backbone, loaded from its dir (safetensors, never unpickled)."""
+
+    directory: Path
+    config: dict[str, Any]
+    module: Any
+    base: EncoderRecognizer | None
+    name: str
+    version: str
+    device: str = "cpu"
+    batch_size: int = 256
+
+    def embed(self, workspace: Workspace, face_ids: Sequence[str],
+              run_id: str = "local") -> np.ndarray:
+        import torch
+
+        face_ids = list(face_ids)
+        # A head reads encoder vectors, fetched (and computed if missing) once for all ids.
+        inputs = self.base.embed(workspace, face_ids, run_id) if self.base else None
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(face_ids), self.batch_size):
+                if inputs is not None:
+                    x = torch.from_numpy(inputs[start:start + self.batch_size])
+                else:
+                    x = crops_to_tensor(read_crops(workspace,
+                                                   face_ids[start:start + self.batch_size]))
+                vectors, _ = self.module(x.to(self.device))
+                out.append(vectors.float().cpu().numpy())
+        dim = self.config["out_dim"] if self.base is not None else self.config["embedding_dim"]
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def crops_to_tensor(crops: np.ndarray) -> Any:
+    """uint8 (N, 112, 112, 3) BGR -> float (N, 3, 112, 112) in [-1, 1], AdaFace's input.
+
+    Made contiguous: torch 2.14.1's CPU convolution backward aborts (double free /
+    segfault) on the NHWC strides a bare ``permute`` leaves.
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    return ((x / 255.0 - 0.5) / 0.5).contiguous()
+
+
+def load_recognizer(ref: str, identity_encoder: EncoderSpec | None = None,
+                    device: str | None = None) -> Recognizer:
+    """``"baseline"`` or a trained recognizer dir.
+
+    A head is checked against the identity encoder it would read: the one saved in its
+    config unless ``identity_encoder`` overrides it, and the loaded version must equal the
+    version it was trained on.
+    """
+    if ref == BASELINE:
+        if identity_encoder is None:
+            raise RecognizerError("the baseline needs an identity encoder spec")
+        return EncoderRecognizer(identity_encoder)
+    directory = Path(ref).expanduser().resolve()
+    config = read_config(directory)
+    module = build_module(config)
+    from safetensors.torch import load_file
+
+    state = load_file(str(directory / WEIGHTS_FILE))
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise RecognizerError(f"{directory}: weights do not fit its config: {error}") from error
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module.eval().to(device)
+    base = None
+    if config["mode"] == "head":
+        saved = EncoderSpec(**config["identity_encoder"])
+        spec = identity_encoder if identity_encoder is not None else saved
+        base = EncoderRecognizer(spec, name=f"{directory.name}-input")
+        trained_on = config["identity_encoder_version"]
+        if base.version != trained_on:
+            raise RecognizerError(
+                f"{directory} is a head trained on identity vectors from {trained_on!r}, but "
+                f"the identity encoder here is {base.version!r} ({spec.label()}); its "
+                f"output would be meaningless. Evaluate with the encoder it was trained on "
+                f"(same name, arch and weights file), or retrain the head")
+    digest = weights_digest(directory / WEIGHTS_FILE)
+    version = f"{config['mode']}-{config.get('loss', '?')}@{digest}"
+    return TrainedRecognizer(directory, config, module, base, directory.name, version, device)

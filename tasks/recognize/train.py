@@ -1,0 +1,554 @@
+"""Train a sketch-to-mugshot recognizer: the plain function behind ``train_recognizer``.
+
+Two modes share one loop, one loss and one checkpoint format:
+
+* ``head`` (the CPU default): the identity encoder stays frozen, its vectors are computed
+  once, and a ProjectionHead learns with a margin loss to pull sketches onto their mugshots.
+* ``backbone``: an AdaFace IR backbone (an official checkpoint, or from scratch) is fine-tuned
+  on aligned crops with the same loss; mixed precision on CUDA.
+
+Layout of ``out``:
+
+    plan.json                 what the run trains (data fingerprint, hyper-parameters); a
+                              resume with another plan is refused, it would replay a
+                              different schedule than the checkpoints started
+    checkpoints/step-NNNNNNNN/ model.safetensors (model + margin head), optimizer.pt (loads
+                              with weights_only=True), state.json (step, losses, scaler),
+                              config.json (the recognizer config + its training inputs);
+                              written to a temp dir, then renamed
+    recognizer.json recognizer.safetensors   the trained recognizer ``evaluate`` loads
+    identities.txt            the identities trained on (audit: none is held out)
+    loss.png training.json
+
+Exact resume: a batch is a pure function of (seed, step) (``data.batch_indices``) and so is
+the step's torch seed (dropout, flips), the LR schedule depends on the step only, and the
+optimizer state is restored, so a run killed at any step and resumed ends where an
+uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.encoders import EncoderSpec
+from schemas.settings import IngestSettings
+from tasks.recognize.data import (
+    DataError,
+    Example,
+    TrainingSet,
+    assemble,
+    batch_indices,
+    load_crops,
+    load_vectors,
+    photos_of,
+    read_synthetic_sketches,
+    synthetic_examples,
+)
+from tasks.recognize.recognizer import CONFIG_FILE, FORMAT, WEIGHTS_FILE, crops_to_tensor
+from tasks.runtime import retry_transient
+from tasks.storage import Workspace, write_bytes_atomic
+
+Mode = Literal["head", "backbone"]
+Loss = Literal["adaface", "arcface", "cosface"]
+PLAN_FILE = "plan.json"
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "state.json", "config.json")
+DEFAULT_LR = {"head": 1e-3, "backbone": 1e-4}
+
+
+class TrainRecognizerRequest(BaseModel):
+    """Everything one training run needs; small and picklable, so it crosses task bounds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workspace: str
+    out: str
+    dataset: str | None = None  # sketches table name or Parquet; None: the `sketches` table
+    real_pairs: str | None = None
+    real_pairs_root: str | None = None
+    include_synthetic: bool = True
+    mode: Mode = "head"
+    loss: Loss = "adaface"
+    backbone_arch: str = "ir_50"
+    backbone_weights: str | None = None
+    identity_encoder: EncoderSpec
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    samples_per_identity: int = Field(default=4, ge=2)
+    lr: float | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    hidden: int | None = Field(default=None, ge=1)  # ProjectionHead residual MLP width
+    seed: int = 0
+    resume: bool = False
+    split: str | None = None
+    checkpoint_every: int = Field(default=100, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    device: str | None = None
+    ingest: IngestSettings | None = None
+    run_id: str = "local"
+
+
+class TrainRecognizerReport(BaseModel):
+    out: str
+    mode: Mode
+    loss: Loss
+    device: str
+    steps: int
+    resumed_from: int | None
+    steps_this_run: int
+    first_loss: float | None = Field(description="mean loss of the first 10 steps")
+    final_loss: float | None = Field(description="mean loss of the last 10 steps")
+    identities: int
+    examples: dict[str, int]
+    skipped: dict[str, int]
+    inputs: dict[str, Any]
+    recognizer_dir: str
+    loss_png: str
+    seconds: float
+    seconds_per_step: float | None
+
+
+StepHook = Callable[[int, float], None]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def gather_examples(workspace: Workspace, request: TrainRecognizerRequest,
+                    ) -> tuple[list[Example], dict[str, Any]]:
+    """Examples from every requested source, and a record of exactly what was read."""
+    from tasks.ingest.locate import locate
+    from tasks.ingest.run import ingest_source
+    from tasks.ingest.sources import read_source
+
+    examples: list[Example] = []
+    inputs: dict[str, Any] = {}
+    if request.include_synthetic:
+        rows, provenance = read_synthetic_sketches(workspace, request.dataset)
+        examples += synthetic_examples(workspace, rows)
+        inputs["synthetic"] = provenance
+    if request.real_pairs:
+        report = ingest_source(workspace, request.real_pairs, root=request.real_pairs_root,
+                               settings=request.ingest, run_id=request.run_id)
+        placed = locate(workspace, read_source(request.real_pairs, request.real_pairs_root),
+                        request.ingest)
+        # the manifest's photos arrive with ``photos_of`` below, like every other photo
+        examples += [Example(p.identity_id, "sketch", p.face_id, "real_pairs", face_id=p.face_id)
+                     for p in placed if p.ok and p.kind == "sketch"]
+        failed: dict[str, int] = {}
+        for p in placed:
+            if not p.ok:
+                failed[p.reason] = failed.get(p.reason, 0) + 1
+        inputs["real_pairs"] = {"manifest": request.real_pairs, "root": request.real_pairs_root,
+                                "files": len(placed), "unusable": failed,
+                                "ingested": report.ingested}
+    if not inputs:
+        raise DataError("nothing to train on: include_synthetic is off and no real_pairs")
+    sketched = {e.identity_id for e in examples if e.kind != "photo"}
+    examples += photos_of(workspace, sketched)
+    return examples, inputs
+
+
+def _cached_vectors(workspace: Workspace, request: TrainRecognizerRequest,
+                    training: TrainingSet, cache: Path) -> tuple[np.ndarray, str]:
+    """Encoder vectors of the training set, cached per (data, encoder version) for resumes."""
+    from tasks.encoders import load
+
+    encoder = load(request.identity_encoder)
+    key = hashlib.sha256(f"{training.fingerprint()}\0{encoder.version}".encode()).hexdigest()
+    path = cache / f"vectors-{key[:24]}.npy"
+    if path.is_file():
+        return np.load(path), encoder.version
+    vectors = load_vectors(workspace, encoder, training.examples, request.run_id)
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    write_bytes_atomic(buffer.getvalue(), path)
+    return vectors, encoder.version
+
+
+# --------------------------------------------------------------------------- model
+
+
+def build(request: TrainRecognizerRequest, num_classes: int, in_dim: int | None) -> tuple[Any, Any]:
+    """(trainable embedding module, margin head), seeded so a fresh start is reproducible."""
+    import torch
+
+    from tasks.recognize.losses import ProjectionHead, make_head
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(request.seed)
+        if request.mode == "head":
+            module = ProjectionHead(in_dim, in_dim, request.hidden)
+            dim = in_dim
+        else:
+            from tasks.encoders.adaface import (
+                EMBEDDING_DIM,
+                build_model,
+                load_weights,
+                read_state_dict,
+                resolve_arch,
+            )
+
+            arch = resolve_arch(request.backbone_arch)
+            module = build_model(arch)
+            if request.backbone_weights:
+                load_weights(module, read_state_dict(request.backbone_weights), arch)
+            dim = EMBEDDING_DIM
+        head = make_head(request.loss, dim, num_classes)
+    return module, head
+
+
+def lr_at(step: int, steps: int, base: float) -> float:
+    """Linear warm-up over 5 % of the steps, then cosine decay to zero: a function of step."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7_919 + 17) % (2**63 - 1)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first; half-written temp dirs never match."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_DIR.match(path.name)
+        if match and all((path / f).is_file() for f in _CHECKPOINT_FILES):
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _tensors(module: Any, head: Any) -> dict[str, Any]:
+    state = {f"model.{k}": v for k, v in module.state_dict().items()}
+    state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def write_checkpoint(root: Path, step: int, module: Any, head: Any, optimizer: Any,
+                     state: dict[str, Any], config: dict[str, Any], keep: int) -> Path:
+    """All files into a temp dir, fsynced, then one rename: a kill leaves no half checkpoint."""
+    import torch
+    from safetensors.torch import save
+
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        files = {
+            "model.safetensors": save(_tensors(module, head)),
+            "optimizer.pt": buffer.getvalue(),
+            "state.json": json.dumps(state).encode(),
+            "config.json": json.dumps(config, indent=2, default=str).encode(),
+        }
+        for name, data in files.items():
+            with open(temp / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    for _, old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, module: Any, head: Any, optimizer: Any) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu",
+                                         weights_only=True))
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+def _clean_partial(root: Path) -> None:
+    if root.is_dir():
+        for path in root.glob(".step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _check_plan(out: Path, plan: dict[str, Any], resume: bool, has_checkpoints: bool) -> None:
+    path = out / PLAN_FILE
+    if not resume:
+        if has_checkpoints:
+            raise DataError(f"{out} already holds checkpoints of an earlier run: pass "
+                            "resume=True to continue it, or choose another out")
+        return
+    if has_checkpoints and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k))
+        if changed:
+            raise DataError(f"cannot resume {out}: {', '.join(changed)} changed since the run "
+                            "started; start a new out instead")
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def plot_losses(losses: list[float], path: Path, title: str) -> Path:
+    """Per-step loss and its running mean (Agg canvas: thread-safe under Prefect)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, alpha=0.35, linewidth=0.8, label="step")
+    if losses:
+        window = max(1, min(50, len(losses) // 10))
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, linewidth=1.6, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(linestyle="--", alpha=0.4)
+    ax.legend(loc="upper right")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return write_bytes_atomic(buffer.getvalue(), path)
+
+
+def _write_recognizer(out: Path, module: Any, config: dict[str, Any],
+                      identities: tuple[str, ...]) -> None:
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    write_bytes_atomic(save(state), out / WEIGHTS_FILE)
+    write_bytes_atomic(json.dumps(config, indent=2, default=str).encode(), out / CONFIG_FILE)
+    write_bytes_atomic(("\n".join(identities) + "\n").encode(), out / "identities.txt")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None = None,
+                     progress: Callable[[str], None] | None = None) -> TrainRecognizerReport:
+    """Assemble the data, train with checkpoints (resumable), write the recognizer dir."""
+    import torch
+    import torch.nn.functional as F
+
+    say = progress or (lambda message: None)
+    began = time.perf_counter()
+    workspace = Workspace.open(request.workspace)
+    out = Path(request.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    split = None
+    if request.split:
+        from tasks.generate.splits import load_split, resolve_split
+
+        split = load_split(resolve_split(request.split))
+    examples, inputs = gather_examples(workspace, request)
+    training = assemble(examples, split)
+    say(f"training set: {training.counts()} over {len(training.identities)} identities; "
+        f"skipped {training.skipped or 'nothing'}")
+
+    in_dim = encoder_version = None
+    if request.mode == "head":
+        training.vectors, encoder_version = _cached_vectors(workspace, request, training,
+                                                            out / "cache")
+        in_dim = training.vectors.shape[1]
+    else:
+        training.crops = load_crops(workspace, training.examples)
+
+    K = request.samples_per_identity
+    P = max(1, request.batch_size // K)
+    lr = request.lr or DEFAULT_LR[request.mode]
+    plan = {
+        "mode": request.mode, "loss": request.loss, "data": training.fingerprint(),
+        "identities": len(training.identities), "batch": [P, K], "lr": lr,
+        "weight_decay": request.weight_decay, "steps": request.steps, "seed": request.seed,
+        "hidden": request.hidden if request.mode == "head" else None,
+        "identity_encoder_version": encoder_version,
+        "backbone": ([request.backbone_arch, _digest_file(request.backbone_weights)]
+                     if request.mode == "backbone" else None),
+        "split": request.split,
+    }
+    checkpoints = out / CHECKPOINTS
+    _clean_partial(checkpoints)
+    existing = list_checkpoints(checkpoints)
+    _check_plan(out, plan, request.resume, bool(existing))
+    write_bytes_atomic(json.dumps(plan, indent=2).encode(), out / PLAN_FILE)
+
+    device = torch.device(request.device or (
+        "cuda" if request.mode == "backbone" and torch.cuda.is_available() else "cpu"))
+    module, head = build(request, len(training.identities), in_dim)
+    module.to(device)
+    head.to(device)
+    optimizer = torch.optim.AdamW(list(module.parameters()) + list(head.parameters()), lr=lr,
+                                  weight_decay=request.weight_decay)
+    amp = _amp(device)
+    losses: list[float] = []
+    start = 0
+    resumed_from = None
+    if request.resume and existing:
+        step_done, path = existing[-1]
+        state = load_checkpoint(path, module, head, optimizer)
+        losses, start, resumed_from = list(state["losses"]), step_done, step_done
+        if amp["scaler"] is not None and state.get("scaler"):
+            amp["scaler"].load_state_dict(state["scaler"])
+        say(f"resumed from {path.name}")
+
+    config = recognizer_config(request, training, inputs, in_dim, encoder_version, lr)
+    labels = torch.from_numpy(training.labels)
+    module.train()
+    head.train()
+    timed = time.perf_counter()
+    for step in range(start, request.steps):
+        index = batch_indices(training, request.seed, step, P, K)
+        torch.manual_seed(step_seed(request.seed, step))
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, request.steps, lr)
+        x = _inputs(training, index, request.mode, device)
+        y = labels[index].to(device)
+        with torch.autocast(device.type, dtype=amp["dtype"], enabled=amp["enabled"]):
+            embeddings, norms = module(x)
+        logits = head(embeddings.float(), norms.float(), y)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if amp["scaler"] is not None:
+            amp["scaler"].scale(loss).backward()
+            amp["scaler"].step(optimizer)
+            amp["scaler"].update()
+        else:
+            loss.backward()
+            optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {step + 1}; lower lr")
+        losses.append(value)
+        done = step + 1
+        if done % request.checkpoint_every == 0 or done == request.steps:
+            state = {"step": done, "losses": losses,
+                     "scaler": amp["scaler"].state_dict() if amp["scaler"] else None}
+            write_checkpoint(checkpoints, done, module, head, optimizer, state,
+                             {**config, "steps_done": done}, request.keep_checkpoints)
+        if done % max(1, request.steps // 10) == 0:
+            say(f"step {done}/{request.steps} loss {np.mean(losses[-10:]):.4f}")
+        if on_step is not None:
+            on_step(done, value)
+    ran = request.steps - start
+    seconds_training = time.perf_counter() - timed
+
+    module.eval()
+    _write_recognizer(out, module.cpu(), {**config, "steps_done": request.steps},
+                      training.identities)
+    loss_png = plot_losses(losses, out / "loss.png",
+                           f"{request.mode} / {request.loss}: {len(training.identities)} "
+                           "identities")
+    report = TrainRecognizerReport(
+        out=str(out), mode=request.mode, loss=request.loss, device=str(device),
+        steps=request.steps, resumed_from=resumed_from, steps_this_run=ran,
+        first_loss=float(np.mean(losses[:10])) if losses else None,
+        final_loss=float(np.mean(losses[-10:])) if losses else None,
+        identities=len(training.identities), examples=training.counts(),
+        skipped=training.skipped, inputs=inputs, recognizer_dir=str(out),
+        loss_png=str(loss_png), seconds=time.perf_counter() - began,
+        seconds_per_step=seconds_training / ran if ran else None,
+    )
+    write_bytes_atomic(report.model_dump_json(indent=2).encode(), out / "training.json")
+    return report
+
+
+def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
+                      inputs: dict[str, Any], in_dim: int | None,
+                      encoder_version: str | None, lr: float) -> dict[str, Any]:
+    """What ``recognizer.load_recognizer`` needs, plus the inputs the weights came from."""
+    config: dict[str, Any] = {
+        "format": FORMAT, "mode": request.mode, "loss": request.loss,
+        "num_classes": len(training.identities), "steps": request.steps, "lr": lr,
+        "batch_size": request.batch_size, "samples_per_identity": request.samples_per_identity,
+        "seed": request.seed, "split": request.split,
+        "training_data": {"fingerprint": training.fingerprint(), "examples": training.counts(),
+                          "identities": len(training.identities),
+                          "skipped": training.skipped, "inputs": inputs},
+    }
+    if request.mode == "head":
+        config.update(in_dim=in_dim, out_dim=in_dim, hidden=request.hidden,
+                      identity_encoder=request.identity_encoder.model_dump(exclude_none=True),
+                      identity_encoder_version=encoder_version)
+    else:
+        from tasks.encoders.adaface import EMBEDDING_DIM, resolve_arch
+
+        config.update(arch=resolve_arch(request.backbone_arch), embedding_dim=EMBEDDING_DIM,
+                      backbone_weights=request.backbone_weights,
+                      backbone_weights_sha256=_digest_file(request.backbone_weights))
+    return config
+
+
+def _digest_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _amp(device: Any) -> dict[str, Any]:
+    """bf16 autocast where the GPU has it; else fp16 with a loss scaler; none on CPU."""
+    import torch
+
+    if device.type != "cuda":
+        return {"enabled": False, "dtype": torch.bfloat16, "scaler": None}
+    if torch.cuda.is_bf16_supported():
+        return {"enabled": True, "dtype": torch.bfloat16, "scaler": None}
+    return {"enabled": True, "dtype": torch.float16, "scaler": torch.amp.GradScaler("cuda")}
+
+
+def _inputs(training: TrainingSet, index: np.ndarray, mode: str, device: Any) -> Any:
+    import torch
+
+    if mode == "head":
+        return torch.from_numpy(training.vectors[index]).to(device)
+    x = crops_to_tensor(training.crops[index]).to(device)
+    # horizontal flips drawn from the step's torch seed (set by the caller): replayable
+    flip = torch.rand(len(index)) < 0.5
+    return torch.where(flip.to(device)[:, None, None, None], x.flip(-1), x)
+
+
+@task(name="train-recognizer", retries=1, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def train_recognizer_task(request: TrainRecognizerRequest) -> TrainRecognizerReport:
+    """Thin Prefect wrapper. A retry resumes from the last checkpoint instead of restarting."""
+    from prefect import get_run_logger
+    from prefect.runtime import task_run
+
+    if (task_run.run_count or 1) > 1 and not request.resume:
+        request = request.model_copy(update={"resume": True})
+    return train_recognizer(request, progress=get_run_logger().info)

@@ -1,0 +1,274 @@
+"""The metrics stage: threshold-free metrics for every sketch in scope, stored in
+``sketch_metrics`` and reused while they still hold.
+
+A stored row is reused when its ``metrics_version`` is current and its PNG still has the
+recorded sha256. The version hashes everything a metric depends on besides the pixels: the
+identity and image encoder versions, the gallery (a new mugshot can become a sketch's closest
+impostor), the style judge (registry examples or CLIP prompts) and this module's code version.
+Thresholds are not in it: they are applied afterwards (``metrics.reasons``), so tightening one
+re-judges in milliseconds. Even when the version changes, sketch vectors are reused from their
+own tables, so a new gallery face costs matrix products, not encoder passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.encoders import EncoderSpec
+from schemas.records import SKETCHES_SCHEMA
+from schemas.styles import Style
+from schemas.validation import (
+    SKETCH_METRICS,
+    SKETCH_METRICS_SCHEMA,
+    MetricsReport,
+    Reason,
+    Scope,
+)
+from tasks import storage
+from tasks.storage import SKETCHES, Workspace
+from tasks.validate import style_classifier as sc
+from tasks.validate.health import measure
+from tasks.validate.metrics import identity_scores
+from tasks.validate.vectors import (
+    VectorSource,
+    check_png,
+    face_vectors,
+    gallery,
+    gallery_fingerprint,
+    read_image,
+    resolve_source,
+    sketch_vectors,
+    to_aligned,
+)
+
+CODE_VERSION = "metrics-1"
+CHUNK = 256  # sketches decoded and encoded at a time: bounds memory, not speed
+SCOPE_COLUMNS = ["sketch_id", "face_id", "identity_id", "style", "generator_version",
+                 "png_path", "png_sha256", "status", "width"]
+
+
+def scope_filter(scope: Scope) -> str | None:
+    clauses = []
+    if scope.generator_version:
+        clauses.append(f"generator_version = {storage.quote(scope.generator_version)}")
+    if scope.styles:
+        clauses.append(storage.where_in("style", scope.styles))
+    return " AND ".join(clauses) or None
+
+
+def read_scope(workspace: Workspace, scope: Scope, columns: list[str] | None = None) -> pa.Table:
+    rows = storage.read(workspace, SKETCHES, columns=columns or SCOPE_COLUMNS,
+                        where=scope_filter(scope), schema=SKETCHES_SCHEMA)
+    return rows.sort_by("sketch_id")
+
+
+# --------------------------------------------------------------------------- the style judge
+
+
+@dataclass
+class StyleJudge:
+    """Zero-shot (CLIP prompts) or the registry classifier; built lazily, since re-validating
+    an unchanged dataset needs neither."""
+
+    method: str | None
+    fingerprint: str | None
+    workspace: Workspace
+    registry: Mapping[str, Style]
+    image: VectorSource
+    plan: sc.ExamplePlan | None = None
+    text_spec: EncoderSpec | None = None
+    _classifier: sc.StyleClassifier | None = None
+    _prompts: dict[str, np.ndarray] | None = None
+    source: str | None = None  # "trained" | "cached" once loaded
+
+    @classmethod
+    def for_workspace(cls, workspace: Workspace, registry: Mapping[str, Style],
+                      image: VectorSource, size: int,
+                      text_spec: EncoderSpec | None) -> StyleJudge:
+        if text_spec is not None and text_spec.name == image.spec.name == "open_clip":
+            key = {"text": text_spec.model_dump(), "image": image.version,
+                   "prompts": {n: s.prompt for n, s in sorted(registry.items())}}
+            fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            return cls("clip-zero-shot", fingerprint[:16], workspace, registry, image,
+                       text_spec=text_spec)
+        plan = sc.plan_examples(workspace, registry, image.version, size)
+        if plan is None:
+            return cls(None, None, workspace, registry, image)
+        return cls("classifier", plan.fingerprint, workspace, registry, image, plan=plan)
+
+    @property
+    def classifier(self) -> sc.StyleClassifier | None:
+        if self._classifier is None and self.plan is not None:
+            self._classifier, self.source = sc.load_or_train(self.workspace, self.plan,
+                                                             self.registry, self.image)
+        return self._classifier
+
+    def classes(self) -> list[str]:
+        if self.method == "clip-zero-shot":
+            return sorted(self.registry)
+        return sorted(self.plan.examples) if self.plan else []
+
+    def judge(self, vectors: np.ndarray, styles: Sequence[str]
+              ) -> tuple[list[str | None], list[float | None]]:
+        if self.method == "classifier":
+            return self.classifier.judge(vectors, styles)
+        if self.method == "clip-zero-shot":
+            if self._prompts is None:
+                from tasks.encoders import load
+
+                names = sorted(self.registry)
+                encoded = load(self.text_spec).encode([self.registry[n].prompt for n in names])
+                self._prompts = dict(zip(names, np.asarray(encoded, np.float32), strict=True))
+                self.source = "encoded"
+            return sc.zero_shot(vectors, self._prompts, styles)
+        return [None] * len(styles), [None] * len(styles)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def metrics_version(identity: VectorSource, image: VectorSource, gallery_key: str,
+                    style_key: str | None) -> str:
+    key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version,
+           "gallery": gallery_key, "style": style_key}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resolution(rows: Sequence[Mapping[str, Any]]) -> int:
+    widths = Counter(r["width"] for r in rows if r["status"] == "ok" and r["width"])
+    return int(widths.most_common(1)[0][0]) if widths else 64
+
+
+def _reusable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
+              sha: str | None, version: str) -> bool:
+    return (stored is not None and stored["metrics_version"] == version
+            and stored["png_sha256"] == sha and stored["status"] == row["status"]
+            and stored["file_problem"] == problem)
+
+
+def compute_metrics(
+    workspace: Workspace,
+    identity_spec: EncoderSpec,
+    image_spec: EncoderSpec,
+    registry: Mapping[str, Style],
+    *,
+    scope: Scope | None = None,
+    text_spec: EncoderSpec | None = None,
+    run_id: str = "local",
+) -> MetricsReport:
+    """Bring ``sketch_metrics`` up to date for every sketch in ``scope``."""
+    started = time.perf_counter()
+    scope = scope or Scope()
+    rows = read_scope(workspace, scope).to_pylist()
+    if not rows:
+        raise LookupError(f"no sketches to validate in {workspace.root} (scope: "
+                          f"{scope_filter(scope) or 'all'}): run `clip4sketch generate` first")
+    identity = resolve_source(workspace, identity_spec)
+    image = resolve_source(workspace, image_spec)
+    g_faces, g_identities, g_vectors = gallery(workspace, identity)
+    judge = StyleJudge.for_workspace(workspace, registry, image, _resolution(rows), text_spec)
+    version = metrics_version(identity, image, gallery_fingerprint(g_faces, g_identities),
+                              judge.fingerprint)
+    stored = {r["sketch_id"]: r for r in storage.read(
+        workspace, SKETCH_METRICS,
+        columns=["sketch_id", "metrics_version", "png_sha256", "status", "file_problem"],
+        schema=SKETCH_METRICS_SCHEMA).to_pylist()}
+    todo: list[tuple[dict, str | None, str | None]] = []
+    for row in rows:
+        problem, sha = None, row["png_sha256"]
+        if row["status"] != "nan":
+            problem, sha = check_png(workspace.root, row["png_path"], row["png_sha256"])
+        if not _reusable(row, stored.get(row["sketch_id"]), problem, sha, version):
+            todo.append((row, problem, sha))
+    report = MetricsReport(run_id=run_id, metrics_version=version, sketches=len(rows),
+                           computed=len(todo), reused=len(rows) - len(todo),
+                           style_method=judge.method, style_classes=judge.classes(),
+                           encoded={"identity": 0, "image": 0},
+                           vectors_reused={"identity": 0, "image": 0})
+    for start in range(0, len(todo), CHUNK):
+        part = todo[start:start + CHUNK]
+        out = _compute_chunk(workspace, part, identity, image, judge,
+                             (g_identities, g_vectors), version, run_id, report)
+        storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
+    if todo:
+        storage.tag(workspace, SKETCH_METRICS, f"run-{run_id}")
+    report.style_classifier = judge.source
+    report.style_fingerprint = judge.fingerprint
+    if judge._classifier is not None:
+        report.classifier_cv_accuracy = judge._classifier.cv_accuracy
+    report.sources = {s.role: {"table": s.table, "version": s.version, "dim": s.dim}
+                      for s in (identity, image)}
+    report.metrics_table_version = storage.table_version(workspace, SKETCH_METRICS)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str | None]],
+                   identity: VectorSource, image: VectorSource, judge: StyleJudge,
+                   gallery_: tuple[list[str], np.ndarray], version: str, run_id: str,
+                   report: MetricsReport) -> pa.Table:
+    now = dt.datetime.now(dt.UTC)
+    images: dict[str, np.ndarray] = {}
+    out: list[dict[str, Any]] = []
+    for row, problem, sha in part:
+        record = {
+            "sketch_id": row["sketch_id"], "metrics_version": version, "png_sha256": sha,
+            "face_id": row["face_id"], "identity_id": row["identity_id"],
+            "style": row["style"], "generator_version": row["generator_version"],
+            "status": row["status"], "file_problem": problem, "run_id": run_id,
+            "computed_at": now,
+        }
+        if row["status"] != "nan" and problem is None:
+            pixels = read_image(workspace.root, row["png_path"])
+            if pixels is None:
+                record["file_problem"] = Reason.UNREADABLE_PNG.value
+            else:
+                images[row["sketch_id"]] = pixels
+                record.update(measure(pixels).as_dict())
+        out.append(record)
+    ready = [r for r in out if r["sketch_id"] in images]
+    if ready:
+        items = [(r["sketch_id"], r["png_sha256"]) for r in ready]
+
+        def crops(ids: Sequence[str]) -> np.ndarray:
+            return np.stack([to_aligned(images[i]) for i in ids])
+
+        id_vectors, encoded = sketch_vectors(workspace, identity, items, crops, run_id)
+        report.encoded["identity"] += encoded
+        report.vectors_reused["identity"] += len(items) - encoded
+        sources = face_vectors(workspace, identity, [r["face_id"] for r in ready])
+        nan = np.full(identity.dim, np.nan, np.float32)
+        source_matrix = np.stack([sources.get(r["face_id"], nan) for r in ready])
+        similarity, impostor, impostor_id, margin = identity_scores(
+            id_vectors, source_matrix, [r["identity_id"] for r in ready], gallery_[1],
+            gallery_[0])
+        styles = [r["style"] for r in ready]
+        predicted: list[str | None] = [None] * len(ready)
+        own: list[float | None] = [None] * len(ready)
+        if judge.method is not None and set(styles) & set(judge.classes()):
+            im_vectors, encoded = sketch_vectors(workspace, image, items, crops, run_id)
+            report.encoded["image"] += encoded
+            report.vectors_reused["image"] += len(items) - encoded
+            predicted, own = judge.judge(im_vectors, styles)
+        for i, record in enumerate(ready):
+            record.update(
+                identity_similarity=_finite(similarity[i]),
+                impostor_similarity=_finite(impostor[i]), impostor_identity=impostor_id[i],
+                identity_margin=_finite(margin[i]), style_predicted=predicted[i],
+                style_score=own[i], style_method=judge.method if predicted[i] else None,
+            )
+    return pa.Table.from_pylist(out, schema=SKETCH_METRICS_SCHEMA)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -1,0 +1,229 @@
+"""Judge a dataset: verdicts from the stored metrics, dataset figures, the contracts, and the
+decision to publish or reject.
+
+The contracts are the expensive, slow-to-import part (great-expectations); they are skipped
+when this exact version was already checked against the same inputs (table versions of faces
+and embeddings, the style registry), because their outcome cannot differ. The stored outcome
+is reused instead, and the run still gets its own report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from data_contracts.run import ContractReport
+from data_contracts.thresholds import THRESHOLDS_FILE, Thresholds, load_thresholds
+from schemas.encoders import EncoderSpec
+from schemas.records import SKETCHES_SCHEMA
+from schemas.styles import Style
+from schemas.validation import (
+    SKETCH_METRICS,
+    SKETCH_METRICS_SCHEMA,
+    DatasetVersionRecord,
+    GroupDiversity,
+    MetricsReport,
+    Scope,
+    ValidationReport,
+)
+from tasks import storage
+from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.validate import contracts as c
+from tasks.validate import publish
+from tasks.validate.compute import read_scope
+from tasks.validate.metrics import (
+    FRECHET_MAX_SAMPLES,
+    dataset_metrics,
+    frechet_reduced,
+    group_diversity,
+    reasons,
+)
+from tasks.validate.style_classifier import StyleClassifier, cache_path
+from tasks.validate.vectors import VectorSource, stored_sketch_vectors
+
+SUITES_VERSION = "suites-1"
+NOT_MEASURED = "not_measured"
+
+
+def thresholds_sha256(path: str | Path | None) -> str:
+    return hashlib.sha256(Path(path or THRESHOLDS_FILE).read_bytes()).hexdigest()
+
+
+def _source(metrics: MetricsReport, role: str, spec: EncoderSpec) -> VectorSource:
+    info = metrics.sources[role]
+    return VectorSource(role, str(info["table"]), str(info["version"]), int(info["dim"]), spec)
+
+
+def _content_hash(sketches: pa.Table) -> str:
+    """Every column of every sketch in scope (sorted by id): the contracts see all of them."""
+    digest = hashlib.sha256()
+    for row in sketches.sort_by("sketch_id").to_pylist():
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def merge_metrics(workspace: Workspace, sketches: pa.Table, version: str
+                  ) -> list[dict[str, Any]]:
+    """Sketch rows joined with their current metrics (other metric rows are ignored)."""
+    metrics = storage.read(workspace, SKETCH_METRICS, schema=SKETCH_METRICS_SCHEMA,
+                           where=f"metrics_version = {storage.quote(version)}")
+    by_id = {r["sketch_id"]: r for r in metrics.to_pylist()}
+    merged = []
+    for row in sketches.to_pylist():
+        metric = by_id.get(row["sketch_id"])
+        if metric is not None and metric["png_sha256"] not in (None, row["png_sha256"]) \
+                and row["png_sha256"] is not None:
+            metric = None  # measured on other pixels
+        extra = {k: v for k, v in (metric or {}).items()
+                 if k not in ("run_id", "status", "png_sha256")}
+        merged.append({**row, **extra, "metrics_version": metric and metric["metrics_version"]})
+    return merged
+
+
+def verdicts_of(rows: Sequence[Mapping[str, Any]], thresholds: Thresholds
+                ) -> dict[str, list[str]]:
+    return {row["sketch_id"]: (reasons(row, thresholds.sketches) if row["metrics_version"]
+                               else [NOT_MEASURED])
+            for row in rows}
+
+
+def _diversity(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
+               verdicts: Mapping[str, list[str]], identity: VectorSource
+               ) -> list[GroupDiversity]:
+    accepted = [r for r in rows if not verdicts[r["sketch_id"]]]
+    vectors = stored_sketch_vectors(workspace, identity,
+                                    [(r["sketch_id"], r["png_sha256"]) for r in accepted])
+    kept = [r for r in accepted if r["sketch_id"] in vectors]
+    matrix = (np.stack([vectors[r["sketch_id"]] for r in kept]) if kept
+              else np.zeros((0, identity.dim), np.float32))
+    return group_diversity([r["identity_id"] for r in kept], [r["style"] for r in kept], matrix)
+
+
+def _frechet(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
+             verdicts: Mapping[str, list[str]], image: VectorSource,
+             classifier: StyleClassifier | None
+             ) -> dict[str, tuple[float | None, str, tuple[int, int]]]:
+    """Per style: accepted sketches against the style's reference examples (real sketches for
+    paired styles, renderer drawings for render styles), in image-encoder feature space."""
+    if classifier is None:
+        return {}
+    found = {}
+    for style in sorted({r["style"] for r in rows} & set(classifier.classes)):
+        members = [r for r in rows if r["style"] == style and not verdicts[r["sketch_id"]]]
+        members = members[:FRECHET_MAX_SAMPLES]
+        vectors = stored_sketch_vectors(workspace, image,
+                                        [(r["sketch_id"], r["png_sha256"]) for r in members])
+        generated = np.stack(list(vectors.values())) if vectors else np.zeros((0, image.dim))
+        reference = classifier.reference_features(style)
+        found[style] = (frechet_reduced(generated, reference), classifier.reference[style],
+                        (len(generated), len(reference)))
+    return found
+
+
+def _inputs(workspace: Workspace, metrics: MetricsReport,
+            registry: Mapping[str, Style]) -> str:
+    tables = {FACES: storage.table_version(workspace, FACES)}
+    for info in metrics.sources.values():
+        tables[str(info["table"])] = storage.table_version(workspace, str(info["table"]))
+    return json.dumps({"suites": SUITES_VERSION, "tables": tables,
+                       "styles": sorted(registry)}, sort_keys=True)
+
+
+def judge_dataset(
+    workspace: Workspace,
+    metrics: MetricsReport,
+    registry: Mapping[str, Style],
+    identity_spec: EncoderSpec,
+    image_spec: EncoderSpec,
+    *,
+    scope: Scope | None = None,
+    thresholds_path: str | Path | None = None,
+    report_path: str,
+    run_id: str = "local",
+) -> ValidationReport:
+    """Verdicts, dataset metrics, contracts, then publish or reject; returns the outcome."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    thresholds = load_thresholds(thresholds_path)
+    thresholds_sha = thresholds_sha256(thresholds_path)
+    sketches = read_scope(workspace, scope or Scope(), columns=list(SKETCHES_SCHEMA.names))
+    rows = merge_metrics(workspace, sketches, metrics.metrics_version)
+    verdicts = verdicts_of(rows, thresholds)
+    identity = _source(metrics, "identity", identity_spec)
+    image = _source(metrics, "image", image_spec)
+    classifier = None
+    if metrics.style_fingerprint and cache_path(workspace, metrics.style_fingerprint).is_file():
+        classifier = StyleClassifier.from_bytes(
+            cache_path(workspace, metrics.style_fingerprint).read_bytes())
+    diversity = _diversity(workspace, rows, verdicts, identity)
+    dataset, per_identity = dataset_metrics(
+        rows, verdicts, diversity, thresholds.sketches,
+        _frechet(workspace, rows, verdicts, image, classifier))
+    content = _content_hash(sketches)
+    version = "ds-" + hashlib.sha256(
+        f"{metrics.metrics_version}|{thresholds_sha}|{content}".encode()).hexdigest()[:12]
+    inputs = _inputs(workspace, metrics, registry)
+    seconds["assess"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    existing = publish.get_version(workspace, version)
+    reused = existing is not None and existing["inputs"] == inputs
+    if reused:
+        contracts = ContractReport.model_validate_json(existing["contracts"])
+    else:
+        frame = c.metrics_frame(rows, verdicts, metrics.metrics_version)
+        suites = c.checks(workspace, thresholds, sketches=sketches, metrics=frame,
+                          diversity=c.diversity_frame(diversity), styles=list(registry),
+                          embedding_tables={k: str(v["table"]) for k, v in
+                                            metrics.sources.items()})
+        contracts = c.run_contracts(workspace, suites)
+    seconds["contracts"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    status = "published" if contracts.success else "rejected"
+    record = DatasetVersionRecord(
+        version=version, status=status, created_at=dt.datetime.now(dt.UTC), run_id=run_id,
+        sketches=dataset.sketches, accepted=dataset.accepted, rejected=dataset.rejected,
+        acceptance_rate=dataset.acceptance_rate, identities=dataset.identities,
+        per_style=json.dumps({s: {"sketches": f.sketches, "accepted": f.accepted}
+                              for s, f in dataset.per_style.items()}),
+        reasons=json.dumps(dataset.reasons), metrics_version=metrics.metrics_version,
+        thresholds_sha256=thresholds_sha, inputs=inputs,
+        sketches_table_version=storage.table_version(workspace, SKETCHES),
+        manifest_path=None, verdicts_path="", report_path=report_path,
+        data_docs=contracts.data_docs, contracts=contracts.model_dump_json(),
+        dataset_metrics=dataset.model_dump_json(),
+    )
+    if reused:
+        record = DatasetVersionRecord.model_validate(existing)
+        if record.status == "published":
+            publish._point_current(workspace, version)
+    else:
+        table = publish.verdict_table(rows, verdicts, version)
+        details = {"dataset": dataset.model_dump(mode="json"), "per_identity": per_identity,
+                   "diversity": [g.model_dump() for g in diversity],
+                   "classifier_cv_accuracy": classifier.cv_accuracy if classifier else None,
+                   "thresholds": thresholds.model_dump()}
+        publish.write_verdicts(workspace, table, thresholds_sha, run_id)
+        record = publish.record_version(workspace, record, table, details)
+    seconds["publish"] = time.perf_counter() - started
+    published = contracts.success
+    return ValidationReport(
+        run_id=run_id, workspace=str(workspace.root), version=version,
+        status="published" if published else "rejected", published=published,
+        current_version=publish.current_version(workspace), reused_contracts=reused,
+        metrics=metrics, dataset=dataset, contracts_success=contracts.success,
+        failed_expectations=contracts.failures(), report_path=report_path,
+        data_docs=contracts.data_docs,
+        manifest_path=record.manifest_path if published else None,
+        verdicts_path=record.verdicts_path if record.verdicts_path else None,
+        seconds=seconds,
+    )

@@ -1,0 +1,50 @@
+"""The train-recognizer flow: trains a head, reports it, and evaluate loads what it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.evaluate import evaluate
+from flows.train_recognizer import train_recognizer
+from tasks.demo.faces import make_demo_source
+from tasks.ingest.run import ingest_source
+from tasks.storage import Workspace
+
+from ..tasks.recognize.synthetic import write_synthetic_sketches
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+async def _artifacts(key: str):
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_train_recognizer_flow_output_is_what_evaluate_loads(tmp_path: Path):
+    demo = make_demo_source(tmp_path / "demo", identities=4, photos_per_identity=2)
+    workspace = Workspace.open(tmp_path / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+
+    report = train_recognizer(workspace=str(workspace.root), name="Demo Head", steps=8,
+                              batch_size=8, checkpoint_every=4)
+    assert Path(report.recognizer_dir) == workspace.root / "recognizers" / "Demo Head"
+    assert report.steps_this_run == 8 and report.identities == 4
+    summary = asyncio.run(_artifacts("train-recognizer-demo-head-summary"))
+    assert summary and "head, adaface" in summary[0].data
+    assert list((workspace.root / "runs").glob("train-recognizer-*.json"))
+
+    again = train_recognizer(workspace=str(workspace.root), name="Demo Head", steps=8,
+                             batch_size=8, checkpoint_every=4, resume=True)
+    assert again.steps_this_run == 0 and again.resumed_from == 8
+
+    evaluated = evaluate(pairs=str(demo / "pairs.csv"), workspace=str(workspace.root),
+                         recognizers=["baseline", report.recognizer_dir])
+    assert set(evaluated.recognizers) == {"baseline", "Demo Head"}
+

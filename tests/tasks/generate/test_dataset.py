@@ -1,0 +1,131 @@
+"""Training-set assembly on an ingested, embedded demo workspace (real bundled encoders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks import storage
+from tasks.demo.faces import make_demo_source
+from tasks.embed import embed_texts
+from tasks.encoders import load
+from tasks.generate.dataset import (
+    DatasetError,
+    VectorTable,
+    assemble,
+    batch_source,
+    read_crops,
+    read_text_vectors,
+    resize_grey,
+    to_grey,
+    to_unit,
+)
+from tasks.ingest.run import ingest_source
+from tasks.storage import Workspace
+from tasks.styles.registry import load_styles, style_texts
+
+from .demo_data import IDENTITY, IMAGE, PHOTOS, TEXT, copy_workspace, demo_template
+
+SIZE = 16
+
+
+@pytest.fixture
+def demo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path):
+    """(workspace, styles, vector tables, text vectors) on a fresh copy of the demo workspace."""
+    workspace = Workspace.open(copy_workspace(demo_template(tmp_path_factory), tmp_path / "ws"))
+    styles = list(load_styles().values())
+    tables = {spec.role: VectorTable.of(spec.role, load(spec)) for spec in (IDENTITY, IMAGE, TEXT)}
+    embed_texts(workspace, style_texts(styles), TEXT)
+    texts = read_text_vectors(workspace, tables["text"], style_texts(styles))
+    return workspace, styles, tables, texts
+
+
+def test_examples_come_from_photos_in_every_style(demo) -> None:
+    workspace, styles, tables, texts = demo
+    training = assemble(workspace, styles, tables, texts, SIZE)
+    assert training.styles == ("demo-pencil", "pencil-dodge", "xdog-lines")
+    assert training.empty_styles == ("forensic-artist",)
+    assert training.examples_per_style == {"demo-pencil": 4, "pencil-dodge": 8, "xdog-lines": 8}
+    assert training.sketch.shape == (20, 1, SIZE, SIZE) and training.sketch.dtype == np.float32
+    assert -1.0 <= training.sketch.min() and training.sketch.max() <= 1.0
+    assert training.identity.shape == (20, 128) and training.image.shape == (20, 1280)
+    assert training.text.shape == (3, 384) and training.spatial is None
+    np.testing.assert_array_equal(training.text[0], texts["demo-pencil"])
+
+    # A paired example's target is its sketch's crop; its conditions are its PHOTO's vectors.
+    first = 0
+    photo = training.face_id[first]
+    sketch_id = storage.read(workspace, "faces", columns=["face_id"],
+                             where=f"paired_face_id = '{photo}'").column("face_id")[0].as_py()
+    crop = read_crops(workspace, [sketch_id])[sketch_id]
+    np.testing.assert_array_equal(training.sketch[first, 0],
+                                  to_unit(resize_grey(to_grey(crop), SIZE)))
+    vectors = storage.read(workspace, tables["identity"].table, columns=["vector"],
+                           where=f"face_id = '{photo}'").column("vector")[0].as_py()
+    np.testing.assert_allclose(training.identity[first], vectors)
+
+
+def test_held_out_identities_never_reach_training(demo) -> None:
+    workspace, styles, tables, texts = demo
+    split = {"demo-000": "train", "demo-001": "test", "demo-002": "train"}  # demo-003 unlisted
+    training = assemble(workspace, styles, tables, texts, SIZE, split=split)
+    assert training.identities == {"demo-000", "demo-002"}
+    assert not any(face in training.face_id for face in _faces_of(workspace, "demo-001"))
+    assert all(row.identity_id != "demo-001" for row in training.preview)
+    assert training.skipped["demo-pencil"] == {"held_out": 1, "not_in_split": 1}
+    assert training.skipped["pencil-dodge"] == {"held_out": PHOTOS, "not_in_split": PHOTOS}
+    # Every vector in the set is a train identity's vector.
+    train_ids = set(_faces_of(workspace, "demo-000")) | set(_faces_of(workspace, "demo-002"))
+    assert set(training.face_id) <= train_ids
+
+
+def test_faces_without_current_vectors_are_skipped_with_a_reason(demo, tmp_path: Path) -> None:
+    workspace, styles, tables, texts = demo
+    # A new photo arrives after the embed stage ran: it has no vectors yet.
+    extra = make_demo_source(tmp_path / "late", identities=1, photos_per_identity=1, seed=7)
+    assert ingest_source(workspace, extra / "photos").ingested == {"photo": 1}
+    training = assemble(workspace, styles, tables, texts, SIZE)
+    assert training.skipped["pencil-dodge"] == {"missing_identity_vector": 1}
+    assert training.examples_per_style["pencil-dodge"] == 8
+
+    stale = {**tables, "image": VectorTable("image", tables["image"].table, "effnet@old", 1280)}
+    training = assemble(workspace, styles, stale, texts, SIZE)
+    assert len(training) == 0 and training.styles == ()
+    assert training.skipped["xdog-lines"] == {"missing_identity_vector": 1,
+                                              "stale_image_vector": 8}
+
+
+def test_batches_are_a_pure_function_of_the_step(demo) -> None:
+    workspace, styles, tables, texts = demo
+    training = assemble(workspace, styles, tables, texts, SIZE)
+    batches = batch_source(training, batch_size=6, seed=3)
+    a, b, c = batches(5), batch_source(training, 6, 3)(5), batches(6)
+    assert set(a) == {"sketch", "identity", "image", "text"}
+    assert a["sketch"].shape == (6, 1, SIZE, SIZE) and a["text"].shape == (6, 384)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["sketch"], c["sketch"])
+    assert training.fingerprint() == assemble(workspace, styles, tables, texts,
+                                              SIZE).fingerprint()
+
+
+def test_spatial_condition_is_computed_from_the_photo(demo) -> None:
+    workspace, styles, tables, texts = demo
+    training = assemble(workspace, styles, tables, texts, SIZE, spatial_mode="edges")
+    assert training.spatial is not None and training.spatial.shape == (20, 1, SIZE, SIZE)
+    assert training.preview[0].spatial is not None
+    assert "spatial" in batch_source(training, 2, 0)(0)
+
+
+def test_missing_text_vectors_are_refused(demo) -> None:
+    workspace, _, tables, _ = demo
+    with pytest.raises(DatasetError, match="no current emb_text_minilm_384 vector for style"):
+        read_text_vectors(workspace, tables["text"], {"crayon": "a crayon drawing"})
+
+
+def _faces_of(workspace: Workspace, identity: str) -> list[str]:
+    rows = storage.read(workspace, "faces", columns=["face_id"],
+                        where=f"identity_id = '{identity}'")
+    return rows.column("face_id").to_pylist()

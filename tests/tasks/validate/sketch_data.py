@@ -1,0 +1,185 @@
+"""A small ``sketches`` table without a trained generator, plus deliberately broken sketches.
+
+The "generated" sketches are what a perfect generator of the registry's render styles would
+draw: the renderer's drawing of each aligned demo mugshot, slightly jittered per sample (so a
+face's samples differ) and shrunk to 64 px like the CPU generator's output. Broken ones are
+mixed in on purpose: a blank page, noise, another identity's sketch and a colour photo.
+
+Building the embedded workspace costs ~15 s on 2 busy cores, so it is built once per session
+and copied per test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from schemas.encoders import EncoderSpec
+from schemas.records import SKETCHES_SCHEMA
+from tasks import storage
+from tasks.storage import FACES, SKETCHES, Workspace
+
+IDENTITY = EncoderSpec(role="identity", name="sface")
+IMAGE = EncoderSpec(role="image", name="effnet-lite0")
+IDENTITIES = 6
+PHOTOS = 2
+SIZE = 64
+GENERATOR = "test-gen-1"
+STYLES = ("pencil-dodge", "xdog-lines")
+RENDERERS = {"pencil-dodge": ("pencil-dodge", {"blur_sigma": 6.0}), "xdog-lines": ("xdog", {})}
+
+
+def build_workspace(root: Path) -> Path:
+    """6 demo identities x 2 photos (+ 1 paired demo-pencil sketch each), embedded."""
+    from tasks.demo.faces import make_demo_source
+    from tasks.embed import embed_faces
+    from tasks.ingest.run import ingest_source
+
+    source = make_demo_source(root / "source", identities=IDENTITIES,
+                              photos_per_identity=PHOTOS)
+    workspace = Workspace.open(root / "workspace")
+    ingest_source(workspace, source / "photos")
+    ingest_source(workspace, source / "pairs.csv")
+    embed_faces(workspace, [IDENTITY, IMAGE])
+    return workspace.root
+
+
+def copy_workspace(template: Path, target: Path) -> Workspace:
+    shutil.copytree(template, target)
+    return Workspace.open(target)
+
+
+@dataclass(frozen=True)
+class Photo:
+    face_id: str
+    identity_id: str
+    crop: np.ndarray
+
+
+def photos(workspace: Workspace) -> list[Photo]:
+    from tasks.ingest.align import decode_png
+
+    rows = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind",
+                                                   "aligned_png"], where="kind = 'photo'")
+    return sorted((Photo(r["face_id"], r["identity_id"], decode_png(r["aligned_png"]))
+                   for r in rows.to_pylist()), key=lambda p: (p.identity_id, p.face_id))
+
+
+def jitter(crop: np.ndarray, sample: int) -> np.ndarray:
+    """A small, deterministic pose change per sample: samples of one face must differ (with
+    less, SFace finds a demo identity's samples more alike than the diversity band allows)."""
+    angle = (-6.0, 4.8, -3.0, 6.0)[sample % 4]
+    shift = ((-3.0, 2.1), (3.0, -2.1), (0.9, 3.0), (-2.1, -3.0))[sample % 4]
+    scale = (0.96, 1.04, 1.02, 0.98)[sample % 4]
+    matrix = cv2.getRotationMatrix2D((56, 56), angle, scale)
+    matrix[:, 2] += shift
+    return cv2.warpAffine(crop, matrix, (112, 112), borderMode=cv2.BORDER_REPLICATE)
+
+
+def drawn(style: str, crop: np.ndarray, sample: int = 0) -> np.ndarray:
+    from tasks.styles.rendering import render
+
+    renderer, params = RENDERERS[style]
+    grey = render(renderer, jitter(crop, sample), **params)
+    return cv2.resize(grey, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True)
+class Sketch:
+    face_id: str
+    identity_id: str
+    style: str
+    sample_index: int
+    image: np.ndarray | None  # None: the sampler produced NaN (no PNG)
+    status: str = "ok"
+
+    @property
+    def sketch_id(self) -> str:
+        key = "|".join([self.face_id, self.style, str(self.sample_index), GENERATOR])
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def clean_sketches(workspace: Workspace, samples: int = 2,
+                   styles: tuple[str, ...] = STYLES) -> list[Sketch]:
+    return [Sketch(p.face_id, p.identity_id, style, k, drawn(style, p.crop, k))
+            for p in photos(workspace) for style in styles for k in range(samples)]
+
+
+def broken_sketches(workspace: Workspace) -> dict[str, Sketch]:
+    """One sketch per failure, each claiming to be a sample of some mugshot."""
+    faces = photos(workspace)
+    first, other = faces[0], next(p for p in faces if p.identity_id != faces[0].identity_id)
+    third = faces[2]
+    rng = np.random.default_rng(7)
+    colour = cv2.resize(faces[3].crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return {
+        "blank": Sketch(first.face_id, first.identity_id, "pencil-dodge", 10,
+                        np.full((SIZE, SIZE), 236, np.uint8)),
+        "noise": Sketch(third.face_id, third.identity_id, "pencil-dodge", 10,
+                        rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)),
+        # Drawn from ``other``'s mugshot but filed under ``first``'s.
+        "other_identity": Sketch(first.face_id, first.identity_id, "pencil-dodge", 11,
+                                 drawn("pencil-dodge", other.crop, 0)),
+        "colour": Sketch(faces[3].face_id, faces[3].identity_id, "pencil-dodge", 10, colour),
+        # The sampler diverged: the generator wrote the row without a PNG.
+        "nan": Sketch(faces[4].face_id, faces[4].identity_id, "xdog-lines", 10, None, "nan"),
+    }
+
+
+def write_sketches(workspace: Workspace, sketches: list[Sketch]) -> pa.Table:
+    """PNGs under ``sketches/<generator>/<style>/`` and rows with the SketchRecord schema."""
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for s in sketches:
+        png_path = sha = None
+        width = height = SIZE
+        std = None
+        if s.image is not None:
+            ok, data = cv2.imencode(".png", s.image)
+            assert ok
+            png_path = f"sketches/{GENERATOR}/{s.style}/{s.sketch_id}.png"
+            storage.write_bytes_atomic(data.tobytes(), workspace.root / png_path)
+            sha = hashlib.sha256(data.tobytes()).hexdigest()
+            height, width = s.image.shape[:2]
+            std = float(s.image.std())
+        rows.append({
+            "sketch_id": s.sketch_id, "face_id": s.face_id, "identity_id": s.identity_id,
+            "style": s.style, "style_text": f"{s.style} prompt", "sample_index": s.sample_index,
+            "seed": int(hashlib.sha256(s.sketch_id.encode()).hexdigest()[:15], 16),
+            "generator_version": GENERATOR, "generator_config": "test",
+            "identity_encoder_version": "sface", "image_encoder_version": "effnet",
+            "text_encoder_version": "minilm", "scheduler": "{}", "steps": 2, "guidance": 2.0,
+            "eta": 0.0, "batch_size": 4, "device": "cpu", "precision": "fp32",
+            "torch_version": "test", "diffusers_version": "test", "png_path": png_path,
+            "png_sha256": sha, "width": width, "height": height, "pixel_std": std,
+            "status": s.status, "reason": None if s.status == "ok" else s.status,
+            "shard_id": "test-shard", "run_id": "test", "generated_at": now,
+        })
+    table = pa.Table.from_pylist(rows, schema=SKETCHES_SCHEMA)
+    storage.upsert(workspace, SKETCHES, table, "sketch_id")
+    return table
+
+
+_templates: dict[str, Path] = {}
+
+
+def validated_template(factory) -> Path:
+    """Session template: the embedded workspace with the clean sketches and their metrics
+    (so the style classifier and the sketch vectors are cached); tests copy it."""
+    if "clean" not in _templates:
+        from tasks.styles.registry import load_styles
+        from tasks.validate.compute import compute_metrics
+
+        root = build_workspace(factory.mktemp("validate-template"))
+        workspace = Workspace.open(root)
+        write_sketches(workspace, clean_sketches(workspace))
+        compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
+        _templates["clean"] = root
+    return _templates["clean"]

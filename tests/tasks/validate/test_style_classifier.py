@@ -1,0 +1,66 @@
+"""The offline style classifier (numpy softmax), CLIP zero-shot, and the registry's examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.validate import style_classifier as sc
+from tasks.validate.charts import histogram_svg
+
+
+def _clusters(n: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, 16)) * 3
+    labels = np.repeat(np.arange(3), n)
+    return centres[labels] + rng.normal(size=(3 * n, 16)), labels
+
+
+def test_classifier_learns_separable_styles_and_reports_held_out_accuracy():
+    features, labels = _clusters()
+    classifier = sc.StyleClassifier.fit(features, labels, ["a", "b", "c"],
+                                        {"a": "real", "b": "rendered", "c": "rendered"}, "fp")
+    assert classifier.cv_accuracy is not None and classifier.cv_accuracy > 0.9
+    test, test_labels = _clusters(5, seed=0)
+    predicted, own = classifier.judge(test, [["a", "b", "c"][i] for i in test_labels])
+    assert predicted == [["a", "b", "c"][i] for i in test_labels]
+    assert all(p > 0.5 for p in own)
+
+
+def test_a_style_without_examples_is_not_judged_and_the_cache_round_trips():
+    features, labels = _clusters()
+    classifier = sc.StyleClassifier.fit(features, labels, ["a", "b", "c"], {}, "fp",
+                                        groups=np.arange(len(labels)) // 3)
+    predicted, own = classifier.judge(features[:2], ["a", "unknown"])
+    assert predicted[1] is None and own[1] is None
+    again = sc.StyleClassifier.from_bytes(classifier.to_bytes())
+    assert again.classes == classifier.classes and again.fingerprint == "fp"
+    np.testing.assert_allclose(again.probabilities(features), classifier.probabilities(features))
+    assert len(again.reference_features("a")) == 10  # one per group of three copies
+
+
+def test_zero_shot_picks_the_closest_prompt():
+    prompts = {"ink": np.array([1.0, 0.0]), "pencil": np.array([0.0, 1.0])}
+    predicted, own = sc.zero_shot(np.array([[0.9, 0.1], [0.2, 0.8]]), prompts, ["ink", "ink"])
+    assert predicted == ["ink", "pencil"]
+    assert own == pytest.approx([0.9, 0.2])
+
+
+def test_examples_come_from_the_registry(sketch_workspace):
+    from tasks.styles.registry import load_styles
+
+    plan = sc.plan_examples(sketch_workspace, load_styles(), "effnet@x", 64)
+    # forensic-artist has no "artist" sketches in the demo workspace: no class for it.
+    assert sorted(plan.examples) == ["demo-pencil", "pencil-dodge", "xdog-lines"]
+    assert plan.reference == {"demo-pencil": "real", "pencil-dodge": "rendered",
+                              "xdog-lines": "rendered"}
+    assert len(plan.examples["demo-pencil"]) == 6 and len(plan.examples["xdog-lines"]) == 12
+    assert sc.plan_examples(sketch_workspace, load_styles(), "effnet@y", 64).fingerprint != (
+        plan.fingerprint)
+
+
+def test_histogram_draws_bars_and_threshold_lines():
+    svg = histogram_svg([0.1, 0.2, 0.2, 0.9], "similarity", thresholds=[(0.25, "min")],
+                        bounds=(0.0, 1.0))
+    assert svg.startswith("<svg") and svg.count('class="bar"') == 3
+    assert 'class="thr"' in svg and ">min<" in svg and "(n=4)" in svg

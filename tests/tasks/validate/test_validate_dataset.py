@@ -1,0 +1,188 @@
+"""The validate stage end to end, without Prefect: metrics, contracts, publish, report.
+
+The workspace holds 48 clean "generated" sketches (renderer drawings of 6 demo identities);
+the broken ones are a blank page, noise, another identity's sketch, a colour photo and a NaN
+row (5 of 53, above the 5 % unhealthy share the thresholds allow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
+from schemas.validation import DATASET_VERSIONS, SKETCH_VERDICTS
+from tasks import storage
+from tasks.storage import SKETCHES, Workspace
+from tasks.styles.registry import load_styles
+from tasks.validate import publish
+from tasks.validate.compute import compute_metrics
+from tasks.validate.judge import judge_dataset
+from tasks.validate.report import write_report
+
+from .chromium import find_chromium, open_page
+from .sketch_data import (
+    IDENTITY,
+    IMAGE,
+    broken_sketches,
+    copy_workspace,
+    write_sketches,
+)
+
+# What each broken sketch must be rejected for (its first reason: the one to act on).
+EXPECTED = {"blank": "blank", "noise": "noise", "other_identity": "identity_confusion",
+            "colour": "colour", "nan": "nan"}
+
+
+def validate(workspace: Workspace, run_id: str, thresholds: Path | None = None):
+    registry = load_styles()
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, registry, run_id=run_id)
+    outcome = judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE,
+                            thresholds_path=thresholds, run_id=run_id,
+                            report_path=str(workspace.reports_dir / f"validate-{run_id}.html"))
+    write_report(workspace, outcome, load_thresholds(thresholds))
+    return metrics, outcome
+
+
+def verdicts(workspace: Workspace) -> dict[str, list[str]]:
+    rows = storage.read(workspace, SKETCH_VERDICTS, columns=["sketch_id", "reasons"])
+    return dict(zip(rows.column("sketch_id").to_pylist(), rows.column("reasons").to_pylist(),
+                    strict=True))
+
+
+@pytest.fixture(scope="module")
+def broken_run(validate_template: Path, tmp_path_factory: pytest.TempPathFactory):
+    workspace = copy_workspace(validate_template, tmp_path_factory.mktemp("broken") / "ws")
+    broken = broken_sketches(workspace)
+    write_sketches(workspace, list(broken.values()))
+    metrics, outcome = validate(workspace, "broken")
+    return workspace, broken, metrics, outcome
+
+
+def test_each_broken_sketch_is_rejected_for_its_reason(broken_run):
+    workspace, broken, metrics, outcome = broken_run
+    assert metrics.computed == 5 and metrics.reused == 48  # clean metrics came with the copy
+    found = verdicts(workspace)
+    for name, sketch in broken.items():
+        assert found[sketch.sketch_id][:1] == [EXPECTED[name]], (name, found[sketch.sketch_id])
+    clean = {sid for sid in found} - {s.sketch_id for s in broken.values()}
+    assert all(found[sid] == [] for sid in clean)
+    assert outcome.dataset.rejected == 5 and outcome.dataset.accepted == 48
+
+
+def test_too_many_broken_sketches_block_publication(broken_run):
+    workspace, _, _, outcome = broken_run
+    assert outcome.status == "rejected" and not outcome.published
+    assert outcome.current_version is None and publish.current_version(workspace) is None
+    assert "sketch_metrics: expect_column_values_to_be_in_set(healthy)" in (
+        outcome.failed_expectations)
+    assert outcome.manifest_path is None
+    assert not (workspace.root / publish.PUBLISHED_DIR / outcome.version).exists()
+    (row,) = publish.list_versions(workspace)
+    assert (row["version"], row["status"], row["current"]) == (outcome.version, "rejected",
+                                                                False)
+    # Rejected sketches stay queryable with their reasons, in the table and the version folder.
+    rejected = storage.read(workspace, SKETCH_VERDICTS, where="accepted = false")
+    assert rejected.num_rows == 5
+    folder = storage.read_parquet(workspace.root / outcome.verdicts_path)
+    assert folder.filter(pc.invert(folder.column("accepted"))).num_rows == 5
+
+
+def test_the_report_renders_offline_in_chromium(broken_run):
+    workspace, broken, _, outcome = broken_run
+    report = Path(outcome.report_path)
+    html = report.read_text()
+    assert "REJECTED" in html and "identity_confusion" in html and "http" not in html.replace(
+        "http://www.w3.org/2000/svg", "")
+    if find_chromium() is None:
+        pytest.skip("headless check needs Debian's chromium: apt-get install -y chromium")
+    screenshot = workspace.reports_dir / "validate-broken.png"
+    page = open_page(report, screenshot)
+    assert page.console_errors == [] and page.exceptions == [], page
+    assert page.network_requests == [] and page.failed_loads == []
+    assert page.images and all(image["ok"] for image in page.images)
+    assert page.sections == ["summary", "histograms", "contact-sheets", "worst", "rejected",
+                             "contracts"]
+    assert page.svgs >= 8 and outcome.version in page.title
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_a_clean_dataset_is_published_revalidated_for_free_exported_and_kept_current(
+        sketch_workspace: Workspace, tmp_path: Path):
+    workspace = sketch_workspace
+    _, first = validate(workspace, "clean")
+    assert first.published and first.status == "published", first.failed_expectations
+    assert publish.current_version(workspace) == first.version
+    manifest = storage.read_parquet(workspace.root / first.manifest_path)
+    assert manifest.num_rows == 48 and set(manifest.column("dataset_version").to_pylist()) == {
+        first.version}
+    assert first.version in storage.tags(workspace, SKETCHES)
+    docs = Path(first.data_docs.removeprefix("file://"))
+    assert docs.is_file() and docs.is_relative_to(workspace.root / "gx")
+
+    # Unchanged: nothing is recomputed, encoded or re-checked, and the version is the same.
+    metrics, again = validate(workspace, "again")
+    assert (metrics.computed, metrics.reused) == (0, 48)
+    assert metrics.encoded == {"identity": 0, "image": 0} and metrics.style_classifier is None
+    assert again.reused_contracts and again.version == first.version and again.published
+    assert storage.count(workspace, DATASET_VERSIONS) == 1
+
+    # Export: image folders plus a manifest a recognition trainer reads.
+    exported = publish.export_version(workspace, first.version, tmp_path / "export")
+    assert exported.sketches == 48 and exported.mugshots == 12
+    from tasks.recognize.data import read_synthetic_sketches
+
+    rows, provenance = read_synthetic_sketches(Workspace.open(tmp_path / "export"),
+                                               exported.manifest)
+    assert rows.num_rows == 48 and provenance["usable"] == 48
+    assert all((tmp_path / "export" / p).is_file() for p in rows.column("png_path").to_pylist())
+    with pytest.raises(publish.VersionError, match="unknown"):
+        publish.export_version(workspace, "ds-000000000000", tmp_path / "nope")
+
+    # Broken sketches arrive: rejected, and the published version stays current.
+    write_sketches(workspace, list(broken_sketches(workspace).values()))
+    metrics, rejected = validate(workspace, "broken")
+    assert metrics.computed == 5 and not rejected.published
+    assert rejected.current_version == first.version == publish.current_version(workspace)
+    with pytest.raises(publish.VersionError, match="rejected"):
+        publish.export_version(workspace, rejected.version, tmp_path / "rejected")
+
+    # A reviewed looser threshold publishes the same sketches without measuring them again;
+    # the bad ones are left out of the manifest with their reasons.
+    loose = yaml.safe_load(THRESHOLDS_FILE.read_text())
+    loose["sketches"].update(max_share_unhealthy=0.10, min_share_identity=0.90)
+    path = tmp_path / "loose.yaml"
+    path.write_text(yaml.safe_dump(loose))
+    metrics, published = validate(workspace, "loose", thresholds=path)
+    assert metrics.computed == 0 and metrics.encoded == {"identity": 0, "image": 0}
+    assert published.published, published.failed_expectations
+    assert published.version not in (first.version, rejected.version)
+    assert publish.current_version(workspace) == published.version
+    manifest = storage.read_parquet(workspace.root / published.manifest_path)
+    assert manifest.num_rows == 48
+    listed = {r["version"]: (r["status"], r["current"]) for r in publish.list_versions(workspace)}
+    assert listed == {first.version: ("published", False),
+                      rejected.version: ("rejected", False),
+                      published.version: ("published", True)}
+    text = publish.versions_table(publish.list_versions(workspace))
+    assert f"* {published.version}" in text and rejected.version in text
+
+
+def test_nothing_to_validate_fails_at_once(workspace: Workspace):
+    with pytest.raises(LookupError, match="no sketches to validate"):
+        compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
+
+
+def test_a_changed_png_is_measured_again(sketch_workspace: Workspace):
+    workspace = sketch_workspace
+    row = storage.read(workspace, SKETCHES, columns=["sketch_id", "png_path"]).to_pylist()[0]
+    path = workspace.root / row["png_path"]
+    path.write_bytes(path.read_bytes() + b"tampered")
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
+    assert (metrics.computed, metrics.reused) == (1, 47)
+    stored = storage.read(workspace, "sketch_metrics", columns=["file_problem"],
+                          where=f"sketch_id = '{row['sketch_id']}'").to_pylist()
+    assert stored == [{"file_problem": "checksum_mismatch"}]
