@@ -52,12 +52,12 @@ class ShardOutcome(BaseModel):
 
 def checked_generator(path: Path) -> dict[str, Any]:
     """The generator's manifest, after checking every weights file against its sha256."""
-    from tasks.generate.model import _verify_files, read_manifest
+    from tasks.generate.model import read_manifest, verify_files
 
     manifest = read_manifest(path)
     # The core's own check (model.from_pretrained runs it too); run here so a truncated file
     # fails the flow before planning, without loading the model in the flow's process.
-    _verify_files(path, manifest["files"])
+    verify_files(path, manifest["files"])
     return manifest
 
 

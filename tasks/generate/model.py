@@ -221,7 +221,8 @@ def _tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _verify_files(root: Path, files: Mapping[str, str]) -> None:
+def verify_files(root: Path, files: Mapping[str, str]) -> None:
+    """Check every weights file against the sha256 its manifest recorded (fail before work)."""
     for rel, expected in files.items():
         path = root / rel
         if not path.is_file():
@@ -526,7 +527,7 @@ class SketchGenerator(nn.Module):
         manifest = read_manifest(root)
         if expected_encoders:
             check_encoders(manifest, expected_encoders)
-        _verify_files(root, manifest["files"])
+        verify_files(root, manifest["files"])
         config = _read_config(root)
         try:
             unet = UNet2DConditionModel.from_pretrained(root / UNET_DIR, use_safetensors=True)
@@ -545,7 +546,7 @@ class SketchGenerator(nn.Module):
         """
         root = Path(directory)
         manifest = read_manifest(root)
-        _verify_files(root, manifest["files"])
+        verify_files(root, manifest["files"])
         saved = _read_config(root)
         if saved != self.config:
             raise GeneratorLoadError(
