@@ -15,7 +15,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.artifacts import ingest_markdown
-from flows.common import encoder_spec, resolve, write_run_record
+from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from tasks.evaluate.metrics import far_key
 from tasks.evaluate.run import EvaluateReport, EvaluateRequest, evaluate_task
@@ -90,7 +90,9 @@ def evaluate(
         ann_threshold=ann_threshold, matrix_limit=matrix_limit, seed=seed,
         ingest=settings.ingest, run_id=run_id,
     )
-    report = evaluate_task(request)
+    # Evaluation ingests and embeds its inputs into the workspace: one writer at a time.
+    with hold_workspace(settings, ws, "evaluate", run_id):
+        report = evaluate_task(request)
     create_markdown_artifact(markdown=evaluate_markdown(report), key="evaluate-summary",
                              description="sketch -> mugshot metrics, side by side")
     create_table_artifact(table=metrics_rows(report), key="evaluate-metrics",

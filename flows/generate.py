@@ -28,7 +28,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows.artifacts import generate_markdown, generate_style_rows, publish_generate
-from flows.common import encoder_spec, resolve, write_run_record
+from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from schemas.generation import (
     GenerateReport,
@@ -162,48 +162,51 @@ def generate(
     generator_path = Path(generator).expanduser().resolve() if generator else (
         ws.root / DEFAULT_GENERATOR)
     manifest = checked_generator(generator_path)
-    sources = condition_sources(ws, manifest, roles=("identity", "image"))
-    texts = style_texts(settings, styles)
-    embed_texts(ws, texts, encoder_spec(settings, "text", text_encoder), run_id=run_id)
-    sources |= condition_sources(ws, manifest, roles=("text",))
-    sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
-    devices = [device] if dask_address else local_devices(device)
-    context = GenerationContext(
-        workspace=str(ws.root), generator_path=str(generator_path),
-        generator_version=manifest["version"], generator_config=manifest["config_name"],
-        conditions=sources, sampling=sampling, devices=devices, run_id=run_id,
-    )
-    plan = plan_task(str(ws.root), manifest["version"], sources, list(texts), samples_per_face,
-                     shard_size, faces)
-    print(f"generator {manifest['version']}: {plan.items_todo} sketches to draw in "
-          f"{plan.shards} shards on {', '.join(devices)}"
-          + (f" (Dask at {dask_address})" if dask_address else ""))
-    outcomes: list[ShardOutcome] = []
-    if plan.shards:
-        runner = task_runner(dask_address, devices)
-        outcomes = generate_shards.with_options(task_runner=runner)(context, plan.plan_path)
-    merged = merge_task(str(ws.root), plan.plan_path, run_id)
-    report = GenerateReport(
-        run_id=run_id, workspace=str(ws.root), generator=str(generator_path),
-        generator_version=manifest["version"], styles=plan.styles, devices=devices,
-        task_runner=f"dask:{dask_address}" if dask_address else f"threads:{len(devices)}",
-        shards=plan.shards,
-        shards_skipped=sum(1 for o in outcomes if o.result and o.result.skipped),
-        failed_shards={o.shard_id: o.error or "failed" for o in outcomes if o.result is None},
-        per_style=_per_style(plan, outcomes), skipped_faces=plan.skipped_faces,
-        flagged=_flagged(outcomes), merge=merged,
-    )
-    report.seconds = time.perf_counter() - started
-    publish_generate(generate_markdown(report, plan), generate_style_rows(report))
-    record = write_run_record(
-        ws, "generate", run_id,
-        {"generator": str(generator_path), "styles": plan.styles,
-         "samples_per_face": samples_per_face, "shard_size": shard_size,
-         "sampling": sampling.model_dump(), "device": device, "dask_address": dask_address,
-         "faces": faces},
-        {"plan": plan, "generate": report},
-    )
-    report.run_record = str(record)
+    # One writer per workspace: generation writes shard files, the sketches table and the
+    # style prompts' vectors, so it holds the lock like every other writing flow.
+    with hold_workspace(settings, ws, "generate", run_id):
+        sources = condition_sources(ws, manifest, roles=("identity", "image"))
+        texts = style_texts(settings, styles)
+        embed_texts(ws, texts, encoder_spec(settings, "text", text_encoder), run_id=run_id)
+        sources |= condition_sources(ws, manifest, roles=("text",))
+        sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
+        devices = [device] if dask_address else local_devices(device)
+        context = GenerationContext(
+            workspace=str(ws.root), generator_path=str(generator_path),
+            generator_version=manifest["version"], generator_config=manifest["config_name"],
+            conditions=sources, sampling=sampling, devices=devices, run_id=run_id,
+        )
+        plan = plan_task(str(ws.root), manifest["version"], sources, list(texts), samples_per_face,
+                         shard_size, faces)
+        print(f"generator {manifest['version']}: {plan.items_todo} sketches to draw in "
+              f"{plan.shards} shards on {', '.join(devices)}"
+              + (f" (Dask at {dask_address})" if dask_address else ""))
+        outcomes: list[ShardOutcome] = []
+        if plan.shards:
+            runner = task_runner(dask_address, devices)
+            outcomes = generate_shards.with_options(task_runner=runner)(context, plan.plan_path)
+        merged = merge_task(str(ws.root), plan.plan_path, run_id)
+        report = GenerateReport(
+            run_id=run_id, workspace=str(ws.root), generator=str(generator_path),
+            generator_version=manifest["version"], styles=plan.styles, devices=devices,
+            task_runner=f"dask:{dask_address}" if dask_address else f"threads:{len(devices)}",
+            shards=plan.shards,
+            shards_skipped=sum(1 for o in outcomes if o.result and o.result.skipped),
+            failed_shards={o.shard_id: o.error or "failed" for o in outcomes if o.result is None},
+            per_style=_per_style(plan, outcomes), skipped_faces=plan.skipped_faces,
+            flagged=_flagged(outcomes), merge=merged,
+        )
+        report.seconds = time.perf_counter() - started
+        publish_generate(generate_markdown(report, plan), generate_style_rows(report))
+        record = write_run_record(
+            ws, "generate", run_id,
+            {"generator": str(generator_path), "styles": plan.styles,
+             "samples_per_face": samples_per_face, "shard_size": shard_size,
+             "sampling": sampling.model_dump(), "device": device, "dask_address": dask_address,
+             "faces": faces},
+            {"plan": plan, "generate": report},
+        )
+        report.run_record = str(record)
     if report.failed_shards:
         raise RuntimeError(
             f"{len(report.failed_shards)} of {plan.shards} shards failed (the others are "
