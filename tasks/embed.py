@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -48,9 +49,36 @@ class EmbedReport(BaseModel):
     seconds: float = 0.0
 
 
+def encoder_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def embedding_table(role: str, encoder: Encoder) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", encoder.name.lower()).strip("_")
-    return f"emb_{role}_{slug}_{encoder.dim}"
+    return f"emb_{role}_{encoder_slug(encoder.name)}_{encoder.dim}"
+
+
+def table_dim(table: str) -> int | None:
+    """The vector size an embedding table's name ends with (``emb_<role>_<name>_<dim>``)."""
+    match = re.search(r"_(\d+)$", table)
+    return int(match.group(1)) if match else None
+
+
+def stored_versions(workspace: Workspace, table: str) -> Counter[str]:
+    """How many rows of an embedding table each encoder version produced."""
+    rows = storage.read(workspace, table, columns=["encoder_version"])
+    if rows.num_rows == 0:
+        return Counter()
+    counts = pc.value_counts(rows.column("encoder_version")).to_pylist()
+    return Counter({c["values"]: c["counts"] for c in counts})
+
+
+def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """A fixed-size-list vector column as a float32 (n, dim) matrix, without a row loop."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, dim), np.float32)
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:

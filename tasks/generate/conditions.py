@@ -9,17 +9,14 @@ of sketches drawn from meaningless conditions.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.generation import CONDITION_ROLES, ConditionSource
 from tasks import storage
+from tasks.embed import stored_versions, table_dim, vector_matrix
 from tasks.storage import Workspace
 
 FILTER_CHUNK = 500  # ids per IN (...) filter: keeps the query string small
@@ -33,19 +30,6 @@ _HINTS = {
 
 class ConditionError(LookupError):
     """The workspace lacks the vectors a generator needs (not a retryable failure)."""
-
-
-def _dim_of(table: str) -> int | None:
-    match = re.search(r"_(\d+)$", table)
-    return int(match.group(1)) if match else None
-
-
-def _versions(workspace: Workspace, table: str) -> Counter[str]:
-    rows = storage.read(workspace, table, columns=["encoder_version"])
-    if rows.num_rows == 0:
-        return Counter()
-    counts = pc.value_counts(rows.column("encoder_version")).to_pylist()
-    return Counter({c["values"]: c["counts"] for c in counts})
 
 
 def condition_sources(
@@ -71,15 +55,15 @@ def condition_sources(
                 f"the workspace {workspace.root} holds no {role} vectors: {_HINTS[role]}"
             )
         want_dim, want_version = int(dims.get(role, -1)), versions.get(role)
-        found = {t: _versions(workspace, t) for t in candidates}
-        matches = [t for t in candidates if _dim_of(t) == want_dim and found[t][want_version]]
+        found = {t: stored_versions(workspace, t) for t in candidates}
+        matches = [t for t in candidates if table_dim(t) == want_dim and found[t][want_version]]
         if matches:
             sources[role] = ConditionSource(table=matches[0], dim=want_dim, version=want_version)
             continue
         # Compare with the workspace's likeliest table, so the message names both encoders.
-        best = max(candidates, key=lambda t: (_dim_of(t) == want_dim, found[t].total()))
+        best = max(candidates, key=lambda t: (table_dim(t) == want_dim, found[t].total()))
         stored = found[best].most_common(1)[0][0] if found[best] else None
-        check_encoders(manifest, {role: (_dim_of(best) or 0, stored)})
+        check_encoders(manifest, {role: (table_dim(best) or 0, stored)})
         raise ConditionError(
             f"{role}: no vectors from encoder {want_version} ({want_dim}-d) in "
             f"{', '.join(candidates)}: {_HINTS[role]}"
@@ -90,12 +74,6 @@ def condition_sources(
 def _chunks(values: list[str], size: int = FILTER_CHUNK) -> Iterable[list[str]]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
 
 
 def face_vectors(workspace: Workspace, source: ConditionSource,
@@ -112,7 +90,7 @@ def face_vectors(workspace: Workspace, source: ConditionSource,
         )
         offset = sum(len(p) for p in parts)
         index.update({f: offset + i for i, f in enumerate(rows.column("face_id").to_pylist())})
-        parts.append(_matrix(rows.column("vector"), source.dim))
+        parts.append(vector_matrix(rows.column("vector"), source.dim))
     missing = [f for f in unique if f not in index]
     if missing:
         raise ConditionError(
@@ -136,7 +114,7 @@ def text_vectors(workspace: Workspace, source: ConditionSource,
         where=f"{storage.where_in(TEXT_SCHEMA_KEY, unique)} "
               f"AND encoder_version = {storage.quote(source.version)}",
     )
-    vectors = _matrix(rows.column("vector"), source.dim)
+    vectors = vector_matrix(rows.column("vector"), source.dim)
     found = {
         key: (vectors[i], text)
         for i, (key, text) in enumerate(zip(rows.column(TEXT_SCHEMA_KEY).to_pylist(),

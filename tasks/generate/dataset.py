@@ -26,6 +26,7 @@ import pyarrow as pa
 from schemas.records import FACES_SCHEMA, embedding_schema
 from schemas.styles import PairedSource, RenderSource, Style
 from tasks import storage
+from tasks.embed import vector_matrix
 from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
@@ -120,11 +121,7 @@ def read_vectors(workspace: Workspace, table: VectorTable) -> tuple[dict[str, in
                         schema=embedding_schema(table.dim))
     ids = rows.column("face_id").to_pylist()
     versions = dict(zip(ids, rows.column("encoder_version").to_pylist(), strict=True))
-    if rows.num_rows:
-        flat = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(rows.num_rows, table.dim)
-    else:
-        vectors = np.zeros((0, table.dim), np.float32)
+    vectors = vector_matrix(rows.column("vector"), table.dim)
     current = {face: i for i, face in enumerate(ids) if versions[face] == table.version}
     return current, versions, vectors
 

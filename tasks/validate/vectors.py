@@ -11,8 +11,6 @@ or a new gallery face never re-encodes a sketch; only new or redrawn PNGs are.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import pyarrow as pa
 from schemas.encoders import EncoderSpec
 from schemas.validation import Reason
 from tasks import storage
+from tasks.embed import encoder_slug, stored_versions, table_dim, vector_matrix
 from tasks.storage import Workspace
 
 ALIGNED = 112
@@ -49,47 +48,29 @@ class VectorSource:
         return f"sketch_{self.table}"
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def _dim(table: str) -> int:
-    return int(table.rsplit("_", 1)[1])
-
-
-def _versions(workspace: Workspace, table: str) -> Counter[str]:
-    rows = storage.read(workspace, table, columns=["encoder_version"])
-    return Counter(rows.column("encoder_version").to_pylist()) if rows.num_rows else Counter()
-
-
 def resolve_source(workspace: Workspace, spec: EncoderSpec) -> VectorSource:
     """The face table of ``spec``'s encoder and its version, without loading the model when
     the workspace leaves no doubt (one table, one version): loading costs seconds, and an
     unchanged dataset should re-validate in well under that."""
-    prefix = f"emb_{spec.role}_{_slug(spec.name)}_"
+    prefix = f"emb_{spec.role}_{encoder_slug(spec.name)}_"
     tables = sorted(t for t in storage.table_names(workspace)
                     if t.startswith(prefix) and t[len(prefix):].isdigit())
     if len(tables) == 1:
-        versions = _versions(workspace, tables[0])
+        versions = stored_versions(workspace, tables[0])
         if len(versions) == 1 and not spec.options():
             (version,) = versions
-            return VectorSource(spec.role, tables[0], version, _dim(tables[0]), spec)
+            return VectorSource(spec.role, tables[0], version, table_dim(tables[0]), spec)
     from tasks.embed import embedding_table
     from tasks.encoders import load
 
     encoder = load(spec)
     table = embedding_table(spec.role, encoder)
-    if table not in tables or not _versions(workspace, table)[encoder.version]:
+    if table not in tables or not stored_versions(workspace, table)[encoder.version]:
         raise StaleVectorsError(
             f"no {spec.role} vectors from {encoder.version} in {workspace.root}: run "
             f"`clip4sketch embed` with this encoder before validating"
         )
     return VectorSource(spec.role, table, encoder.version, encoder.dim, spec)
-
-
-def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
 
 
 def _chunks(values: Sequence[str], size: int = FILTER_CHUNK) -> Iterable[Sequence[str]]:
@@ -105,7 +86,7 @@ def face_vectors(workspace: Workspace, source: VectorSource,
         rows = storage.read(workspace, source.table, columns=["face_id", "vector"],
                             where=f"{storage.where_in('face_id', chunk)} AND "
                                   f"encoder_version = {storage.quote(source.version)}")
-        matrix = _matrix(rows.column("vector"), source.dim)
+        matrix = vector_matrix(rows.column("vector"), source.dim)
         found.update(zip(rows.column("face_id").to_pylist(), matrix, strict=True))
     return found
 
@@ -118,7 +99,7 @@ def gallery(workspace: Workspace, source: VectorSource
                               f"{storage.quote(source.version)}")
     rows = rows.sort_by("face_id")  # a stable order makes the fingerprint stable
     return (rows.column("face_id").to_pylist(), rows.column("identity_id").to_pylist(),
-            _matrix(rows.column("vector"), source.dim))
+            vector_matrix(rows.column("vector"), source.dim))
 
 
 def gallery_fingerprint(face_ids: Sequence[str], identity_ids: Sequence[str]) -> str:
@@ -201,7 +182,7 @@ def _cached(workspace: Workspace, source: VectorSource,
                             where=f"{storage.where_in('sketch_id', chunk)} AND "
                                   f"encoder_version = {storage.quote(source.version)}",
                             schema=_schema(source.dim))
-        matrix = _matrix(rows.column("vector"), source.dim)
+        matrix = vector_matrix(rows.column("vector"), source.dim)
         for sid, sha, vector in zip(rows.column("sketch_id").to_pylist(),
                                     rows.column("png_sha256").to_pylist(), matrix, strict=True):
             if wanted.get(sid) == sha:
