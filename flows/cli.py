@@ -96,6 +96,21 @@ def _specs(args: argparse.Namespace) -> dict:
     return specs
 
 
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Generation knobs; unset ones come from CLIP4SKETCH_GENERATE_* settings."""
+    group = parser.add_argument_group("sampling (default: the settings, see README)")
+    group.add_argument("--samples-per-face", type=int, default=None, help="default 2")
+    group.add_argument("--shard-size", type=int, default=None, help="default 256")
+    group.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    group.add_argument("--guidance", type=float, default=None,
+                       help="classifier-free guidance (default 2.0)")
+    group.add_argument("--eta", type=float, default=0.0)
+    group.add_argument("--batch-size", type=int, default=None, help="default 16")
+    group.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                       help="run the shards on an existing Dask cluster "
+                            "(default CLIP4SKETCH_GENERATE_DASK_ADDRESS)")
+
+
 def _ingest_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a folder with one sub-folder per identity, or a CSV/Parquet "
@@ -195,7 +210,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         workspace=str(args.workspace), generator=args.generator, styles=args.style or None,
         samples_per_face=args.samples_per_face, shard_size=args.shard_size, steps=args.steps,
         guidance=args.guidance, eta=args.eta, batch_size=args.batch_size,
-        device=args.device or "auto", dask_address=args.dask_address,
+        device=args.device, dask_address=args.dask_address,
         faces=args.face or None, text_encoder=specs.get("text_encoder"))
     for style, counts in report.per_style.items():
         print(f"{style}: planned {counts.planned}, generated {counts.generated}, "
@@ -356,14 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a saved generator (default: workspace/generators/default/final)")
     gen.add_argument("--style", action="append", metavar="NAME",
                      help="repeatable (default: every active style)")
-    gen.add_argument("--samples-per-face", type=int, default=2)
-    gen.add_argument("--shard-size", type=int, default=256)
-    gen.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    gen.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance")
-    gen.add_argument("--eta", type=float, default=0.0)
-    gen.add_argument("--batch-size", type=int, default=16)
-    gen.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
-                     help="run the shards on an existing Dask cluster")
+    _sampling_options(gen)
     gen.add_argument("--face", action="append", metavar="ID",
                      help="restrict to these face or identity ids (repeatable)")
     _encoder_options(gen, ("text",))

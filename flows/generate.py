@@ -50,6 +50,14 @@ class ShardOutcome(BaseModel):
     error: str | None = None
 
 
+def generator_location(root: Path, generator: str | Path | None) -> Path:
+    """The generator folder: as given (relative to the workspace), else the default."""
+    if generator is None:
+        return root / DEFAULT_GENERATOR
+    path = Path(generator).expanduser()
+    return (path if path.is_absolute() else root / path).resolve()
+
+
 def checked_generator(path: Path) -> dict[str, Any]:
     """The generator's manifest, after checking every weights file against its sha256."""
     from tasks.generate.model import read_manifest, verify_files
@@ -133,13 +141,13 @@ def generate(
     workspace: str | None = None,
     generator: str | None = None,
     styles: list[str] | None = None,
-    samples_per_face: int = 2,
-    shard_size: int = 256,
-    steps: int = 50,
-    guidance: float = 2.0,
+    samples_per_face: int | None = None,
+    shard_size: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
     eta: float = 0.0,
-    batch_size: int = 16,
-    device: str = "auto",
+    batch_size: int | None = None,
+    device: str | None = None,
     dask_address: str | None = None,
     faces: list[str] | None = None,
     text_encoder: EncoderSpec | None = None,
@@ -148,7 +156,9 @@ def generate(
 
     ``generator`` defaults to ``<workspace>/generators/default/final``; ``faces`` restricts
     the run to these face or identity ids (e.g. a held-out split); ``styles`` defaults to
-    every active style of the registry.
+    every active style of the registry. Options left unset come from the settings
+    (``CLIP4SKETCH_GENERATE_*``; see schemas/settings.py), so a deployment and a backfill
+    draw the same way.
     """
     from tasks.embed import embed_texts
     from tasks.generate.conditions import condition_sources
@@ -159,8 +169,15 @@ def generate(
     started = time.perf_counter()
     settings, ws = resolve(workspace)
     run_id = current_run_id()
-    generator_path = Path(generator).expanduser().resolve() if generator else (
-        ws.root / DEFAULT_GENERATOR)
+    given = settings.generate
+    samples_per_face = samples_per_face or given.samples_per_face
+    shard_size = shard_size or given.shard_size
+    steps = steps or given.steps
+    guidance = given.guidance if guidance is None else guidance
+    batch_size = batch_size or given.batch_size
+    device = device or given.device
+    dask_address = dask_address or given.dask_address
+    generator_path = generator_location(ws.root, generator or given.generator)
     manifest = checked_generator(generator_path)
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.

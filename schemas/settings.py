@@ -28,6 +28,26 @@ class IngestSettings(BaseSettings):
     write_every: int = Field(256, ge=1)
 
 
+class GenerationSettings(BaseSettings):
+    """How the nightly run and ``backfill`` draw sketches (``generate`` takes them as options).
+
+    ``dask_address`` sends the shards to an existing Dask cluster (one worker per GPU); unset,
+    they run on this machine.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_GENERATE_")
+
+    # A saved generator folder; default <workspace>/generators/default/final.
+    generator: Path | None = None
+    samples_per_face: int = Field(2, ge=1)
+    shard_size: int = Field(256, ge=1)
+    steps: int = Field(50, ge=1)
+    guidance: float = Field(2.0, ge=0.0)
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    dask_address: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_")
 
@@ -42,6 +62,7 @@ class Settings(BaseSettings):
     # <workspace>/styles/; see tasks/styles/registry.py.
     styles_dir: Path | None = None
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    generate: GenerationSettings = Field(default_factory=GenerationSettings)
 
 
 def load_settings(workspace: str | Path | None = None) -> Settings:

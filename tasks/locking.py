@@ -5,6 +5,9 @@ second run waits up to ``timeout`` seconds for the first, then refuses with a me
 names the holder, so a scheduler retry or an operator knows what is running. The lock is
 ``flock`` on a file: the kernel releases it when the holder dies, so a ``kill -9`` never
 leaves a stale lock behind.
+
+Within one process the lock is re-entrant: the nightly flow holds it and runs ``generate``
+and ``validate`` as sub-flows, which take it again without waiting on their own parent.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +34,36 @@ def _holder(path: Path) -> str:
     return f"{info.get('what', 'a run')} (pid {info.get('pid')}, since {info.get('since')})"
 
 
+_held: dict[Path, int] = {}  # lock file -> nesting depth, in this process
+_held_guard = threading.Lock()
+
+
+def _enter_held(path: Path) -> bool:
+    with _held_guard:
+        if path in _held:
+            _held[path] += 1
+            return True
+        return False
+
+
+def _leave_held(path: Path) -> None:
+    with _held_guard:
+        _held[path] -= 1
+        if not _held[path]:
+            del _held[path]
+
+
 @contextlib.contextmanager
 def workspace_lock(root: Path, what: str, timeout: float = 0.0,
                    poll: float = 0.5) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
-    path = root / ".lock"
+    path = (root / ".lock").resolve()
+    if _enter_held(path):
+        try:
+            yield
+        finally:
+            _leave_held(path)
+        return
     handle = open(path, "a+")  # noqa: SIM115  (held open for the lock's lifetime)
     deadline = time.monotonic() + timeout
     try:
@@ -54,7 +83,13 @@ def workspace_lock(root: Path, what: str, timeout: float = 0.0,
         handle.write(json.dumps({"what": what, "pid": os.getpid(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
         handle.flush()
-        yield
+        with _held_guard:
+            _held[path] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[path]
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -53,3 +53,19 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path):
     holder.wait()
     with workspace_lock(tmp_path, "after kill"):
         pass
+
+
+def test_nested_flows_in_one_process_share_the_hold(tmp_path: Path):
+    """nightly holds the lock and runs generate/validate, which take it again."""
+    with workspace_lock(tmp_path, "nightly", timeout=0):
+        with workspace_lock(tmp_path, "generate", timeout=0):
+            pass
+        # Still held by the outer block after the inner one left: another process refuses.
+        probe = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from pathlib import Path; from tasks.locking import workspace_lock\n"
+             "with workspace_lock(Path(sys.argv[1]), 'other', timeout=0): pass",
+             str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert probe.returncode != 0 and "in use by nightly" in probe.stderr
+    with workspace_lock(tmp_path, "after", timeout=0):
+        pass
