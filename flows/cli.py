@@ -111,8 +111,21 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
                             "(default CLIP4SKETCH_GENERATE_DASK_ADDRESS)")
 
 
-def _ingest_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+def _publish_options(parser: argparse.ArgumentParser, style_required: bool = False) -> None:
+    parser.add_argument("--generator", default=None, metavar="VERSION|DIR",
+                        help="a saved generator's version or folder (default "
+                             "CLIP4SKETCH_GENERATE_GENERATOR, then generators/default/final)")
+    parser.add_argument("--style", action="append", metavar="NAME", required=style_required,
+                        help="repeatable" + ("" if style_required
+                                             else " (default: every active style)"))
+    parser.add_argument("--thresholds", default=None, metavar="YAML",
+                        help="thresholds file (default: data_contracts/thresholds.yaml)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what each stage would do; change nothing")
+
+
+def _ingest_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("sources", nargs="+" if required else "*", metavar="SOURCE",
                         help="a folder with one sub-folder per identity, or a CSV/Parquet "
                              "manifest (identity_id, photo_path[, sketch_path, style])")
     parser.add_argument("--root", default=None,
@@ -154,34 +167,105 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.nightly import nightly
+def _print_stages(title: str, report) -> None:
+    print(title)
+    for line in report.stages.lines():
+        print(f"  {line}")
+    if report.run_record:
+        print(f"run manifest: {report.run_record}")
+    validation = report.published.validation
+    if validation is not None:
+        print(f"report: {validation.report_path}")
 
-    report = nightly(sources=args.sources, workspace=str(args.workspace), root=args.root,
-                     pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined,
-                     **_specs(args))
-    for item in report.ingest:
-        _print_ingest(item)
-    _print_embed(report.embed)
-    print(f"run record: {report.run_record}")
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.nightly import NightlyRejectedError, nightly
+
+    try:
+        report = nightly(
+            sources=args.sources, workspace=str(args.workspace), root=args.root,
+            pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined,
+            generator=args.generator, styles=args.style or None, thresholds=args.thresholds,
+            train_recognizer_steps=args.train_recognizer_steps,
+            evaluate_pairs=args.evaluate_pairs, evaluate_root=args.evaluate_root,
+            dry_run=args.dry_run, **_specs(args))
+    except NightlyRejectedError as error:
+        if error.report is not None:
+            _print_stages(f"nightly {error.report.run_id}:", error.report)
+        print(f"not published: {error}", file=sys.stderr)
+        return 1
+    _print_stages("nightly --dry-run: nothing changed. It would:" if args.dry_run
+                  else f"nightly {report.run_id}:", report)
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.nightly import nightly
-    from tasks.demo.faces import MANIFEST_NAME, PHOTO_DIR, make_demo_source
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from flows.backfill import BackfillRejectedError, backfill
 
+    try:
+        report = backfill(styles=args.style, generator=args.generator,
+                          workspace=str(args.workspace), thresholds=args.thresholds,
+                          dry_run=args.dry_run, **_specs(args))
+    except BackfillRejectedError as error:
+        if error.report is not None:
+            _print_stages(f"backfill {error.report.run_id}:", error.report)
+        print(f"not published: {error}", file=sys.stderr)
+        return 1
+    _print_stages("backfill --dry-run: nothing changed. It would:" if args.dry_run
+                  else f"backfill {report.run_id}:", report)
+    return 0
+
+
+DEMO_GENERATION = {"STEPS": "20", "SAMPLES_PER_FACE": "2"}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Demo faces -> the nightly DAG. The first night ingests and embeds (there is no
+    generator yet), a small generator is trained once, the second night draws, validates,
+    publishes and reports: what a new installation's first day looks like."""
+    import time
+
+    from flows.nightly import NightlyRejectedError, nightly
+    from flows.train_generator import train_generator
+    from tasks.demo.faces import MANIFEST_NAME, PHOTO_DIR, make_demo_source
+    from tasks.generate.catalog import DEFAULT_GENERATOR
+
+    started = time.perf_counter()
+    # The demo's sampling budget, unless the user set one: 20 DDIM steps keep the whole DAG
+    # within minutes on a laptop CPU (the nightly default is 50).
+    for key, value in DEMO_GENERATION.items():
+        os.environ.setdefault(f"CLIP4SKETCH_GENERATE_{key}", value)
     source = make_demo_source(args.workspace / "demo-source", identities=args.identities,
                               photos_per_identity=args.photos, seed=args.seed)
     # The photo folder first, then the pairs manifest that adds each identity's sketch.
-    report = nightly(sources=[str(source / PHOTO_DIR), str(source / MANIFEST_NAME)],
-                     workspace=str(args.workspace))
-    for item in report.ingest:
-        _print_ingest(item)
-    _print_embed(report.embed)
-    print(f"\nDemo finished. Workspace: {report.workspace}")
-    print(f"  datasets (Parquet): {Path(report.workspace) / 'datasets'}")
-    print(f"  run record:         {report.run_record}")
+    sources = [str(source / PHOTO_DIR), str(source / MANIFEST_NAME)]
+    if not (args.workspace / DEFAULT_GENERATOR).exists():
+        first = nightly(sources=sources, workspace=str(args.workspace))
+        _print_stages("first night (no generator yet):", first)
+        trained = train_generator(workspace=str(args.workspace), config=args.config,
+                                  steps=args.train_steps, name="default", seed=args.seed,
+                                  sample_every=args.train_steps)
+        print(f"trained the demo generator: {trained.steps} steps, final loss "
+              f"{trained.final_loss:.4f}; samples: {trained.report_html}")
+    rejected = None
+    try:
+        report = nightly(sources=sources, workspace=str(args.workspace))
+    except NightlyRejectedError as error:
+        rejected, report = str(error), error.report
+    seconds = time.perf_counter() - started
+    if report is not None:
+        _print_stages("nightly:", report)
+    print(f"\nDemo finished in {seconds:.0f} s. Workspace: {args.workspace}")
+    print(f"  datasets:   clip4sketch --workspace {args.workspace} datasets")
+    reports = sorted((args.workspace / "reports").glob("validate-*.html"),
+                     key=lambda p: p.stat().st_mtime)
+    if reports:
+        print(f"  the report: {reports[-1]}")
+    if rejected:
+        # The quality gate did its job: a generator trained for minutes on a CPU does not
+        # draw sketches good enough to publish. The report shows which contracts failed.
+        print(f"  not published (a generator trained for minutes on a CPU rarely passes the "
+              f"reviewed contracts; the report says which failed): {rejected}")
     return 0
 
 
@@ -290,6 +374,20 @@ def cmd_train_recognizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render_sketches(args: argparse.Namespace) -> int:
+    from schemas.settings import load_settings
+    from tasks.storage import Workspace
+    from tasks.styles.registry import get_style, styles_for
+    from tasks.styles.rendered_dataset import render_dataset
+
+    registry = styles_for(load_settings(args.workspace))
+    styles = [get_style(name, registry) for name in dict.fromkeys(args.style)]
+    path, rows = render_dataset(Workspace.open(args.workspace), styles, args.face or None)
+    print(f"{rows} rendered sketches -> {path}\ntrain on them with:\n"
+          f"  clip4sketch train-recognizer --dataset {path}")
+    return 0
+
+
 def cmd_make_manifest(args: argparse.Namespace) -> int:
     from tasks.ingest.sources import write_cuhk_manifest
 
@@ -340,13 +438,28 @@ def build_parser() -> argparse.ArgumentParser:
     _ingest_options(add("ingest", cmd_ingest, "ingest mugshots and paired sketches", True))
     _encoder_options(add("embed", cmd_embed, "compute identity and image vectors of faces",
                          True))
-    nightly = add("nightly", cmd_nightly, "the nightly DAG: ingest, then embed", True)
-    _ingest_options(nightly)
+    nightly = add("nightly", cmd_nightly,
+                  "the nightly DAG: ingest, embed, generate what is missing, validate, publish "
+                  "(then train and evaluate when asked)", True)
+    _ingest_options(nightly, required=False)
     _encoder_options(nightly)
+    _publish_options(nightly)
+    nightly.add_argument("--train-recognizer-steps", type=int, default=0, metavar="N",
+                         help="train a head recognizer on the published version (0: don't)")
+    nightly.add_argument("--evaluate-pairs", default=None, metavar="MANIFEST",
+                         help="evaluate the baseline (and that recognizer) on these pairs")
+    nightly.add_argument("--evaluate-root", default=None)
+    backfill = add("backfill", cmd_backfill,
+                   "draw a style for every stored face, then validate and publish", True)
+    _encoder_options(backfill)
+    _publish_options(backfill, style_required=True)
     demo = add("demo", cmd_demo, "draw demo faces and run the nightly DAG on them", True)
     demo.add_argument("--identities", type=int, default=12)
     demo.add_argument("--photos", type=int, default=3, help="photos per identity")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--config", default="demo", help="generator config for the demo")
+    demo.add_argument("--train-steps", type=int, default=300,
+                      help="training steps of the demo generator (trained once)")
     train = add("train-generator", cmd_train_generator,
                 "train the sketch generator on paired sketches and rendered styles", True)
     train.add_argument("--config", default="cpu",
@@ -384,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--thresholds", default=None, metavar="YAML",
                        help="thresholds file (default: data_contracts/thresholds.yaml)")
     _encoder_options(check, ("identity", "image", "text"))
+    rendered = add("render-sketches", cmd_render_sketches,
+                   "classical image-processing sketches of stored photos, as a dataset a "
+                   "recognizer can train on (the baseline for the diffusion sketches)")
+    rendered.add_argument("--style", action="append", required=True, metavar="NAME",
+                          help="a rendered style (pencil-dodge, xdog-lines; repeatable)")
+    rendered.add_argument("--face", action="append", metavar="ID",
+                          help="restrict to these face or identity ids (repeatable)")
     add("datasets", cmd_datasets, "list dataset versions and their status")
     export = add("export", cmd_export,
                  "write a published version as image folders + a Parquet manifest")
@@ -461,11 +581,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # the flow already logged the traceback
         from tasks.encoders.base import EncoderError
+        from tasks.generate.conditions import ConditionError
+        from tasks.generate.config import ConfigError
+        from tasks.generate.model import GeneratorLoadError, GeneratorMismatchError
         from tasks.ingest.sources import ManifestError
         from tasks.locking import WorkspaceBusyError
+        from tasks.styles.registry import StyleError
+        from tasks.styles.rendered_dataset import RenderError
 
+        # Mistakes the user fixes (a path, a name, a setting): one line that says what to fix,
+        # not a traceback. Anything else is a bug and keeps its traceback.
         if isinstance(error, ManifestError | EncoderError | FileNotFoundError
-                      | WorkspaceBusyError):
+                      | WorkspaceBusyError | StyleError | ConfigError | ConditionError
+                      | GeneratorLoadError | GeneratorMismatchError | RenderError):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise

@@ -23,7 +23,7 @@ def resolve(workspace: str | None) -> tuple[Settings, Workspace]:
 def hold_workspace(settings: Settings, workspace: Workspace, flow: str, run_id: str):
     """The workspace lock for this run (see tasks.locking): one writer per workspace."""
     return workspace_lock(workspace.root, f"{flow} run {run_id}",
-                          timeout=settings.lock_timeout_seconds)
+                          timeout=settings.lock_timeout_seconds, reentrant=True)
 
 
 def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:
@@ -35,14 +35,42 @@ def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None
     return spec
 
 
+def code_version() -> dict[str, str | None]:
+    """The package version and, in a checkout, the commit: which code made a dataset."""
+    import importlib.metadata
+    import subprocess
+
+    try:
+        package = importlib.metadata.version("clip4sketch")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"clip4sketch": package, "commit": commit or None}
+
+
+def table_versions(workspace: Workspace) -> dict[str, int | None]:
+    from tasks import storage
+
+    return {name: storage.table_version(workspace, name)
+            for name in sorted(storage.table_names(workspace))}
+
+
 def write_run_record(workspace: Workspace, flow: str, run_id: str, parameters: dict[str, Any],
-                     reports: dict[str, BaseModel]) -> Path:
-    """A JSON record per run in ``runs/``: inputs, versions, counts and seconds per stage."""
+                     reports: dict[str, BaseModel], stages: BaseModel | None = None) -> Path:
+    """The run manifest, ``runs/<flow>-<run id>.json``: inputs, code and table versions,
+    counts and seconds per stage (``stages``), and each stage's full report."""
     record = {
         "flow": flow,
         "run_id": run_id,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "parameters": parameters,
+        "code": code_version(),
+        "table_versions": table_versions(workspace),
+        "summary": stages.model_dump(mode="json")["records"] if stages is not None else None,
         "stages": {name: report.model_dump(mode="json") for name, report in reports.items()},
     }
     path = workspace.root / "runs" / f"{flow}-{run_id}.json"

@@ -18,12 +18,13 @@ Because the runner is picked inside the flow from a parameter, deployments can u
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.futures import wait
+from prefect.futures import as_completed, wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
@@ -39,33 +40,39 @@ from schemas.generation import (
     StyleCounts,
 )
 from schemas.settings import Settings
+from tasks.generate.catalog import find_generator
 from tasks.runtime import current_run_id
-
-DEFAULT_GENERATOR = Path("generators") / "default" / "final"
 
 
 class ShardOutcome(BaseModel):
     shard_id: str
     result: ShardResult | None = None
     error: str | None = None
+    disk_full: bool = False  # failed for want of space: the run's error says so first
 
 
-def generator_location(root: Path, generator: str | Path | None) -> Path:
-    """The generator folder: as given (relative to the workspace), else the default."""
-    if generator is None:
-        return root / DEFAULT_GENERATOR
-    path = Path(generator).expanduser()
-    return (path if path.is_absolute() else root / path).resolve()
+def _ran_out_of_space(future: Any) -> bool:
+    """Whether a failed shard's exception is a full disk (``tasks.storage.DiskFullError``)."""
+    from tasks.storage import is_disk_full
+
+    try:
+        error = future.result(raise_on_failure=False)
+    except Exception as raised:  # a crashed or cancelled future may raise its own error
+        error = raised
+    return isinstance(error, BaseException) and is_disk_full(error)
 
 
 def checked_generator(path: Path) -> dict[str, Any]:
-    """The generator's manifest, after checking every weights file against its sha256."""
-    from tasks.generate.model import read_manifest, verify_files
+    """The generator's manifest, after checking every weights file against its sha256 and
+    its tensor shapes against its config."""
+    from tasks.generate.model import check_weight_shapes, read_manifest, verify_files
 
     manifest = read_manifest(path)
-    # The core's own check (model.from_pretrained runs it too); run here so a truncated file
-    # fails the flow before planning, without loading the model in the flow's process.
+    # The core's own checks (model.from_pretrained runs them too); run here so a truncated
+    # file or weights of another shape fail the flow before planning, without loading the
+    # model in the flow's process.
     verify_files(path, manifest["files"])
+    check_weight_shapes(path)
     return manifest
 
 
@@ -98,9 +105,13 @@ def generate_shards(context: GenerationContext, plan_path: str) -> list[ShardOut
     parent still merges every shard that finished."""
     from tasks.generate.plan import read_plan
     from tasks.generate.shard import generate_shard_task
+    from tasks.progress import Progress
 
     shards = read_plan(plan_path).shard_refs
     futures = [generate_shard_task.submit(context, shard) for shard in shards]
+    with Progress("generate shards", total=len(futures), unit="shard") as progress:
+        for _ in as_completed(futures):
+            progress.advance()
     wait(futures)
     outcomes = []
     for shard, future in zip(shards, futures, strict=True):
@@ -109,7 +120,8 @@ def generate_shards(context: GenerationContext, plan_path: str) -> list[ShardOut
             outcomes.append(ShardOutcome(shard_id=shard.shard_id, result=future.result()))
         else:
             outcomes.append(ShardOutcome(shard_id=shard.shard_id,
-                                         error=state.message or state.name))
+                                         error=state.message or state.name,
+                                         disk_full=_ran_out_of_space(future)))
     return outcomes
 
 
@@ -154,7 +166,8 @@ def generate(
 ) -> GenerateReport:
     """Generate missing sketches of the stored mugshots for ``styles`` with a saved generator.
 
-    ``generator`` defaults to ``<workspace>/generators/default/final``; ``faces`` restricts
+    ``generator`` is a folder or the version of a generator saved in the workspace (default
+    ``<workspace>/generators/default/final``); ``faces`` restricts
     the run to these face or identity ids (e.g. a held-out split); ``styles`` defaults to
     every active style of the registry. Options left unset come from the settings
     (``CLIP4SKETCH_GENERATE_*``; see schemas/settings.py), so a deployment and a backfill
@@ -177,7 +190,7 @@ def generate(
     batch_size = batch_size or given.batch_size
     device = device or given.device
     dask_address = dask_address or given.dask_address
-    generator_path = generator_location(ws.root, generator or given.generator)
+    generator_path = find_generator(ws.root, generator or given.generator)
     manifest = checked_generator(generator_path)
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.
@@ -225,9 +238,14 @@ def generate(
         )
         report.run_record = str(record)
     if report.failed_shards:
-        raise RuntimeError(
+        from tasks.storage import DiskFullError
+
+        message = (
             f"{len(report.failed_shards)} of {plan.shards} shards failed (the others are "
             f"merged; run again to finish): "
             + "; ".join(f"{k}: {v}" for k, v in sorted(report.failed_shards.items())[:5])
         )
+        if any(o.disk_full for o in outcomes):
+            raise DiskFullError(errno.ENOSPC, f"disk full: {message}")
+        raise RuntimeError(message)
     return report

@@ -1,61 +1,229 @@
-"""The ``nightly`` flow: ingest what is new, then embed it.
+"""The ``nightly`` flow: ingest -> embed -> generate what is missing -> validate -> publish
+-> (train and evaluate, when configured).
 
-Later stages (generate, validate, publish, train, evaluate) join here as they land;
-each stage skips work whose output exists, so a nightly run over an unchanged source
-costs little more than Prefect's start-up.
+Every stage skips work whose output exists (faces by content hash, vectors by encoder version,
+sketches by item key, validation by content), so a night with nothing new costs little more
+than Prefect's start-up, and a night with a few new faces does only their work. The whole run
+holds the workspace lock; ``generate`` and ``validate`` run as sub-flows (visible as such in
+the UI) and share their parent's hold.
+
+Before the first generator is trained there is nothing to draw with: the night ingests and
+embeds, and records generation as skipped with the command that fixes it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from flows.artifacts import embed_markdown, ingest_markdown, publish, quarantine_rows
 from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
+from flows.stages import Published, Stages, generate_and_publish, generation_preview
 from schemas.encoders import EncoderSpec
+from schemas.settings import Settings
 from tasks.embed import EmbedReport, embed_task
 from tasks.ingest.run import IngestReport, ingest_task
 from tasks.runtime import current_run_id
+from tasks.storage import Workspace
 
 
 class NightlyReport(BaseModel):
     run_id: str
     workspace: str
-    ingest: list[IngestReport]
-    embed: EmbedReport
-    run_record: str
+    dry_run: bool = False
+    stages: Stages = Field(default_factory=Stages)
+    ingest: list[IngestReport] = Field(default_factory=list)
+    embed: EmbedReport | None = None
+    published: Published = Field(default_factory=Published)
+    evaluation: str | None = None  # metrics.json of the night's evaluation
+    recognizer: str | None = None
+    run_record: str | None = None
+
+
+class NightlyRejectedError(RuntimeError):
+    """The night ran, but its dataset broke a contract and was not published; ``report``
+    holds every stage, for a caller that prints them."""
+
+    def __init__(self, message: str, report: NightlyReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _generator(settings: Settings, ws: Workspace, given: str | None) -> tuple[Path | None, str]:
+    """The generator folder, or None with the reason when none is saved yet."""
+    from tasks.generate.catalog import DEFAULT_GENERATOR, find_generator
+
+    chosen = given or settings.generate.generator
+    path = find_generator(ws.root, chosen)
+    if chosen is None and not path.exists():
+        return None, (f"no generator at {ws.root / DEFAULT_GENERATOR}: train one with "
+                      f"`clip4sketch train-generator --name default`")
+    return path, ""
+
+
+def _dry_run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list[str],
+             root: str | None, generator: Path | None, why_not: str,
+             styles: list[str] | None, evaluate_pairs: str | None,
+             train_recognizer_steps: int) -> None:
+    from tasks.ingest.preview import preview_source
+
+    stages = report.stages
+    previews = [preview_source(ws, s, root, settings.ingest.max_file_bytes) for s in sources]
+    new_photos = sum(p.new.get("photo", 0) for p in previews)
+    stages.plan("ingest", "; ".join(
+        f"{p.source}: {p.seen} files, {p.n_new} new ({p.known} stored, "
+        f"{p.already_quarantined} refused before, {p.unreadable} unreadable)" for p in previews)
+        or "no sources")
+    stages.plan("embed", f"vectors for {sum(p.n_new for p in previews)} new faces, and any "
+                         f"stored face lacking one from the current encoders")
+    if generator is None:
+        stages.skip("generate", why_not)
+        return
+    stages.plan("generate", generation_preview(settings, ws, generator, styles, new_photos))
+    stages.plan("validate", "metrics and contracts of this generator's sketches; publish if "
+                            "every contract holds")
+    if train_recognizer_steps:
+        stages.plan("train", f"head recognizer, {train_recognizer_steps} steps, on the "
+                             f"published version")
+    if evaluate_pairs:
+        stages.plan("evaluate", f"{evaluate_pairs}: baseline"
+                                + (" and the night's recognizer" if train_recognizer_steps
+                                   else ""))
 
 
 @flow(name="nightly", log_prints=True)
 def nightly(
-    sources: list[str],
+    sources: list[str] | None = None,
     workspace: str | None = None,
     root: str | None = None,
     pre_aligned: bool = False,
     retry_quarantined: bool = False,
     identity_encoder: EncoderSpec | None = None,
     image_encoder: EncoderSpec | None = None,
+    generator: str | None = None,
+    styles: list[str] | None = None,
+    thresholds: str | None = None,
+    train_recognizer_steps: int = 0,
+    evaluate_pairs: str | None = None,
+    evaluate_root: str | None = None,
+    dry_run: bool = False,
 ) -> NightlyReport:
+    """One night's regeneration of the dataset.
+
+    ``generator``: a folder or saved version (default: settings, then
+    ``generators/default/final``); ``styles``: default every active style;
+    ``thresholds``: default the reviewed ``data_contracts/thresholds.yaml``;
+    ``train_recognizer_steps`` > 0 trains a head recognizer on the night's published version;
+    ``evaluate_pairs`` (a pairs manifest) scores the baseline, and that recognizer, on it.
+    ``dry_run`` prints what each stage would do and changes nothing.
+    """
     settings, ws = resolve(workspace)
     run_id = current_run_id()
+    sources = list(sources or [])
     specs = [encoder_spec(settings, "identity", identity_encoder),
              encoder_spec(settings, "image", image_encoder)]
-    with hold_workspace(settings, ws, "nightly", run_id):
-        ingested = [
-            ingest_task(str(ws.root), source, root=root, pre_aligned=pre_aligned,
-                        settings=settings.ingest, run_id=run_id,
-                        retry_quarantined=retry_quarantined)
-            for source in sources
-        ]
-        embedded = embed_task(str(ws.root), specs, run_id=run_id)
-        markdown = "\n\n".join([f"# Nightly run `{run_id}`", f"Workspace: `{ws.root}`",
-                                ingest_markdown(ingested), embed_markdown(embedded)])
-        publish("nightly-summary", markdown, quarantine_rows(ws, run_id))
-        record = write_run_record(
-            ws, "nightly", run_id,
-            {"sources": sources, "root": root, "pre_aligned": pre_aligned,
-             "encoders": [s.model_dump() for s in specs]},
-            {**{f"ingest[{i}]": r for i, r in enumerate(ingested)}, "embed": embedded},
-        )
-    return NightlyReport(run_id=run_id, workspace=str(ws.root), ingest=ingested,
-                         embed=embedded, run_record=str(record))
+    report = NightlyReport(run_id=run_id, workspace=str(ws.root), dry_run=dry_run)
+    stages = report.stages
+    generator_path, why_not = _generator(settings, ws, generator)
+    if dry_run:
+        _dry_run(settings, ws, report, sources, root, generator_path, why_not, styles,
+                 evaluate_pairs, train_recognizer_steps)
+        print("\n".join(["nightly --dry-run: nothing changed. It would:", *stages.lines()]))
+        return report
+
+    parameters = {"sources": sources, "root": root, "pre_aligned": pre_aligned,
+                  "encoders": [s.model_dump() for s in specs],
+                  "generator": str(generator_path) if generator_path else None,
+                  "styles": styles, "thresholds": thresholds,
+                  "train_recognizer_steps": train_recognizer_steps,
+                  "evaluate_pairs": evaluate_pairs,
+                  "generation": settings.generate.model_dump(mode="json")}
+    try:
+        with hold_workspace(settings, ws, "nightly", run_id):
+            _run(settings, ws, report, sources, root, pre_aligned, retry_quarantined, specs,
+                 generator_path, why_not, styles, thresholds, train_recognizer_steps,
+                 evaluate_pairs, evaluate_root)
+    finally:
+        # Written on failure too: the manifest of a failed night says how far it got.
+        record = write_run_record(ws, "nightly", run_id, parameters, _reports(report),
+                                  stages=stages)
+        report.run_record = str(record)
+        _publish_summary(ws, report)
+    print("\n".join([f"nightly {run_id}:", *stages.lines(), f"run manifest: {record}"]))
+    if report.published.rejected:
+        raise NightlyRejectedError(report.published.rejected, report)
+    return report
+
+
+def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list[str],
+         root: str | None, pre_aligned: bool, retry_quarantined: bool,
+         specs: list[EncoderSpec], generator: Path | None, why_not: str,
+         styles: list[str] | None, thresholds: str | None, train_recognizer_steps: int,
+         evaluate_pairs: str | None, evaluate_root: str | None) -> None:
+    stages, run_id = report.stages, report.run_id
+    with stages.run("ingest") as record:
+        for source in sources:
+            report.ingest.append(ingest_task(
+                str(ws.root), source, root=root, pre_aligned=pre_aligned,
+                settings=settings.ingest, run_id=run_id, retry_quarantined=retry_quarantined))
+        record.detail = (f"{sum(r.n_ingested for r in report.ingest)} new faces, "
+                         f"{sum(r.n_quarantined for r in report.ingest)} quarantined")
+    with stages.run("embed") as record:
+        report.embed = embed_task(str(ws.root), specs, run_id=run_id)
+        record.detail = ", ".join(f"{role} {t.computed} computed"
+                                  for role, t in report.embed.tables.items())
+    if generator is None:
+        stages.skip("generate", why_not)
+        return
+    encoders = {"identity_encoder": specs[0], "image_encoder": specs[1]}
+    report.published = generate_and_publish(stages, settings, ws, generator, styles,
+                                            thresholds, encoders)
+    outcome = report.published.validation
+    if outcome is None or not outcome.published:
+        return
+    recognizers = ["baseline"]
+    if train_recognizer_steps:
+        from flows.train_recognizer import train_recognizer
+
+        with stages.run("train") as record:
+            trained = train_recognizer(workspace=str(ws.root), name=f"nightly-{outcome.version}",
+                                       dataset=outcome.version, steps=train_recognizer_steps,
+                                       resume=True, identity_encoder=specs[0])
+            report.recognizer = trained.recognizer_dir
+            recognizers.append(trained.recognizer_dir)
+            record.detail = f"{trained.recognizer_dir}: {trained.steps} steps"
+    if evaluate_pairs:
+        from flows.evaluate import evaluate
+
+        with stages.run("evaluate") as record:
+            scored = evaluate(pairs=evaluate_pairs, recognizers=recognizers,
+                              out=str(ws.root / "evaluations" / f"nightly-{run_id}"),
+                              workspace=str(ws.root), root=evaluate_root,
+                              identity_encoder=specs[0])
+            report.evaluation = scored.metrics_json
+            record.detail = f"metrics: {scored.metrics_json}"
+
+
+def _reports(report: NightlyReport) -> dict[str, BaseModel]:
+    reports: dict[str, BaseModel] = {f"ingest[{i}]": r for i, r in enumerate(report.ingest)}
+    if report.embed:
+        reports["embed"] = report.embed
+    if report.published.generation:
+        reports["generate"] = report.published.generation
+    if report.published.validation:
+        reports["validate"] = report.published.validation
+    return reports
+
+
+def _publish_summary(ws: Workspace, report: NightlyReport) -> None:
+    parts = [f"# Nightly run `{report.run_id}`", f"Workspace: `{ws.root}`", "",
+             "| stage | status | seconds | detail |", "|---|---|---:|---|"]
+    parts += [f"| {name} | {r.status} | {r.seconds:.1f} | {r.detail} |"
+              for name, r in report.stages.records.items()]
+    if report.ingest:
+        parts += ["", ingest_markdown(report.ingest)]
+    if report.embed:
+        parts += ["", embed_markdown(report.embed)]
+    publish("nightly-summary", "\n".join(parts), quarantine_rows(ws, report.run_id))

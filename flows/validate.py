@@ -19,12 +19,21 @@ from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from schemas.validation import MetricsReport, Scope, ValidationReport
 from tasks.runtime import current_run_id, retry_transient
+from tasks.storage import disk_space
 
 MAX_FAILED_LISTED = 5
 
 
 class ContractsFailedError(RuntimeError):
-    """The dataset broke its contracts: not published (the report says why)."""
+    """The dataset broke its contracts: not published (the report says why).
+
+    Carries the full outcome, so a caller (the nightly run) can record the rejected
+    version's figures in its manifest.
+    """
+
+    def __init__(self, message: str, outcome: ValidationReport | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 def _registry(workspace: str):
@@ -150,7 +159,10 @@ def validate(
     scope = Scope(generator_version=generator_version,
                   styles=tuple(styles) if styles else None)
     report_path = str(ws.reports_dir / f"validate-{run_id}.html")
-    with hold_workspace(settings, ws, "validate", run_id):
+    # Not every write goes through tasks.storage (great-expectations writes its own files):
+    # a full disk met anywhere here is reported as one, not as a bare errno.
+    with hold_workspace(settings, ws, "validate", run_id), \
+            disk_space(ws.root, "validating the workspace"):
         metrics = metrics_task(str(ws.root), identity, image, text, scope, run_id)
         outcome = contracts_task(str(ws.root), metrics, identity, image, scope, thresholds,
                                  report_path, run_id)
@@ -175,6 +187,7 @@ def validate(
         raise ContractsFailedError(
             f"dataset version {outcome.version} was not published: {listed or 'contracts failed'}."
             f" Report: {outcome.report_path}. The published version stays "
-            f"{outcome.current_version or 'none (nothing published yet)'}."
+            f"{outcome.current_version or 'none (nothing published yet)'}.",
+            outcome,
         )
     return outcome

@@ -221,4 +221,7 @@ def load_vectors(workspace: Workspace, table: str, where: str | None = None) -> 
       cache_policy=NO_CACHE)
 def embed_task(workspace: str, specs: list[EncoderSpec], run_id: str = "local") -> EmbedReport:
     """Thin Prefect wrapper; encoders load inside the worker process (``encoders.load``)."""
-    return embed_faces(Workspace.open(workspace), specs, run_id=run_id)
+    from tasks.progress import Progress
+
+    with Progress("embed faces", unit="face") as progress:
+        return embed_faces(Workspace.open(workspace), specs, run_id=run_id, progress=progress)

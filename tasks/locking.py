@@ -6,8 +6,9 @@ names the holder, so a scheduler retry or an operator knows what is running. The
 ``flock`` on a file: the kernel releases it when the holder dies, so a ``kill -9`` never
 leaves a stale lock behind.
 
-Within one process the lock is re-entrant: the nightly flow holds it and runs ``generate``
-and ``validate`` as sub-flows, which take it again without waiting on their own parent.
+``reentrant=True`` (the workspace lock of flows) lets a holder's own process take it again:
+the nightly flow holds it and runs ``generate`` and ``validate`` as sub-flows, which must not
+wait on their own parent. Other locks (a generator's training folder) stay strict.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def _leave_held(path: Path) -> None:
 
 @contextlib.contextmanager
 def workspace_lock(root: Path, what: str, timeout: float = 0.0,
-                   poll: float = 0.5) -> Iterator[None]:
+                   poll: float = 0.5, reentrant: bool = False) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
     path = (root / ".lock").resolve()
-    if _enter_held(path):
+    if reentrant and _enter_held(path):
         try:
             yield
         finally:
@@ -83,13 +84,15 @@ def workspace_lock(root: Path, what: str, timeout: float = 0.0,
         handle.write(json.dumps({"what": what, "pid": os.getpid(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
         handle.flush()
-        with _held_guard:
-            _held[path] = 1
+        if reentrant:
+            with _held_guard:
+                _held[path] = 1
         try:
             yield
         finally:
-            with _held_guard:
-                del _held[path]
+            if reentrant:
+                with _held_guard:
+                    _held.pop(path, None)
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(handle, fcntl.LOCK_UN)

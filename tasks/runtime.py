@@ -1,12 +1,13 @@
 """Prefect glue shared by the task wrappers: retry policy and run identity.
 
 Only errors that can pass on their own (IO hiccups, a LanceDB commit conflict) are
-retried; a bad manifest or a misconfigured encoder fails at once, because retrying
-it only delays the message the user needs.
+retried; a bad manifest, a misconfigured encoder or a full disk fails at once, because
+retrying it only delays the message the user needs.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 PERMANENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
@@ -18,6 +19,9 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except PERMANENT:
         return False
+    except OSError as error:
+        # A full disk does not empty itself between retries (tasks.storage.DiskFullError).
+        return error.errno not in (errno.ENOSPC, errno.EDQUOT)
     except Exception:
         return True
     return False

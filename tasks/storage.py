@@ -4,14 +4,26 @@ Every other module goes through here so there is a single writer per table: stag
 hand over Arrow tables, this module upserts them by key (``merge_insert``), tags the
 table version with the run, and exports Parquet atomically (temp name, then rename)
 so a reader never sees half a file and a crash never leaves one behind.
+
+Two faults get a name of their own, because the user's next step depends on them:
+- a full disk (ENOSPC from Python, pyarrow or LanceDB's Rust core) becomes ``DiskFullError``
+  naming the file and the space left: retrying cannot help until space is freed;
+- a Parquet file written with ``checksum=True`` records a sha256 of its rows in its own
+  metadata, and ``read_verified_parquet`` refuses it (``CorruptFileError``) when it is
+  truncated, unparsable or its rows no longer match, so damaged work is redone, not trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +33,66 @@ import pyarrow.parquet as pq
 FACES = "faces"
 QUARANTINE = "quarantine"
 SKETCHES = "sketches"
+
+CHECKSUM_KEY = b"clip4sketch.rows_sha256"
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How a full disk reads when it comes back from a library instead of as an errno: LanceDB
+# raises RuntimeError("lance error: LanceError(IO): No space left on device (os error 28)").
+_FULL_MARKERS = ("No space left on device", "os error 28", "Disk quota exceeded",
+                 "os error 122")
+
+
+class DiskFullError(OSError):
+    """The disk holding the workspace is full: nothing more can be written until space is
+    freed, so callers fail at once (``errno`` is ENOSPC) instead of retrying.
+
+    Raise as ``DiskFullError(errno.ENOSPC, message)``, OSError's own two-argument form, so
+    the error survives pickling between processes (Dask workers, Prefect states).
+    """
+
+
+class CorruptFileError(ValueError):
+    """A stored file that cannot be parsed or no longer matches its recorded checksum."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC/EDQUOT, whether raised as an OSError or reported in a library's message."""
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        return True
+    text = str(error)
+    return any(marker in text for marker in _FULL_MARKERS)
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+@contextlib.contextmanager
+def disk_space(target: Path, action: str) -> Iterator[None]:
+    """Turn a full disk met while ``action``-ing ``target`` into a ``DiskFullError`` that says
+    what happened and what to do; every other error passes through unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        free = _free_bytes(Path(target))
+        left = f"{free:,} bytes left" if free is not None else "space left unknown"
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full: no space left on device while {action} {target} ({left} there). "
+            "Tables and dataset files are written whole or not at all, so none is left "
+            "half-written: free some space (or move the workspace) and run again; finished "
+            "work is kept and the run resumes where it stopped",
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -99,10 +171,19 @@ def upsert(workspace: Workspace, name: str, rows: pa.Table, key: str) -> WriteRe
 
     ``merge_insert`` commits atomically, so a crash leaves the previous version intact.
     """
-    db = workspace.db()
-    table = _open(workspace, name)
     if rows.num_rows and len(set(rows.column(key).to_pylist())) != rows.num_rows:
         raise ValueError(f"duplicate {key} values in one write to {name!r}")
+    with disk_space(_table_dir(workspace, name), "writing the table"):
+        return _upsert(workspace, name, rows, key)
+
+
+def _table_dir(workspace: Workspace, name: str) -> Path:
+    return workspace.lancedb_dir / f"{name}.lance"
+
+
+def _upsert(workspace: Workspace, name: str, rows: pa.Table, key: str) -> WriteResult:
+    db = workspace.db()
+    table = _open(workspace, name)
     if table is None:
         table = db.create_table(name, schema=rows.schema)
         if rows.num_rows:
@@ -129,7 +210,8 @@ def upsert(workspace: Workspace, name: str, rows: pa.Table, key: str) -> WriteRe
 
 def ensure_table(workspace: Workspace, name: str, schema: pa.Schema) -> None:
     if _open(workspace, name) is None:
-        workspace.db().create_table(name, schema=schema)
+        with disk_space(_table_dir(workspace, name), "creating the table"):
+            workspace.db().create_table(name, schema=schema)
 
 
 def quote(value: str) -> str:
@@ -170,7 +252,8 @@ def delete(workspace: Workspace, name: str, where: str) -> int:
     if table is None:
         return 0
     before = table.count_rows()
-    table.delete(where)
+    with disk_space(_table_dir(workspace, name), "deleting rows of"):
+        table.delete(where)
     return before - table.count_rows()
 
 
@@ -195,10 +278,11 @@ def tag(workspace: Workspace, name: str, label: str) -> str | None:
     if table is None:
         return None
     label = _TAG.sub("-", label)
-    if label in table.tags.list():
-        table.tags.update(label, table.version)
-    else:
-        table.tags.create(label, table.version)
+    with disk_space(_table_dir(workspace, name), "tagging"):
+        if label in table.tags.list():
+            table.tags.update(label, table.version)
+        else:
+            table.tags.create(label, table.version)
     return label
 
 
@@ -209,28 +293,75 @@ def tags(workspace: Workspace, name: str) -> dict[str, int]:
     return {label: info["version"] for label, info in table.tags.list().items()}
 
 
-def _write_atomic(path: Path, write) -> Path:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temp)
-        with open(temp, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+def _write_atomic(path: Path, write: Callable[[str], object]) -> Path:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``.
+
+    On any failure (a full disk included) the temp file is removed and ``path`` keeps its
+    previous content, so no half-written file is ever visible under a final name.
+    """
+    with disk_space(path, "writing"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                        dir=path.parent)
+        os.close(handle)
+        try:
+            write(temp)
+            with open(temp, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
     return path
 
 
-def write_parquet_atomic(rows: pa.Table, path: Path) -> Path:
+def rows_sha256(rows: pa.Table) -> str:
+    """A sha256 of a table's column names, types and values (not of its file encoding), so
+    the same rows hash the same after a Parquet round trip."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([(f.name, str(f.type)) for f in rows.schema]).encode())
+    for batch in rows.to_batches():
+        for row in batch.to_pylist():
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def write_parquet_atomic(rows: pa.Table, path: Path, checksum: bool = False) -> Path:
+    """``checksum=True`` records ``rows_sha256`` in the file's metadata, for small files whose
+    damage must be noticed (shard files): ``read_verified_parquet`` checks it."""
+    if checksum:
+        metadata = {**(rows.schema.metadata or {}), CHECKSUM_KEY: rows_sha256(rows).encode()}
+        rows = rows.replace_schema_metadata(metadata)
     return _write_atomic(path, lambda temp: pq.write_table(rows, temp))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns)
+
+
+def read_verified_parquet(path: Path) -> pa.Table:
+    """Every row of a Parquet file, checked against the checksum it was written with.
+
+    Raises FileNotFoundError when it is absent and CorruptFileError when it is truncated,
+    unparsable or its rows differ from the recorded sha256; a file written without a
+    checksum is only checked for being readable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        rows = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError, MemoryError) as error:
+        raise CorruptFileError(f"{path} is damaged: cannot read it as Parquet ({error})"
+                               ) from error
+    metadata = dict(rows.schema.metadata or {})
+    recorded = metadata.pop(CHECKSUM_KEY, None)
+    rows = rows.replace_schema_metadata(metadata or None)
+    if recorded is not None and recorded.decode(errors="replace") != rows_sha256(rows):
+        raise CorruptFileError(f"{path} is damaged: its rows do not match the sha256 "
+                               "recorded when it was written")
+    return rows
 
 
 def write_bytes_atomic(data: bytes, path: Path) -> Path:
@@ -250,7 +381,8 @@ def compact(workspace: Workspace, names: Iterable[str]) -> None:
     for name in names:
         table = _open(workspace, name)
         if table is not None:
-            table.optimize()
+            with disk_space(_table_dir(workspace, name), "compacting"):
+                table.optimize()
 
 
 # --------------------------------------------------------------------------- vector search
@@ -266,7 +398,8 @@ def write_table(workspace: Workspace, name: str, rows: pa.Table) -> WriteResult:
     For tables that belong to one run (a gallery): a rerun under the same run id must not
     keep rows of the earlier attempt, which a keyed upsert would.
     """
-    table = workspace.db().create_table(name, data=rows, mode="overwrite")
+    with disk_space(_table_dir(workspace, name), "writing the table"):
+        table = workspace.db().create_table(name, data=rows, mode="overwrite")
     return WriteResult(name, table.version, rows.num_rows, 0, table.count_rows())
 
 
@@ -312,7 +445,8 @@ def create_vector_index(
                          f"{', '.join(VECTOR_INDEX_TYPES)}")
     index_name = f"{column}_idx"
     # The unified API: column first (positional), then the config object.
-    table.create_index(column, config=config, replace=True, name=index_name)
+    with disk_space(_table_dir(workspace, name), "indexing"):
+        table.create_index(column, config=config, replace=True, name=index_name)
     stats = table.index_stats(index_name)
     return {
         "index_type": stats.index_type,

@@ -320,8 +320,9 @@ def _check_training(training: TrainingSet, explicit: bool, split: dict[str, str]
 class _StepClock:
     """Seconds per optimizer step, leaving out checkpoint and report time, logged as it goes."""
 
-    def __init__(self, steps: int, every: int, say: Callable[[str], None]):
-        self.steps, self.say = steps, say
+    def __init__(self, steps: int, every: int, say: Callable[[str], None],
+                 progress: Callable[[int, int], None] | None = None):
+        self.steps, self.say, self.progress = steps, say, progress
         self.log_every = max(1, min(50, every // 5))
         self.done, self.seconds, self.mark = 0, 0.0, time.perf_counter()
 
@@ -335,6 +336,8 @@ class _StepClock:
         self.mark = now
         if step % self.log_every == 0:
             self.say(f"step {step}/{self.steps} loss {loss:.4f} ({self.per_step:.2f} s/step)")
+        if self.progress is not None:
+            self.progress(step, self.steps)
 
     @property
     def per_step(self) -> float | None:
@@ -380,7 +383,10 @@ def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckp
     say(f"training {request.name}: steps {start} -> {p.steps} on {device}, batch "
         f"{p.batch_size}, checkpoint + report every {p.every}")
 
-    clock = _StepClock(p.steps, p.every, say)
+    from tasks.progress import Progress
+
+    bar = Progress(f"train {request.name}", unit="step")
+    clock = _StepClock(p.steps, p.every, say, progress=bar)
     made: list[CheckpointReport] = []
     resumed_from: int | None = None
     title = f"generator {request.name} ({p.config.name})"
@@ -414,6 +420,7 @@ def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckp
         "identities": len(training.identities), "prompts": p.prompts,
         "text_table": p.text_table,
     }, indent=2).encode(), final_dir / TRAINING_FILE)
+    bar.close()
     return TrainReport(
         name=request.name, run_id=request.run_id, config=p.config.name, device=device,
         steps=state.step, resumed_from=resumed_from, steps_this_run=clock.done,

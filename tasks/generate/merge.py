@@ -19,13 +19,19 @@ from schemas.records import SKETCHES_SCHEMA
 from tasks import storage
 from tasks.generate.plan import read_plan
 from tasks.runtime import retry_transient
-from tasks.storage import SKETCHES, Workspace
+from tasks.storage import SKETCHES, CorruptFileError, Workspace
 
 CHUNK_ROWS = 50_000  # rows per upsert: bounds memory whatever the number of shards
 
 
 def _shard_rows(path: Path) -> pa.Table:
-    rows = storage.read_parquet(path)
+    """A finished shard's rows, checked against the checksum the shard recorded: a file
+    damaged since is refused (a rerun draws its sketches again) rather than merged."""
+    try:
+        rows = storage.read_verified_parquet(path)
+    except CorruptFileError as error:
+        raise CorruptFileError(f"{error}; run generate again to draw its sketches anew"
+                               ) from error
     return rows.select(SKETCHES_SCHEMA.names).cast(SKETCHES_SCHEMA)
 
 

@@ -234,6 +234,63 @@ def verify_files(root: Path, files: Mapping[str, str]) -> None:
             )
 
 
+def _expected_shapes(config: GeneratorConfig) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Tensor shapes each weights file must hold for ``config``: the modules are built on
+    the meta device, so nothing is allocated whatever the config's size."""
+    c = config.conditions
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config.unet_kwargs())
+        projector = ConditionProjector(c.dims, c.tokens, c.hidden_dim,
+                                       config.unet.cross_attention_dim)
+    return {rel: {k: tuple(v.shape) for k, v in module.state_dict().items()}
+            for rel, module in ((UNET_WEIGHTS, unet), (PROJECTOR_WEIGHTS, projector))}
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (the tensors themselves are not read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except (OSError, SafetensorError) as err:
+        raise GeneratorLoadError(f"cannot read the tensor list of {path}: {err}") from err
+
+
+def check_weight_shapes(root: str | Path, config: GeneratorConfig | None = None) -> None:
+    """Refuse weights files whose tensors do not fit the generator's own config.
+
+    Checksums prove a file is the one the manifest names, not that it belongs to this
+    config (a unet file copied from another generator, with the manifest rewritten); this
+    reads only the safetensors headers, so a flow can run it before any shard is planned.
+    """
+    root = Path(root)
+    config = config or _read_config(root)
+    problems: list[str] = []
+    for rel, wanted in _expected_shapes(config).items():
+        found = _stored_shapes(root / rel)
+        missing = sorted(set(wanted) - set(found))
+        extra = sorted(set(found) - set(wanted))
+        wrong = [f"{k} is {list(found[k])}, the config expects {list(wanted[k])}"
+                 for k in sorted(set(wanted) & set(found)) if found[k] != wanted[k]]
+        for label, names in (("lacks", missing), ("has tensors the config does not make",
+                                                     extra)):
+            if names:
+                problems.append(f"{rel} {label}: {', '.join(names[:3])}"
+                                + (f" and {len(names) - 3} more" if len(names) > 3 else ""))
+        if wrong:
+            problems.append(f"{rel}: {'; '.join(wrong[:3])}"
+                            + (f"; and {len(wrong) - 3} more tensors differ"
+                               if len(wrong) > 3 else ""))
+    if problems:
+        raise GeneratorLoadError(
+            f"generator at {root}: its weights do not fit its config {config.name!r} "
+            f"({CONFIG_FILE}):\n  " + "\n  ".join(problems)
+            + "\nThe weights come from a generator of another shape: save the generator "
+            "again, or restore all of its files from the same save or checkpoint."
+        )
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """A saved generator's manifest (version, encoders, dims) without touching its weights.
 
@@ -529,6 +586,7 @@ class SketchGenerator(nn.Module):
             check_encoders(manifest, expected_encoders)
         verify_files(root, manifest["files"])
         config = _read_config(root)
+        check_weight_shapes(root, config)
         try:
             unet = UNet2DConditionModel.from_pretrained(root / UNET_DIR, use_safetensors=True)
         except (OSError, ValueError, SafetensorError) as err:

@@ -8,15 +8,22 @@ Shards are deterministic too: items are sorted by key and cut into fixed-size gr
 shard's id is a hash of its sketch ids. An interrupted run that is planned again (with nothing
 merged in between) gets the same shards back, so its finished shard files are found and reused.
 Only small references leave this module: the items of each shard go to a Parquet file.
+
+A merged sketch counts as done only while its PNG still has the recorded sha256. One that is
+missing or damaged on disk is sent back to the shard that drew it (its item list is kept under
+``shards/``), so its whole original batch is sampled again and the pixels come back
+bit-for-bit; if that item list is gone too, it is planned afresh in a new shard.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from prefect import task
@@ -27,7 +34,9 @@ from schemas.records import FACES_SCHEMA, SKETCHES_SCHEMA
 from tasks import storage
 from tasks.generate.conditions import text_vectors
 from tasks.runtime import retry_transient
-from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.storage import FACES, SKETCHES, CorruptFileError, Workspace
+
+_log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards/generate"
 SKETCHES_DIR = "sketches"
@@ -83,6 +92,33 @@ def read_plan(path: str | Path) -> Plan:
     return Plan.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
+def items_path(generator_version: str, sid: str) -> str:
+    return f"{shard_dir(generator_version)}/{sid}.items.parquet"
+
+
+def result_path(generator_version: str, sid: str) -> str:
+    return f"{shard_dir(generator_version)}/{sid}.parquet"
+
+
+def checks_out(root: Path, row: Mapping[str, Any]) -> bool:
+    """A recorded sketch is trusted only if its PNG is there with the recorded sha256."""
+    if row["png_path"] is None:
+        return row["status"] == "nan"
+    path = root / row["png_path"]
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == row["png_sha256"]
+
+
+def logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run logger inside a task or flow, this module's logger outside one."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _log
+
+
 # --------------------------------------------------------------------------- planning
 
 
@@ -129,23 +165,71 @@ def _skip_reason(face: str, vectors: dict[str, dict[str, str]],
     return None
 
 
-def _existing(workspace: Workspace, generator_version: str) -> set[str]:
-    rows = storage.read(workspace, SKETCHES, columns=["sketch_id"],
+def _existing(workspace: Workspace, generator_version: str) -> dict[str, dict]:
+    """Merged sketches of this generator, by id, with what it takes to check their PNG."""
+    rows = storage.read(workspace, SKETCHES,
+                        columns=["sketch_id", "png_path", "png_sha256", "status", "shard_id"],
                         where=f"generator_version = {storage.quote(generator_version)}",
                         schema=SKETCHES_SCHEMA)
-    return set(rows.column("sketch_id").to_pylist())
+    return {row["sketch_id"]: row for row in rows.to_pylist()}
+
+
+def read_items(path: Path) -> list[dict]:
+    """A shard's item list, checked against its checksum (CorruptFileError when damaged)."""
+    return storage.read_verified_parquet(path).to_pylist()
+
+
+def _holds(path: Path, rows: list[dict]) -> bool:
+    """Whether the item list at ``path`` is intact and holds exactly ``rows``."""
+    if not path.is_file():
+        return False
+    try:
+        return read_items(path) == rows
+    except CorruptFileError as error:
+        logger().warning("%s; writing it again", error)
+        return False
 
 
 def _write_shard(workspace: Workspace, generator_version: str, rows: list[dict]) -> ShardRef:
     sid = shard_id(r["sketch_id"] for r in rows)
-    folder = shard_dir(generator_version)
-    ref = ShardRef(shard_id=sid, items=len(rows), items_path=f"{folder}/{sid}.items.parquet",
-                   result_path=f"{folder}/{sid}.parquet")
+    ref = ShardRef(shard_id=sid, items=len(rows), items_path=items_path(generator_version, sid),
+                   result_path=result_path(generator_version, sid))
     path = workspace.root / ref.items_path
-    # Same id, same items: an existing file already holds exactly these rows.
-    if not path.is_file():
-        storage.write_parquet_atomic(pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), path)
+    # Same id, same items: an existing file that still holds exactly these rows is kept.
+    if not _holds(path, rows):
+        storage.write_parquet_atomic(pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), path,
+                                     checksum=True)
     return ref
+
+
+def _repair_shards(workspace: Workspace, generator_version: str,
+                   damaged: list[dict]) -> tuple[list[ShardRef], set[str]]:
+    """The original shards of merged sketches whose PNG is missing or damaged, and the ids of
+    those whose shard cannot be found intact (they are planned afresh instead)."""
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for row in damaged:
+        by_shard[row["shard_id"]].append(row["sketch_id"])
+    refs: list[ShardRef] = []
+    orphans: set[str] = set()
+    for sid, wanted in sorted(by_shard.items()):
+        path = workspace.root / items_path(generator_version, sid)
+        try:
+            ids = [item["sketch_id"] for item in read_items(path)]
+        except (FileNotFoundError, CorruptFileError):
+            ids = []
+        if ids and shard_id(ids) == sid and set(wanted) <= set(ids):
+            refs.append(ShardRef(shard_id=sid, items=len(ids),
+                                 items_path=items_path(generator_version, sid),
+                                 result_path=result_path(generator_version, sid)))
+        else:
+            orphans.update(wanted)
+    if damaged:
+        logger().warning(
+            "%d merged sketches have a missing or damaged PNG (sha256 differs): %d are drawn "
+            "again in their original shards (%s), %d in new shards (their item list is gone)",
+            len(damaged), len(damaged) - len(orphans), ", ".join(r.shard_id for r in refs)
+            or "none", len(orphans))
+    return refs, orphans
 
 
 def plan_generation(
@@ -156,23 +240,27 @@ def plan_generation(
     samples_per_face: int = 2,
     shard_size: int = 256,
     faces: list[str] | None = None,
+    write: bool = True,
 ) -> Plan:
     """Work items (photo x style x sample) not yet in ``sketches``, cut into shards.
 
     Faces lacking a vector from the generator's identity or image encoder are skipped and
     counted by reason; a style without a text vector from its text encoder is an error.
+    ``write=False`` is the dry run: the same counts, no files, and styles whose prompt is
+    not embedded yet are allowed (the real run embeds them first).
     """
     styles = _check_styles(styles)
     if samples_per_face < 1 or shard_size < 1:
         raise ValueError("samples_per_face and shard_size must be at least 1")
-    text_vectors(workspace, sources["text"], styles)  # raises, naming the styles that lack one
+    if write:
+        text_vectors(workspace, sources["text"], styles)  # raises, naming styles lacking one
     photos, unmatched = _photos(workspace, faces)
     vectors = {role: _versions_by_face(workspace, sources[role].table)
                for role in ("identity", "image")}
     existing = _existing(workspace, generator_version)
     per_style = {s: StyleCounts() for s in styles}
     skipped: Counter[str] = Counter()
-    items: list[dict] = []
+    wanted: list[dict] = []  # every eligible item in key order, merged or not
     order = sorted(zip(photos.column("face_id").to_pylist(),
                        photos.column("identity_id").to_pylist(), strict=True))
     for face, identity in order:
@@ -187,22 +275,36 @@ def plan_generation(
                 continue
             for index in range(samples_per_face):
                 key = sketch_key(face, style, index, generator_version)
-                sid = sketch_id(key)
-                if sid in existing:
-                    counts.skipped_existing += 1
-                    continue
-                counts.todo += 1
-                items.append({"sketch_id": sid, "face_id": face, "identity_id": identity,
-                              "style": style, "sample_index": index, "seed": sketch_seed(key)})
-    shards = [_write_shard(workspace, generator_version, items[start:start + shard_size])
-              for start in range(0, len(items), shard_size)]
+                wanted.append({"sketch_id": sketch_id(key), "face_id": face,
+                               "identity_id": identity, "style": style,
+                               "sample_index": index, "seed": sketch_seed(key)})
+    damaged = [existing[i["sketch_id"]] for i in wanted
+               if i["sketch_id"] in existing and not checks_out(workspace.root,
+                                                                 existing[i["sketch_id"]])]
+    repairs, orphans = _repair_shards(workspace, generator_version, damaged)
+    repaired = {row["sketch_id"] for row in damaged} - orphans
+    items: list[dict] = []
+    for item in wanted:
+        sid, counts = item["sketch_id"], per_style[item["style"]]
+        if sid in existing and sid not in orphans and sid not in repaired:
+            counts.skipped_existing += 1
+            continue
+        counts.todo += 1
+        if sid not in repaired:  # a repaired sketch is drawn again by its original shard
+            items.append(item)
+    cuts = [items[start:start + shard_size] for start in range(0, len(items), shard_size)]
+    shards = ([_write_shard(workspace, generator_version, rows) for rows in cuts] + repairs
+              if write else [])
     plan = Plan(
         plan_path="", generator_version=generator_version, styles=styles,
         samples_per_face=samples_per_face, faces_considered=photos.num_rows,
         faces_eligible=photos.num_rows - sum(skipped.values()),
         skipped_faces=dict(sorted(skipped.items())), unmatched_filters=unmatched,
-        per_style=per_style, items_todo=len(items), shards=len(shards), shard_refs=shards,
+        per_style=per_style, items_todo=len(items) + len(repaired),
+        shards=len(cuts) + len(repairs), shard_refs=shards,
     )
+    if not write:
+        return plan
     body = plan.model_dump_json(indent=1)
     name = f"plan-{hashlib.sha256(body.encode()).hexdigest()[:16]}.json"
     path = workspace.root / shard_dir(generator_version) / name

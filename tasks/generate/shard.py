@@ -5,7 +5,9 @@ Resuming without duplicates or holes rests on three rules:
 - every file is written to a temp name and renamed, and the shard Parquet is written last, so
   its presence means "finished"; after each batch a hidden journal records the rows so far,
   so a killed run resumes at the last finished batch;
-- a rerun trusts a recorded sketch only if its PNG's sha256 still matches the row;
+- a rerun trusts a recorded sketch only if its PNG's sha256 still matches the row, and a
+  shard Parquet or journal only if its rows still match the sha256 recorded in the file: a
+  damaged one is ignored and its sketches are drawn again (same seeds, same pixels);
 - batches are canonical: batch k of a shard is items[k*B:(k+1)*B] in the shard's item order,
   with the batch size B fixed by the shard's first write. Batched convolutions round
   differently for different batch compositions (a sample alone differs from the same sample in
@@ -39,9 +41,9 @@ from schemas.generation import GenerationContext, SamplingParams, ShardRef, Shar
 from schemas.records import SKETCHES_SCHEMA, SketchStatus
 from tasks import storage
 from tasks.generate.conditions import face_vectors, text_vectors
-from tasks.generate.plan import png_relpath
+from tasks.generate.plan import checks_out, png_relpath, read_items, shard_id
 from tasks.runtime import retry_transient
-from tasks.storage import Workspace
+from tasks.storage import CorruptFileError, Workspace
 
 _log = logging.getLogger(__name__)
 
@@ -162,28 +164,40 @@ def classify(image: np.ndarray, finite: bool, blank_std: float
     return "ok", None, std
 
 
-def checks_out(root: Path, row: Mapping[str, Any]) -> bool:
-    """A recorded sketch is trusted only if its PNG is there with the recorded sha256."""
-    if row["png_path"] is None:
-        return row["status"] == "nan"
-    path = root / row["png_path"]
-    return path.is_file() and _sha256(path.read_bytes()) == row["png_sha256"]
-
-
 def journal_path(result_path: Path) -> Path:
     return result_path.with_name(f".{result_path.name}.journal")
 
 
 def _previous_rows(path: Path, item_ids: set[str]) -> dict[str, dict]:
+    """Rows an earlier attempt recorded; none when the file is absent or damaged. A damaged
+    file is not trusted, not even in part: its sketches are drawn again, same pixels."""
     if not path.is_file():
         return {}
-    rows = storage.read_parquet(path).to_pylist()
+    try:
+        rows = storage.read_verified_parquet(path).to_pylist()
+    except CorruptFileError as error:
+        _logger().warning("%s; its sketches are generated again", error)
+        return {}
     return {r["sketch_id"]: r for r in rows if r["sketch_id"] in item_ids}
 
 
 def _write_rows(path: Path, items: list[dict], rows: Mapping[str, dict]) -> None:
     ordered = [rows[i["sketch_id"]] for i in items if i["sketch_id"] in rows]
-    storage.write_parquet_atomic(pa.Table.from_pylist(ordered, schema=SKETCHES_SCHEMA), path)
+    storage.write_parquet_atomic(pa.Table.from_pylist(ordered, schema=SKETCHES_SCHEMA), path,
+                                 checksum=True)
+
+
+def _shard_items(root: Path, shard: ShardRef) -> list[dict]:
+    """The shard's item list, refused when damaged or not the list its id was cut from."""
+    try:
+        items = read_items(root / shard.items_path)
+    except CorruptFileError as error:
+        raise CorruptFileError(f"shard {shard.shard_id}: {error}; run generate again: "
+                               "planning writes a damaged item list anew") from error
+    if shard_id(item["sketch_id"] for item in items) != shard.shard_id:
+        raise CorruptFileError(f"shard {shard.shard_id}: {root / shard.items_path} holds other "
+                               "items than its id says; run generate again to plan it anew")
+    return items
 
 
 def _sticky(requested: SamplingParams, previous: Mapping[str, dict]) -> SamplingParams:
@@ -243,15 +257,30 @@ def _provenance(context: GenerationContext, generator: Any, sampling: SamplingPa
     }
 
 
+def _spatial_maps(workspace: Workspace, generator: Any, faces: list[str]
+                  ) -> dict[str, np.ndarray] | None:
+    """The spatial input of each face, made exactly as in training (tasks.generate.dataset)."""
+    mode = generator.config.spatial_condition
+    if mode == "none":
+        return None
+    from tasks.generate.dataset import read_crops, spatial_inputs
+
+    crops = read_crops(workspace, faces)
+    maps = spatial_inputs([crops[f] for f in faces], mode, generator.config.resolution)
+    return dict(zip(faces, maps, strict=True))
+
+
 def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str, np.ndarray]],
-            texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams
-            ) -> tuple[np.ndarray, np.ndarray]:
+            texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams,
+            spatial: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     from tasks.generate.model import NonFiniteSampleError
 
     conditions = {
         role: np.stack([vectors[role][item["face_id"]] for item in batch])
         for role in ("identity", "image")
     }
+    if spatial is not None:
+        conditions["spatial"] = np.stack([spatial[item["face_id"]] for item in batch])
     conditions["text"] = np.stack([texts[item["style"]][0] for item in batch])
     seeds = [item["seed"] for item in batch]
     try:
@@ -318,7 +347,7 @@ def run_shard(context: GenerationContext, shard: ShardRef, *,
     started = time.perf_counter()
     root = Path(context.workspace)
     workspace = Workspace.open(root)
-    items = storage.read_parquet(root / shard.items_path).to_pylist()
+    items = _shard_items(root, shard)
     result_path = root / shard.result_path
     journal = journal_path(result_path)
     finished = result_path.is_file()
@@ -350,9 +379,10 @@ def run_shard(context: GenerationContext, shard: ShardRef, *,
         }
         texts = text_vectors(workspace, context.conditions["text"],
                              sorted({item["style"] for item in needed}))
+        spatial = _spatial_maps(workspace, generator, faces)
         for b in batches:
             batch = items[b * size:(b + 1) * size]
-            images, finite = _sample(generator, batch, vectors, texts, sampling)
+            images, finite = _sample(generator, batch, vectors, texts, sampling, spatial)
             for item, image, ok in zip(batch, images, finite, strict=True):
                 sid = item["sketch_id"]
                 if sid in good:

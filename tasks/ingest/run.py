@@ -305,6 +305,9 @@ def ingest_task(workspace: str, source: str, root: str | None = None,
                 pre_aligned: bool = False, settings: IngestSettings | None = None,
                 run_id: str = "local", retry_quarantined: bool = False) -> IngestReport:
     """Thin Prefect wrapper; takes a workspace path, never a connection, so it pickles."""
-    return ingest_source(Workspace.open(workspace), source, root=root,
-                         is_pre_aligned=pre_aligned, settings=settings, run_id=run_id,
-                         retry_quarantined=retry_quarantined)
+    from tasks.progress import Progress
+
+    with Progress(f"ingest {Path(source).name}", unit="file") as progress:
+        return ingest_source(Workspace.open(workspace), source, root=root,
+                             is_pre_aligned=pre_aligned, settings=settings, run_id=run_id,
+                             retry_quarantined=retry_quarantined, progress=progress)

@@ -90,21 +90,39 @@ def read_synthetic_sketches(workspace: Workspace,
                             dataset: str | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """Usable generated sketches and where exactly they came from.
 
-    ``dataset``: None or a table name (the workspace's ``sketches`` table until published
-    dataset versions exist), or a ``.parquet`` export. Only rows with status ``ok`` and a
-    PNG count; PNG paths are relative to the workspace.
+    ``dataset``: a published dataset version (``ds-...``: its manifest, accepted sketches
+    only), None or a table name (the workspace's ``sketches`` table, before anything is
+    published), or a ``.parquet`` export. Only rows with status ``ok`` and a PNG count; PNG
+    paths are relative to the workspace. A name that is none of these is an error, never an
+    empty training set.
     """
+    from tasks.validate import publish
+
     source = dataset or SKETCHES
-    if source.endswith(".parquet"):
+    record = None if source.endswith(".parquet") else publish.get_version(workspace, source)
+    if record is not None:
+        if record["status"] != "published":
+            raise DataError(f"dataset version {source} was {record['status']}, not published: "
+                            "train on a published version")
+        path = workspace.root / record["manifest_path"]
+        rows = storage.read_parquet(path)
+        provenance = {"kind": "dataset_version", "version": source, "manifest": str(path),
+                      "sha256": _file_sha(path)}
+    elif source.endswith(".parquet"):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise DataError(f"sketch dataset {path} does not exist")
         rows = storage.read_parquet(path)
         provenance = {"kind": "parquet", "path": str(path), "sha256": _file_sha(path)}
-    else:
+    elif source == SKETCHES or source in storage.table_names(workspace):
         rows = storage.read(workspace, source)
         provenance = {"kind": "table", "table": source,
                       "version": storage.table_version(workspace, source)}
+    else:
+        published = [r["version"] for r in publish.list_versions(workspace)
+                     if r["status"] == "published"]
+        raise DataError(f"no dataset {source!r} in {workspace.root}: give a published version "
+                        f"({', '.join(published) or 'none yet'}), a table or a .parquet file")
     missing = [c for c in SYNTHETIC_COLUMNS if c not in rows.column_names]
     if rows.num_rows and missing:
         raise DataError(f"sketch dataset {source!r} lacks column(s) {', '.join(missing)}")

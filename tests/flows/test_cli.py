@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from flows.cli import build_parser
 
-COMMANDS = {"ingest", "embed", "nightly", "demo", "train-generator", "generate", "evaluate",
-            "train-recognizer", "validate", "datasets", "export", "make-manifest", "encoders",
-            "status"}
+COMMANDS = {"ingest", "embed", "nightly", "backfill", "demo", "train-generator", "generate",
+            "evaluate", "train-recognizer", "validate", "datasets", "export", "make-manifest",
+            "render-sketches", "encoders", "status"}
 
 
 def test_help_lists_every_command():
@@ -61,3 +64,34 @@ def test_status_on_an_empty_workspace(tmp_path, capsys):
 
     assert main(["--workspace", str(tmp_path / "ws"), "status"]) == 0
     assert "empty workspace" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_runs_the_nightly_dag_and_ends_with_the_report(tmp_path, capsys, monkeypatch):
+    """`make demo` at toy size: first night, a generator, a full night, then the report."""
+    from flows.cli import main
+
+    monkeypatch.setenv("CLIP4SKETCH_GENERATE_BATCH_SIZE", "8")
+    workspace = tmp_path / "ws"
+    assert main(["--workspace", str(workspace), "demo", "--identities", "3", "--photos", "2",
+                 "--config", "tiny", "--train-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "first night (no generator yet):" in out and "trained the demo generator" in out
+    night = out[out.index("\nnightly:"):]
+    for stage in ("ingest", "embed", "generate", "validate"):
+        assert f"  {stage} " in night
+    last = out.strip().splitlines()
+    report = next(line for line in last if line.strip().startswith("the report:"))
+    assert Path(report.split("the report:", 1)[1].strip()).is_file()
+    assert (workspace / "datasets" / "faces.parquet").is_file()
+    logs = list((workspace / "logs").glob("*-demo.log"))
+    assert logs and "Finished in state Completed" in logs[0].read_text()
+
+    # A dry run of the next night plans nothing new, and a backfill of an unknown style
+    # fails with one line that lists the known styles.
+    assert main(["--workspace", str(workspace), "nightly", str(workspace / "demo-source" /
+                 "photos"), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "nothing changed" in dry and "0 new" in dry
+    assert main(["--workspace", str(workspace), "backfill", "--style", "charcoal"]) == 2
+    assert "unknown style 'charcoal'; known:" in capsys.readouterr().err

@@ -21,7 +21,6 @@ from ..tasks.generate.conftest import (
     STEPS,
     STYLES,
     build_generator,
-    build_workspace,
     copy_workspace,
 )
 
@@ -29,16 +28,6 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 OPTIONS = {"styles": list(STYLES), "samples_per_face": 2, "shard_size": 8, "steps": STEPS,
            "batch_size": 4, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("generate-flow"))
-
-
-@pytest.fixture(scope="module")
-def generator(embedded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_generator(embedded, tmp_path_factory.mktemp("gen") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +43,13 @@ def _checksums(workspace: Workspace) -> dict[str, str]:
                     strict=True))
 
 
-async def _artifact(key: str):
+async def _artifact(key: str, run_id: str):
+    """This run's artifact: the session's server holds every other test's runs too."""
     async with get_client() as client:
         found = await client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return found[0].data if found else None
+    mine = [a for a in found if str(a.flow_run_id) == run_id]
+    return mine[0].data if mine else None
 
 
 def test_flow_generates_merges_and_reports(local_run):
@@ -67,9 +58,9 @@ def test_flow_generates_merges_and_reports(local_run):
     assert {s: (c.planned, c.generated, c.flagged) for s, c in report.per_style.items()} == {
         s: (12, 12, 0) for s in STYLES}
     assert report.merge.rows == 24 == len(_checksums(workspace))
-    summary = asyncio.run(_artifact("generate-summary"))
+    summary = asyncio.run(_artifact("generate-summary", report.run_id))
     assert "| test-pencil | 12 | 12 |" in summary
-    assert "test-charcoal" in asyncio.run(_artifact("generate-summary-styles"))
+    assert "test-charcoal" in asyncio.run(_artifact("generate-summary-styles", report.run_id))
     assert Path(report.run_record).is_file()
 
 

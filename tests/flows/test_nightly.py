@@ -80,16 +80,6 @@ def test_embed_flow_alone(demo_source: Path, tmp_path: Path):
     assert report.tables["image"].table == "emb_image_effnet_lite0_1280"
 
 
-def test_cli_demo_runs_the_nightly_flow(tmp_path: Path, capsys):
-    code = main(["--workspace", str(tmp_path / "ws"), "demo", "--identities", "2",
-                 "--photos", "2"])
-    out = capsys.readouterr().out
-    assert code == 0 and "Demo finished" in out
-    assert (tmp_path / "ws" / "datasets" / "faces.parquet").is_file()
-    logs = list((tmp_path / "ws" / "logs").glob("*-demo.log"))
-    assert logs and "Finished in state Completed" in logs[0].read_text()
-
-
 def test_cli_reports_a_bad_source_clearly(tmp_path: Path, capsys):
     code = main(["--workspace", str(tmp_path / "ws"), "ingest", str(tmp_path / "nothing")])
     assert code == 2

@@ -57,9 +57,13 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path):
 
 def test_nested_flows_in_one_process_share_the_hold(tmp_path: Path):
     """nightly holds the lock and runs generate/validate, which take it again."""
-    with workspace_lock(tmp_path, "nightly", timeout=0):
-        with workspace_lock(tmp_path, "generate", timeout=0):
+    with workspace_lock(tmp_path, "nightly", timeout=0, reentrant=True):
+        with workspace_lock(tmp_path, "generate", timeout=0, reentrant=True):
             pass
+        # A strict lock (a generator's training folder) refuses even its own process.
+        with pytest.raises(WorkspaceBusyError, match="in use by nightly"):
+            with workspace_lock(tmp_path, "strict", timeout=0):
+                pass
         # Still held by the outer block after the inner one left: another process refuses.
         probe = subprocess.run(
             [sys.executable, "-c",

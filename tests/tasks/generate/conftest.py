@@ -64,14 +64,16 @@ def workspace_encoders(root: Path) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def build_generator(root: Path, dest: Path, dims: dict[str, int] | None = None,
-                    nan: bool = False) -> Path:
+                    nan: bool = False, spatial: str = "none") -> Path:
     """A random-init "tiny" generator whose conditions match the workspace's encoders."""
     import torch
 
+    from tasks.generate.config import load_config
     from tasks.generate.model import SketchGenerator
 
     found_dims, versions = workspace_encoders(root)
-    generator = SketchGenerator.build("tiny", {**found_dims, **(dims or {})}, versions, seed=0)
+    config = load_config("tiny").model_copy(update={"spatial_condition": spatial})
+    generator = SketchGenerator.build(config, {**found_dims, **(dims or {})}, versions, seed=0)
     if nan:
         with torch.no_grad():
             generator.unet.conv_out.bias.fill_(float("nan"))

@@ -157,6 +157,22 @@ def test_nan_samples_are_flagged_not_saved_as_good(gen_workspace: Workspace, tmp
     assert run_shard(context, plan.shard_refs[0]).skipped  # a NaN row needs no PNG to check
 
 
+def test_a_spatial_generator_draws_from_each_face_s_photo(base_workspace: Path,
+                                                           tmp_path: Path):
+    """A generator trained with the mugshot as an extra input channel gets that channel at
+    generation too, made the same way as in training, so its sketches are reproducible."""
+    runs = []
+    for name in ("a", "b"):
+        workspace = copy_workspace(base_workspace, tmp_path / name / "ws")
+        grey = build_generator(workspace.root, tmp_path / name / "grey", spatial="grey")
+        assert read_manifest(grey)["spatial_condition"] == "grey"
+        plan = run_all(workspace, grey)
+        rows = storage.read(workspace, SKETCHES).to_pylist()
+        assert len(rows) == plan.items_todo and {r["status"] for r in rows} <= {"ok", "blank"}
+        runs.append(checksums(workspace))
+    assert runs[0] == runs[1]
+
+
 def test_blank_images_are_flagged():
     flat = np.full((16, 16), 200, np.uint8)
     assert classify(flat, True, 2.0)[0] == "blank"

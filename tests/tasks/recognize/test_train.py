@@ -71,6 +71,11 @@ def test_synthetic_adapter_keeps_only_usable_rows(site: dict):
     assert provenance["version"] is not None
 
 
+def test_an_unknown_dataset_name_is_an_error_not_an_empty_training_set(site: dict):
+    with pytest.raises(DataError, match="no dataset 'ds-000000000000'.*none yet"):
+        read_synthetic_sketches(site["workspace"], "ds-000000000000")
+
+
 def test_head_training_reduces_the_loss_and_writes_a_recognizer(site: dict, head_run):
     out = Path(head_run.out)
     assert head_run.examples == {"photo": 2 * IDENTITIES, "synthetic": 2 * IDENTITIES}

@@ -1,0 +1,64 @@
+"""What an ingest would do, without doing it: the dry run of ``nightly`` and ``backfill``.
+
+Reads and hashes every file (cheap next to decoding and face detection) and compares the
+hashes with the stored faces and refusals, so "new" means exactly what ingestion would try.
+Nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from schemas.records import FACES_SCHEMA, QUARANTINE_SCHEMA
+from tasks import storage
+from tasks.ingest.decode import ImageRejected
+from tasks.ingest.run import _read_bytes
+from tasks.ingest.sources import read_source
+from tasks.storage import FACES, QUARANTINE, Workspace
+
+
+class SourcePreview(BaseModel):
+    source: str
+    seen: int = 0
+    new: dict[str, int] = Field(default_factory=dict)  # by kind: photo / sketch
+    known: int = 0
+    already_quarantined: int = 0
+    unreadable: int = 0
+
+    @property
+    def n_new(self) -> int:
+        return sum(self.new.values())
+
+
+def preview_source(workspace: Workspace, source: str | Path, root: str | Path | None = None,
+                   max_file_bytes: int = 64 * 1024 * 1024) -> SourcePreview:
+    items = read_source(source, root)
+    stored = set(storage.read(workspace, FACES, columns=["face_id"], schema=FACES_SCHEMA)
+                 .column("face_id").to_pylist())
+    refused = set(storage.read(workspace, QUARANTINE, columns=["sha256"],
+                               where="sha256 IS NOT NULL", schema=QUARANTINE_SCHEMA)
+                  .column("sha256").to_pylist())
+    preview = SourcePreview(source=str(source), seen=len(items))
+    new: Counter[str] = Counter()
+    for item in items:
+        if item.refusal:
+            preview.unreadable += 1
+            continue
+        try:
+            sha = hashlib.sha256(_read_bytes(item, max_file_bytes)).hexdigest()
+        except ImageRejected:
+            preview.unreadable += 1
+            continue
+        if sha in stored:
+            preview.known += 1
+        elif sha in refused:
+            preview.already_quarantined += 1
+        else:
+            new[item.kind] += 1
+            stored.add(sha)  # a second copy in the same source is a duplicate, not new
+    preview.new = dict(new)
+    return preview
