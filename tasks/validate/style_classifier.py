@@ -20,6 +20,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -32,7 +33,7 @@ from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 from tasks.validate.vectors import VectorSource, checked_encoder, to_aligned
 
-CODE_VERSION = "softmax-2"
+CODE_VERSION = "softmax-3"
 MAX_EXAMPLES_PER_STYLE = 200
 # Each example is also drawn from this many jittered copies of its photo (small rotation,
 # scale, shift, a mirror), like the generator's own training augmentation: generated sketches
@@ -244,6 +245,47 @@ def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, classes: 
 # --------------------------------------------------------------------------- train or load
 
 
+def _feature_cache(workspace: Workspace, style: Style, size: int, encoder) -> Path:
+    """One file per (style source, size, image encoder): example features by face id, so a
+    gallery that grows by a few faces encodes only those, not every example again."""
+    key = json.dumps({"code": CODE_VERSION, "size": size, "encoder": encoder.version,
+                      "source": style.source.model_dump(mode="json")}, sort_keys=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return workspace.root / CACHE_DIR / "features" / f"{name}.npz"
+
+
+def _read_features(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return dict(zip(stored["ids"].tolist(), stored["features"], strict=True))
+    except (OSError, ValueError, KeyError):
+        return {}  # missing or damaged: recomputed, not trusted
+
+
+def _encode_examples(workspace: Workspace, style: Style, ids: list[str], size: int,
+                     encoder) -> dict[str, np.ndarray]:
+    """(1 + AUGMENTED_COPIES, dim) features per face: the example and its augmented copies."""
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), ENCODE_CHUNK):
+        part = ids[start:start + ENCODE_CHUNK]
+        rows = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
+                            where=storage.where_in("face_id", part))
+        crops = dict(zip(rows.column("face_id").to_pylist(),
+                         rows.column("aligned_png").to_pylist(), strict=True))
+        batch = []
+        for face in part:
+            crop = decode_png(crops[face])
+            # Face ids are content hashes: the augmentation depends on the face alone.
+            rng = np.random.default_rng(int(hashlib.sha256(face.encode()).hexdigest()[:15], 16))
+            copies = [crop] + [augment(crop, rng, mirror=k % 2 == 0)
+                               for k in range(AUGMENTED_COPIES)]
+            batch += [example_image(style, c, size) for c in copies]
+        vectors = np.asarray(encoder.encode(np.stack(batch)), np.float32)
+        per_face = vectors.reshape(len(part), 1 + AUGMENTED_COPIES, -1)
+        out.update(zip(part, per_face, strict=True))
+    return out
+
+
 def _example_features(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str, Style],
                       encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     classes = sorted(plan.examples)
@@ -251,29 +293,24 @@ def _example_features(workspace: Workspace, plan: ExamplePlan, registry: Mapping
     example = 0
     for label, name in enumerate(classes):
         ids = plan.examples[name]
-        for start in range(0, len(ids), ENCODE_CHUNK):
-            part = ids[start:start + ENCODE_CHUNK]
-            rows = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
-                                where=storage.where_in("face_id", part))
-            crops = dict(zip(rows.column("face_id").to_pylist(),
-                             rows.column("aligned_png").to_pylist(), strict=True))
-            batch = []
-            for face in part:
-                crop = decode_png(crops[face])
-                rng = np.random.default_rng(int(face[:15], 16) if _is_hex(face) else example)
-                copies = [crop] + [augment(crop, rng, mirror=k % 2 == 0)
-                                   for k in range(AUGMENTED_COPIES)]
-                batch += [example_image(registry[name], c, plan.size) for c in copies]
-                groups += [example] * len(copies)
-                example += 1
-            features.append(np.asarray(encoder.encode(np.stack(batch)), np.float32))
-            labels += [label] * len(batch)
+        path = _feature_cache(workspace, registry[name], plan.size, encoder)
+        cached = _read_features(path)
+        missing = [face for face in ids if face not in cached]
+        if missing:
+            cached.update(_encode_examples(workspace, registry[name], missing, plan.size,
+                                           encoder))
+            kept = sorted(cached)
+            buffer = io.BytesIO()
+            np.savez(buffer, ids=np.array(kept), features=np.stack([cached[k] for k in kept]))
+            storage.write_bytes_atomic(buffer.getvalue(), path)
+        for face in ids:
+            copies = cached[face]
+            features.append(copies)
+            labels += [label] * len(copies)
+            groups += [example] * len(copies)
+            example += 1
     return (np.concatenate(features), np.asarray(labels, np.int64),
             np.asarray(groups, np.int64), classes)
-
-
-def _is_hex(value: str) -> bool:
-    return all(ch in "0123456789abcdef" for ch in value[:15]) and len(value) >= 15
 
 
 def cache_path(workspace: Workspace, fingerprint: str):

@@ -64,3 +64,44 @@ def test_histogram_draws_bars_and_threshold_lines():
                         bounds=(0.0, 1.0))
     assert svg.startswith("<svg") and svg.count('class="bar"') == 3
     assert 'class="thr"' in svg and ">min<" in svg and "(n=4)" in svg
+
+
+def test_a_growing_gallery_encodes_only_its_new_examples(sketch_workspace):
+    """Example features are cached per face: a night that adds faces pays for those alone."""
+    from schemas.encoders import EncoderSpec
+    from tasks.encoders import load
+    from tasks.styles.registry import load_styles
+
+    class Counting:
+        """The real encoder, counting the images it is asked to encode."""
+
+        def __init__(self, encoder):
+            self.encoder, self.version, self.images = encoder, encoder.version, 0
+
+        def encode(self, images):
+            self.images += len(images)
+            return self.encoder.encode(images)
+
+    import shutil
+
+    shutil.rmtree(sketch_workspace.root / sc.CACHE_DIR, ignore_errors=True)  # validated before
+    registry = load_styles()
+    encoder = Counting(load(EncoderSpec(role="image", name="effnet-lite0")))
+    plan = sc.plan_examples(sketch_workspace, registry, encoder.version, 64)
+    first = sc._example_features(sketch_workspace, plan, registry, encoder)
+    copies = 1 + sc.AUGMENTED_COPIES
+    assert encoder.images == copies * sum(len(ids) for ids in plan.examples.values())
+
+    encoder.images = 0
+    again = sc._example_features(sketch_workspace, plan, registry, encoder)
+    assert encoder.images == 0
+    np.testing.assert_array_equal(first[0], again[0])
+
+    # One example fewer in a style (as if it were new): only that one is encoded again.
+    cache = sc._feature_cache(sketch_workspace, registry["xdog-lines"], 64, encoder)
+    stored = dict(np.load(cache))
+    np.savez(cache, ids=stored["ids"][1:], features=stored["features"][1:])
+    encoder.images = 0
+    third = sc._example_features(sketch_workspace, plan, registry, encoder)
+    assert encoder.images == copies
+    np.testing.assert_allclose(first[0], third[0], atol=1e-5)
