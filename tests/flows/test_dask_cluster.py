@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from distributed import Client
 
-from data_contracts.thresholds import THRESHOLDS_FILE
 from flows.generate import generate
 from flows.validate import validate
 from tasks import storage
@@ -34,6 +32,7 @@ from tasks.validate import publish
 
 from ..conftest import REPO
 from ..tasks.generate.conftest import STEPS, STYLES, copy_workspace
+from .conftest import accept_all_thresholds
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -164,21 +163,6 @@ def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
         _stop(processes[:1])
 
 
-def _permissive_thresholds(path: Path) -> Path:
-    """The reviewed thresholds, opened up so a random-init 16-pixel generator's sketches can
-    be published: the test is about equal datasets, not about sketch quality."""
-    loose = yaml.safe_load(THRESHOLDS_FILE.read_text())
-    loose["sketches"].update(
-        min_identity_similarity=-1.0, min_share_identity=0.0, min_identity_margin=-2.0,
-        min_share_margin=0.0, max_share_wrong_style=1.0, min_pixel_std=0.0,
-        max_saturated_share=1.0, max_colour_deviation=255.0, min_contrast=0.0,
-        min_neighbour_correlation=-1.0, max_share_unhealthy=1.0,
-        max_mean_pairwise_similarity=1.0, min_mean_pairwise_similarity=-1.0,
-        min_share_diverse_groups=0.0)
-    path.write_text(yaml.safe_dump(loose))
-    return path
-
-
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """What ``OMP_NUM_THREADS=count`` does for a fresh process, for this (already started)
@@ -215,7 +199,7 @@ def test_shards_on_a_dask_cluster_publish_the_local_dataset(
         dask_cluster: Cluster, embedded: Path, generator: Path,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     address = dask_cluster.address
-    thresholds = _permissive_thresholds(tmp_path / "thresholds.yaml")
+    thresholds = accept_all_thresholds(tmp_path / "thresholds.yaml")
 
     local = copy_workspace(embedded, tmp_path / "local")
     with torch_threads(THREADS):

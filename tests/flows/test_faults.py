@@ -25,7 +25,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
 
 from flows.generate import generate
 from flows.validate import validate
@@ -49,6 +48,7 @@ from tasks.styles.registry import StyleError
 from tasks.validate import publish
 
 from ..tasks.generate.conftest import STEPS, STYLES, copy_workspace, workspace_encoders
+from .conftest import accept_all_thresholds
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -58,14 +58,6 @@ OPTIONS = {"styles": list(STYLES), "samples_per_face": 2, "shard_size": 4, "step
            "batch_size": 2, "device": "cpu"}
 SHARDS = 6
 # Loosened so that the random generator's sketches pass: identity, style, health, diversity.
-PERMISSIVE = {
-    "min_identity_similarity": -1.0, "min_share_identity": 0.0, "min_identity_margin": -2.0,
-    "min_share_margin": 0.0, "max_share_wrong_style": 1.0, "min_pixel_std": 0.0,
-    "max_saturated_share": 1.0, "max_colour_deviation": 255.0, "min_contrast": 0.0,
-    "min_neighbour_correlation": -1.0, "max_share_unhealthy": 1.0,
-    "max_mean_pairwise_similarity": 1.0, "min_mean_pairwise_similarity": -1.0,
-    "min_share_diverse_groups": 0.0,
-}
 DISK_FULL = "disk full: no space left on device"
 
 
@@ -75,11 +67,7 @@ DISK_FULL = "disk full: no space left on device"
 @pytest.fixture(scope="module")
 def thresholds(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The reviewed thresholds file with the sketch numbers loosened for a random generator."""
-    reviewed = yaml.safe_load((REPO / "data_contracts" / "thresholds.yaml").read_text())
-    reviewed["sketches"].update(PERMISSIVE)
-    path = tmp_path_factory.mktemp("thresholds") / "permissive.yaml"
-    path.write_text(yaml.safe_dump(reviewed))
-    return str(path)
+    return str(accept_all_thresholds(tmp_path_factory.mktemp("thresholds") / "accept.yaml"))
 
 
 @pytest.fixture(scope="module")

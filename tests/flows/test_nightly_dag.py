@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from data_contracts.thresholds import THRESHOLDS_FILE
 from flows.backfill import backfill
 from flows.nightly import NightlyRejectedError, nightly
 from flows.validate import ContractsFailedError
@@ -27,6 +25,7 @@ from tasks.styles.registry import StyleError
 from tasks.validate import publish
 
 from ..tasks.generate.conftest import STYLES, TEXT_SPEC, build_generator, write_style_files
+from .conftest import accept_all_thresholds
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -39,21 +38,6 @@ def _fast_sampling(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"STEPS": "2", "BATCH_SIZE": "4", "SHARD_SIZE": "8", "DEVICE": "cpu",
                        "SAMPLES_PER_FACE": "2"}.items():
         monkeypatch.setenv(f"CLIP4SKETCH_GENERATE_{key}", value)
-
-
-def accept_all(path: Path) -> Path:
-    """Thresholds that accept every sketch that has a picture: any sketch set is published
-    with all its sketches, as a recognizer trained on the night's version needs."""
-    loose = yaml.safe_load(THRESHOLDS_FILE.read_text())
-    loose["sketches"].update(
-        min_identity_similarity=-1.0, min_share_identity=0.0, min_identity_margin=-2.0,
-        min_share_margin=0.0, max_share_wrong_style=1.0, min_pixel_std=0.0,
-        max_saturated_share=1.0, max_colour_deviation=255.0, min_contrast=0.0,
-        min_neighbour_correlation=-1.0, max_share_unhealthy=1.0,
-        max_mean_pairwise_similarity=1.0, min_mean_pairwise_similarity=-1.0,
-        min_share_diverse_groups=0.0)
-    path.write_text(yaml.safe_dump(loose))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +87,7 @@ def test_a_night_without_generator_ingests_embeds_and_says_how_to_continue(
 
 def test_full_night_publishes_and_a_quiet_night_does_nothing_new(source: Path, tmp_path: Path):
     workspace = _first_night(source, tmp_path / "ws")
-    thresholds = str(accept_all(tmp_path / "t.yaml"))
+    thresholds = str(accept_all_thresholds(tmp_path / "t.yaml"))
 
     night = nightly(sources=_sources(source), workspace=str(workspace.root),
                     styles=[NIGHT_STYLE], thresholds=thresholds)
@@ -185,9 +169,10 @@ def test_backfill_refuses_unknown_style_or_generator_before_any_work(
 
 def test_night_trains_and_evaluates_when_configured(source: Path, tmp_path: Path):
     workspace = _first_night(source, tmp_path / "ws")
+    thresholds = str(accept_all_thresholds(tmp_path / "t.yaml"))
     night = nightly(sources=_sources(source), workspace=str(workspace.root),
-                    styles=[NIGHT_STYLE], thresholds=str(accept_all(tmp_path / "t.yaml")),
-                    train_recognizer_steps=3, evaluate_pairs=str(source / MANIFEST_NAME))
+                    styles=[NIGHT_STYLE], thresholds=thresholds, train_recognizer_steps=3,
+                    evaluate_pairs=str(source / MANIFEST_NAME))
     assert night.stages.records["train"].status == "done"
     metrics = json.loads(Path(night.evaluation).read_text())
     assert set(metrics["recognizers"]) >= {"baseline"} and len(metrics["recognizers"]) == 2
