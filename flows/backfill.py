@@ -12,8 +12,13 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.common import hold_workspace, resolve, write_run_record
-from flows.stages import Published, Stages, encoder_options, generate_and_publish
-from flows.stages import generation_preview as _preview
+from flows.stages import (
+    Published,
+    Stages,
+    encoder_options,
+    generate_and_publish,
+    generation_preview,
+)
 from schemas.encoders import EncoderSpec
 from tasks.runtime import current_run_id
 
@@ -65,7 +70,7 @@ def backfill(
                             generator=str(path), dry_run=dry_run)
     stages = report.stages
     if dry_run:
-        stages.plan("generate", _preview(settings, ws, path, names))
+        stages.plan("generate", generation_preview(settings, ws, path, names))
         stages.plan("validate", "metrics and contracts of this generator's sketches (every "
                                 "style); publish if every contract holds")
         print("\n".join(["backfill --dry-run: nothing changed. It would:", *stages.lines()]))
