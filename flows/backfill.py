@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from flows.common import hold_workspace, resolve, write_run_record
 from flows.stages import (
+    DatasetRejectedError,
     Published,
     Stages,
     encoder_options,
@@ -34,12 +35,8 @@ class BackfillReport(BaseModel):
     run_record: str | None = None
 
 
-class BackfillRejectedError(RuntimeError):
-    """The backfilled dataset broke a contract and was not published (``report``: stages)."""
-
-    def __init__(self, message: str, report: BackfillReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
+class BackfillRejectedError(DatasetRejectedError):
+    """The backfilled dataset broke a contract and was not published."""
 
 
 @flow(name="backfill", log_prints=True)
@@ -90,7 +87,7 @@ def backfill(
                                   {"styles": names, "generator": str(path),
                                    "thresholds": thresholds,
                                    "generation": settings.generate.model_dump(mode="json")},
-                                  reports, stages=stages)
+                                  reports, summary=stages.summary())
         report.run_record = str(record)
     print("\n".join([f"backfill {run_id}:", *stages.lines(), f"run manifest: {record}"]))
     if report.published.rejected:

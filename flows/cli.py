@@ -178,42 +178,40 @@ def _print_stages(title: str, report) -> None:
         print(f"report: {validation.report_path}")
 
 
-def cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.nightly import NightlyRejectedError, nightly
+def _run_and_report(name: str, run, dry_run: bool) -> int:
+    """Run a publishing flow (nightly, backfill) and print its stages, rejected or not."""
+    from flows.stages import DatasetRejectedError
 
     try:
-        report = nightly(
-            sources=args.sources, workspace=str(args.workspace), root=args.root,
-            pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined,
-            generator=args.generator, styles=args.style or None, thresholds=args.thresholds,
-            train_recognizer_steps=args.train_recognizer_steps,
-            evaluate_pairs=args.evaluate_pairs, evaluate_root=args.evaluate_root,
-            dry_run=args.dry_run, **_specs(args))
-    except NightlyRejectedError as error:
+        report = run()
+    except DatasetRejectedError as error:
         if error.report is not None:
-            _print_stages(f"nightly {error.report.run_id}:", error.report)
+            _print_stages(f"{name} {error.report.run_id}:", error.report)
         print(f"not published: {error}", file=sys.stderr)
         return 1
-    _print_stages("nightly --dry-run: nothing changed. It would:" if args.dry_run
-                  else f"nightly {report.run_id}:", report)
+    _print_stages(f"{name} --dry-run: nothing changed. It would:" if dry_run
+                  else f"{name} {report.run_id}:", report)
     return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.nightly import nightly
+
+    return _run_and_report("nightly", lambda: nightly(
+        sources=args.sources, workspace=str(args.workspace), root=args.root,
+        pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined,
+        generator=args.generator, styles=args.style or None, thresholds=args.thresholds,
+        train_recognizer_steps=args.train_recognizer_steps,
+        evaluate_pairs=args.evaluate_pairs, evaluate_root=args.evaluate_root,
+        dry_run=args.dry_run, **_specs(args)), args.dry_run)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from flows.backfill import BackfillRejectedError, backfill
+    from flows.backfill import backfill
 
-    try:
-        report = backfill(styles=args.style, generator=args.generator,
-                          workspace=str(args.workspace), thresholds=args.thresholds,
-                          dry_run=args.dry_run, **_specs(args))
-    except BackfillRejectedError as error:
-        if error.report is not None:
-            _print_stages(f"backfill {error.report.run_id}:", error.report)
-        print(f"not published: {error}", file=sys.stderr)
-        return 1
-    _print_stages("backfill --dry-run: nothing changed. It would:" if args.dry_run
-                  else f"backfill {report.run_id}:", report)
-    return 0
+    return _run_and_report("backfill", lambda: backfill(
+        styles=args.style, generator=args.generator, workspace=str(args.workspace),
+        thresholds=args.thresholds, dry_run=args.dry_run, **_specs(args)), args.dry_run)
 
 
 DEMO_GENERATION = {"STEPS": "20", "SAMPLES_PER_FACE": "2"}
@@ -569,6 +567,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that name what the user should fix, by module and class. Looked up among modules
+# already imported: an error can only come from a module that ran, and importing torch or
+# diffusers just to format a one-line message would cost seconds.
+USER_ERRORS = (
+    ("tasks.encoders.base", "EncoderError"),
+    ("tasks.generate.conditions", "ConditionError"),
+    ("tasks.generate.config", "ConfigError"),
+    ("tasks.generate.model", "GeneratorLoadError"),
+    ("tasks.ingest.sources", "ManifestError"),
+    ("tasks.locking", "WorkspaceBusyError"),
+    ("tasks.styles.registry", "StyleError"),
+    ("tasks.styles.rendered_dataset", "RenderError"),
+)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    kinds = tuple(getattr(sys.modules[module], name) for module, name in USER_ERRORS
+                  if module in sys.modules)
+    return bool(kinds) and isinstance(error, kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.workspace = _workspace(args)
@@ -580,20 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # the flow already logged the traceback
-        from tasks.encoders.base import EncoderError
-        from tasks.generate.conditions import ConditionError
-        from tasks.generate.config import ConfigError
-        from tasks.generate.model import GeneratorLoadError, GeneratorMismatchError
-        from tasks.ingest.sources import ManifestError
-        from tasks.locking import WorkspaceBusyError
-        from tasks.styles.registry import StyleError
-        from tasks.styles.rendered_dataset import RenderError
-
         # Mistakes the user fixes (a path, a name, a setting): one line that says what to fix,
         # not a traceback. Anything else is a bug and keeps its traceback.
-        if isinstance(error, ManifestError | EncoderError | FileNotFoundError
-                      | WorkspaceBusyError | StyleError | ConfigError | ConditionError
-                      | GeneratorLoadError | GeneratorMismatchError | RenderError):
+        if isinstance(error, FileNotFoundError) or _is_user_error(error):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise

@@ -60,9 +60,10 @@ def table_versions(workspace: Workspace) -> dict[str, int | None]:
 
 
 def write_run_record(workspace: Workspace, flow: str, run_id: str, parameters: dict[str, Any],
-                     reports: dict[str, BaseModel], stages: BaseModel | None = None) -> Path:
+                     reports: dict[str, BaseModel],
+                     summary: dict[str, Any] | None = None) -> Path:
     """The run manifest, ``runs/<flow>-<run id>.json``: inputs, code and table versions,
-    counts and seconds per stage (``stages``), and each stage's full report."""
+    status, counts and seconds per stage (``summary``), and each stage's full report."""
     record = {
         "flow": flow,
         "run_id": run_id,
@@ -70,7 +71,7 @@ def write_run_record(workspace: Workspace, flow: str, run_id: str, parameters: d
         "parameters": parameters,
         "code": code_version(),
         "table_versions": table_versions(workspace),
-        "summary": stages.model_dump(mode="json")["records"] if stages is not None else None,
+        "summary": summary,
         "stages": {name: report.model_dump(mode="json") for name, report in reports.items()},
     }
     path = workspace.root / "runs" / f"{flow}-{run_id}.json"

@@ -20,7 +20,13 @@ from pydantic import BaseModel, Field
 
 from flows.artifacts import embed_markdown, ingest_markdown, publish, quarantine_rows
 from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
-from flows.stages import Published, Stages, generate_and_publish, generation_preview
+from flows.stages import (
+    DatasetRejectedError,
+    Published,
+    Stages,
+    generate_and_publish,
+    generation_preview,
+)
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings
 from tasks.embed import EmbedReport, embed_task
@@ -42,13 +48,8 @@ class NightlyReport(BaseModel):
     run_record: str | None = None
 
 
-class NightlyRejectedError(RuntimeError):
-    """The night ran, but its dataset broke a contract and was not published; ``report``
-    holds every stage, for a caller that prints them."""
-
-    def __init__(self, message: str, report: NightlyReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
+class NightlyRejectedError(DatasetRejectedError):
+    """The night ran, but its dataset broke a contract and was not published."""
 
 
 def _generator(settings: Settings, ws: Workspace, given: str | None) -> tuple[Path | None, str]:
@@ -148,7 +149,7 @@ def nightly(
     finally:
         # Written on failure too: the manifest of a failed night says how far it got.
         record = write_run_record(ws, "nightly", run_id, parameters, _reports(report),
-                                  stages=stages)
+                                  summary=stages.summary())
         report.run_record = str(record)
         _publish_summary(ws, report)
     print("\n".join([f"nightly {run_id}:", *stages.lines(), f"run manifest: {record}"]))
@@ -177,7 +178,7 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
     if generator is None:
         stages.skip("generate", why_not)
         return
-    encoders = {"identity_encoder": specs[0], "image_encoder": specs[1]}
+    encoders = {f"{spec.role}_encoder": spec for spec in specs}
     report.published = generate_and_publish(stages, settings, ws, generator, styles,
                                             thresholds, encoders)
     outcome = report.published.validation

@@ -55,9 +55,22 @@ class Stages(BaseModel):
     def plan(self, name: str, what: str) -> None:
         self.records[name] = StageRecord(status="planned", detail=what)
 
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Stage -> status, seconds, detail: the run manifest's ``summary``."""
+        return {name: r.model_dump(mode="json") for name, r in self.records.items()}
+
     def lines(self) -> list[str]:
         return [f"{name:10} {r.status:8} {r.seconds:8.1f} s  {r.detail}"
                 for name, r in self.records.items()]
+
+
+class DatasetRejectedError(RuntimeError):
+    """A run (nightly, backfill) ran through, but its dataset broke a contract and was not
+    published; ``report`` holds every stage, for a caller that prints them."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class Published(BaseModel):

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.records import FACES_SCHEMA
+from schemas.records import ALIGNED_SIZE, FACES_SCHEMA
 from tasks import storage
 from tasks.recognize.recognizer import encoder_vectors, read_crops
 from tasks.storage import FACES, SKETCHES, Workspace
@@ -34,7 +34,6 @@ SKETCH_KINDS: tuple[ExampleKind, ...] = ("sketch", "synthetic")
 # The columns of a generated-sketch table this module relies on, nothing more, so the
 # generator's schema can grow without breaking training.
 SYNTHETIC_COLUMNS = ("sketch_id", "face_id", "identity_id", "style", "png_path", "status")
-ALIGNED = 112
 # Salt so batch sampling's stream is unrelated to the per-step torch seed (same (seed, step)).
 _BATCH_SALT = 0xBA7C_4EC0
 
@@ -244,9 +243,9 @@ def to_aligned(image: np.ndarray) -> np.ndarray:
 
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[:2] != (ALIGNED, ALIGNED):
-        shrink = image.shape[0] > ALIGNED
-        image = cv2.resize(image, (ALIGNED, ALIGNED),
+    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+        shrink = image.shape[0] > ALIGNED_SIZE
+        image = cv2.resize(image, (ALIGNED_SIZE, ALIGNED_SIZE),
                            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return np.ascontiguousarray(image, dtype=np.uint8)
 
@@ -255,7 +254,7 @@ def load_crops(workspace: Workspace, examples: Sequence[Example]) -> np.ndarray:
     """Aligned crops for the examples, in order, whichever way each one holds its pixels."""
     import cv2
 
-    crops = np.zeros((len(examples), ALIGNED, ALIGNED, 3), np.uint8)
+    crops = np.zeros((len(examples), ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
     stored = [i for i, e in enumerate(examples) if e.crop is None and e.face_id]
     if stored:
         crops[stored] = read_crops(workspace, [examples[i].face_id for i in stored])

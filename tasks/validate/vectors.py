@@ -20,12 +20,12 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.encoders import EncoderSpec
+from schemas.records import ALIGNED_SIZE
 from schemas.validation import Reason
 from tasks import storage
 from tasks.embed import encoder_slug, stored_versions, table_dim, vector_matrix
 from tasks.storage import Workspace
 
-ALIGNED = 112
 FILTER_CHUNK = 500
 
 
@@ -152,9 +152,9 @@ def to_aligned(image: np.ndarray) -> np.ndarray:
     """
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[:2] != (ALIGNED, ALIGNED):
-        shrink = image.shape[0] > ALIGNED
-        image = cv2.resize(image, (ALIGNED, ALIGNED),
+    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+        shrink = image.shape[0] > ALIGNED_SIZE
+        image = cv2.resize(image, (ALIGNED_SIZE, ALIGNED_SIZE),
                            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return np.ascontiguousarray(image, dtype=np.uint8)
 
