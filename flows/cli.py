@@ -387,9 +387,10 @@ def cmd_render_sketches(args: argparse.Namespace) -> int:
 
 
 def cmd_make_manifest(args: argparse.Namespace) -> int:
-    from tasks.ingest.sources import write_cuhk_manifest
+    from tasks.ingest.sources import MANIFEST_LAYOUTS
 
-    rows = write_cuhk_manifest(Path(args.source), Path(args.out), style=args.style)
+    writer = MANIFEST_LAYOUTS[args.layout]
+    rows = writer(Path(args.source), Path(args.out), style=args.style)
     print(f"wrote {rows} pairs to {args.out}; ingest it with:\n"
           f"  clip4sketch ingest {args.out} --root {Path(args.source).resolve()}")
     return 0
@@ -557,10 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     recognizer.add_argument("--checkpoint-every", type=int, default=100)
     _encoder_options(recognizer, ("identity",))
     manifest = add("make-manifest", cmd_make_manifest,
-                   "write a pairs manifest for a known dataset layout (CUHK)")
-    manifest.add_argument("source", help="dataset folder (CUHK: photos/ and sketches/)")
+                   "write a pairs manifest for a known dataset layout (CUHK, CUFSF)")
+    manifest.add_argument("source", help="dataset folder (photos/ and sketches/)")
     manifest.add_argument("out", help="manifest CSV to write")
-    manifest.add_argument("--layout", choices=["cuhk"], default="cuhk")
+    manifest.add_argument("--layout", choices=["cuhk", "cufsf"], default="cuhk",
+                          help="cuhk: sketches/NAME-sz1.jpg; cufsf: sketches/NAME.jpg")
     manifest.add_argument("--style", default="artist", help="style name of the real sketches")
     add("encoders", cmd_encoders, "list the registered encoders")
     add("status", cmd_status, "list the workspace's tables and row counts")

@@ -196,3 +196,26 @@ def write_cuhk_manifest(cuhk: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE
             writer.writerow([photo.stem, str(photo.resolve()),
                              str(sketch.resolve()) if sketch.exists() else "", style])
     return len(photos)
+
+
+def write_cufsf_manifest(cufsf: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE) -> int:
+    """Pairs manifest for the CUFSF layout: photos/NAME.jpg with sketches/NAME.jpg.
+
+    CUFSF's sketches are by other artists than CUHK's; give them their own ``style`` label
+    (e.g. ``cufsf-artist``) so a generator can learn the two apart.
+    """
+    photos = sorted((cufsf / "photos").glob("*.jpg"))
+    if not photos:
+        raise ManifestError(f"{cufsf}/photos has no .jpg files: not the CUFSF layout")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["identity_id", "photo_path", "sketch_path", "style"])
+        for photo in photos:
+            sketch = cufsf / "sketches" / photo.name
+            writer.writerow([photo.stem, str(photo.resolve()),
+                             str(sketch.resolve()) if sketch.exists() else "", style])
+    return len(photos)
+
+
+MANIFEST_LAYOUTS = {"cuhk": write_cuhk_manifest, "cufsf": write_cufsf_manifest}
