@@ -17,6 +17,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.artifacts import ingest_markdown
 from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
+from tasks.evaluate.bootstrap import N_RESAMPLES
+from tasks.evaluate.gallery import DEFAULT_ANN_THRESHOLD
 from tasks.evaluate.metrics import far_key
 from tasks.evaluate.run import EvaluateReport, EvaluateRequest, evaluate_task
 from tasks.evaluate.scoring import FARS, RANKS
@@ -33,6 +35,9 @@ def metrics_rows(report: EvaluateReport) -> list[dict[str, Any]]:
         row.update({f"rank{k}": round(s[f"rank{k}"], 4) for k in RANKS})
         row.update({f"tar@far={far_key(f)}": round(s["tar_at_far"][far_key(f)], 4)
                     for f in FARS})
+        if s.get("ci95"):
+            row["rank1_ci95"] = [round(v, 4) for v in s["ci95"]["rank1"]]
+            row["tar@far=1e-02_ci95"] = [round(v, 4) for v in s["ci95"]["tar_at_far"]["1e-02"]]
         row.update(eer=round(s["eer"], 4), probes=s["n_probes"],
                    failed_probes=s["n_failed_probes"], gallery=s["n_gallery"],
                    search=s["search"]["mode"], ann_recall=s.get("ann_recall_at_k"))
@@ -69,16 +74,20 @@ def evaluate(
     workspace: str | None = None,
     root: str | None = None,
     distractors_root: str | None = None,
-    ann_threshold: int = 50_000,
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD,
     split: str | None = None,
     split_part: str = "test",
     identity_encoder: EncoderSpec | None = None,
     matrix_limit: int = 5_000_000,
     seed: int = 0,
+    bootstrap: int = N_RESAMPLES,
+    keep_galleries: int = 3,
 ) -> EvaluateReport:
     """``recognizers``: "baseline" and/or trained recognizer dirs (default: baseline).
     ``split``: a bundled split name ("cuhk") or CSV; only its ``split_part`` identities are
-    probed. ``root`` / ``distractors_root`` bound where manifest paths may point."""
+    probed. ``root`` / ``distractors_root`` bound where manifest paths may point.
+    ``bootstrap``: probe resamples for the 95 % intervals; ``keep_galleries``: gallery tables
+    of this many runs stay in the workspace, older ones are dropped."""
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     request = EvaluateRequest(
@@ -88,6 +97,7 @@ def evaluate(
         distractors_root=distractors_root, split=split, split_part=split_part,
         identity_encoder=encoder_spec(settings, "identity", identity_encoder),
         ann_threshold=ann_threshold, matrix_limit=matrix_limit, seed=seed,
+        bootstrap=bootstrap, keep_galleries=keep_galleries,
         ingest=settings.ingest, run_id=run_id,
     )
     # Evaluation ingests and embeds its inputs into the workspace: one writer at a time.

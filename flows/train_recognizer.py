@@ -54,9 +54,9 @@ def train_recognizer(
     workspace: str | None = None,
     name: str = "default",
     out: str | None = None,
-    dataset: str | None = None,
-    real_pairs: str | None = None,
-    real_pairs_root: str | None = None,
+    dataset: str | list[str] | None = None,
+    real_pairs: str | list[str] | None = None,
+    real_pairs_root: str | list[str] | None = None,
     include_synthetic: bool = True,
     mode: Mode = "head",
     loss: Loss = "adaface",
@@ -72,10 +72,16 @@ def train_recognizer(
     checkpoint_every: int = 100,
     identity_encoder: EncoderSpec | None = None,
     device: str | None = None,
+    drop_test_identities: bool = False,
+    hidden: int | None = None,
 ) -> TrainRecognizerReport:
-    """``dataset``: a sketches table name or Parquet export (default: the workspace's
-    ``sketches`` table); ``real_pairs``: a pairs manifest of real sketches; ``split``: a
-    bundled split name ("cuhk") or CSV, of which only ``train`` identities are used."""
+    """``dataset``: synthetic sources, one or several: a published version, a sketches table,
+    a Parquet file, an export folder or another workspace (default: the workspace's
+    ``sketches`` table); ``real_pairs``: pairs manifests of real sketches; ``split``: a
+    bundled split name ("cuhk") or CSV, of which only ``train`` identities are used: a
+    source holding its ``test`` identities is refused unless ``drop_test_identities``.
+    ``mode``: head, backbone, or the sketch-side ``procrustes`` / ``adapter`` (these choose
+    their hyper-parameters on a validation part of the training identities)."""
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     request = TrainRecognizerRequest(
@@ -87,6 +93,7 @@ def train_recognizer(
         steps=steps, batch_size=batch_size, samples_per_identity=samples_per_identity,
         lr=lr, seed=seed, resume=resume, split=split, checkpoint_every=checkpoint_every,
         device=device, ingest=settings.ingest, run_id=run_id,
+        drop_test_identities=drop_test_identities, hidden=hidden,
     )
     report = train_recognizer_task(request)
     create_markdown_artifact(markdown=train_recognizer_markdown(report, name),

@@ -5,8 +5,10 @@ distractors; every recognizer sees the very same probes and gallery, so the side
 table compares recognizers and nothing else. Outputs, all under ``out``:
 
     metrics.json    per recognizer: rank-1/5/10/20, TAR@FAR 1e-1/1e-2/1e-3, EER, counts,
-                    how the gallery was searched (exact or ANN + its recall@k)
-    metrics.md      the side-by-side table
+                    how the gallery was searched (exact or ANN + its recall@k), and
+                    ``ci95``: bootstrap 95 % intervals of rank-1 and TAR@FAR (probes
+                    resampled ``bootstrap`` times, seeded; ``tasks/evaluate/bootstrap.py``)
+    metrics.md      the side-by-side table, intervals in brackets
     cmc.png roc.png one curve per recognizer
     scores.parquet  every scored pair (recognizer, probe_id, gallery_id, score, genuine,
                     in_top_k, verification): ``scoring.rebuild`` recomputes every figure
@@ -28,10 +30,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import IngestSettings
-from tasks.evaluate.gallery import table_name
+from tasks.evaluate.bootstrap import N_RESAMPLES, bootstrap_intervals
+from tasks.evaluate.gallery import DEFAULT_ANN_THRESHOLD, prune_galleries, table_name
 from tasks.evaluate.inputs import Entry, EvaluationInputs, collect, split_identities
 from tasks.evaluate.metrics import far_key
-from tasks.evaluate.scoring import FARS, RANKS, Scored, Side, score_recognizer
+from tasks.evaluate.scoring import (
+    FARS,
+    RANKS,
+    Scored,
+    Side,
+    probe_data_from_pairs,
+    score_recognizer,
+)
 from tasks.ingest.run import IngestReport
 from tasks.runtime import retry_transient
 from tasks.storage import Workspace, write_bytes_atomic, write_parquet_atomic
@@ -60,11 +70,16 @@ class EvaluateRequest(BaseModel):
     split: str | None = None
     split_part: str = "test"
     identity_encoder: EncoderSpec
-    ann_threshold: int = Field(default=50_000, ge=0)
+    ann_threshold: int = Field(default=DEFAULT_ANN_THRESHOLD, ge=0)
     # probe x gallery cells scored for verification before switching to a gallery sample
     matrix_limit: int = Field(default=5_000_000, ge=1)
     recall_queries: int = Field(default=1000, ge=1)
     seed: int = 0
+    # probe resamples for the 95 % intervals (0: no intervals)
+    bootstrap: int = Field(default=N_RESAMPLES, ge=0)
+    # gallery tables of this many runs are kept in the workspace (this one included); older
+    # ones are dropped: scores.parquet holds every figure, a gallery table is a cache
+    keep_galleries: int = Field(default=3, ge=0)
     ingest: IngestSettings | None = None
     run_id: str = "local"
 
@@ -86,6 +101,7 @@ class EvaluateReport(BaseModel):
     failures: list[dict[str, Any]]
     ingest: list[IngestReport]
     seconds: float
+    dropped_galleries: list[str] = Field(default_factory=list)
 
 
 def recognizer_names(refs: list[str]) -> list[str]:
@@ -149,6 +165,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _with_interval(value: float, ci: list[float] | None, mark: str = "") -> str:
+    text = f"{value:.3f}{mark}"
+    return text if ci is None else f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def metrics_markdown(summaries: dict[str, dict[str, Any]], header: dict[str, Any]) -> str:
     """The side-by-side table (one row per recognizer) plus what was evaluated."""
     far_cols = [far_key(f) for f in FARS]
@@ -159,13 +180,17 @@ def metrics_markdown(summaries: dict[str, dict[str, Any]], header: dict[str, Any
         "|---|" + "---:|" * (len(RANKS) + len(far_cols) + 3) + "---|",
     ]
     for name, s in summaries.items():
-        tars = [f"{s['tar_at_far'][c]:.3f}" + ("" if s["tar_at_far_resolved"][c] else "*")
+        ci = s.get("ci95")
+        tars = [_with_interval(s["tar_at_far"][c], ci["tar_at_far"][c] if ci else None,
+                               "" if s["tar_at_far_resolved"][c] else "*")
                 for c in far_cols]
         search = s["search"]
         how = (f"{search['index']['index_type']}, recall@{search['k']} "
                f"{search['recall_at_k']:.3f}" if search["mode"] == "ann" else "exact")
         lines.append(
-            f"| {name} | " + " | ".join(_fmt(s[f"rank{k}"]) for k in RANKS) + " | "
+            f"| {name} | " + " | ".join(
+                _with_interval(s["rank1"], ci["rank1"] if ci else None) if k == 1
+                else _fmt(s[f"rank{k}"]) for k in RANKS) + " | "
             + " | ".join(tars) + f" | {s['eer']:.3f} | {s['n_probes']} "
             f"({s['n_failed_probes']}) | {s['n_gallery']} | {how} |")
     notes = [
@@ -180,6 +205,10 @@ def metrics_markdown(summaries: dict[str, dict[str, Any]], header: dict[str, Any
         "`*` TAR at a FAR the impostor count cannot resolve (fewer than 1/FAR impostor "
         "pairs): it is really TAR at FAR 0.",
     ]
+    if header.get("bootstrap"):
+        notes.append(f"[low, high]: 95 % bootstrap interval, probes resampled "
+                     f"{header['bootstrap']} times (seed {header['seed']}); failed probes are "
+                     "resampled like the others.")
     for name, s in summaries.items():
         if s.get("probe_identities_seen_in_training"):
             notes.append(f"**Warning**: `{name}` was trained on "
@@ -231,6 +260,11 @@ def evaluate(request: EvaluateRequest, progress=None) -> EvaluateReport:
             recall_queries=request.recall_queries, seed=request.seed)
         results[name] = scored
         summary = scored.evaluation.summary()
+        if request.bootstrap:
+            summary["ci95"] = bootstrap_intervals(
+                probe_data_from_pairs(scored.pairs, [e.entry_id for e in probes],
+                                      failed_probes, [e.identity_id for e in gallery]),
+                request.bootstrap, request.seed, FARS)
         summary.update(
             recognizer=ref, version=recognizer.version, n_failed_probes=len(failed_probes),
             n_failed_gallery=len(inputs.failed("gallery")), search=scored.search,
@@ -254,7 +288,13 @@ def evaluate(request: EvaluateRequest, progress=None) -> EvaluateReport:
         "failed_gallery_by_reason": inputs.failures_by_reason("gallery"),
         "ignored": inputs.ignored, "ann_threshold": request.ann_threshold,
         "matrix_limit": request.matrix_limit, "identity_encoder": request.identity_encoder.label(),
+        "bootstrap": request.bootstrap, "seed": request.seed,
     }
+    dropped = prune_galleries(workspace, request.keep_galleries, request.run_id)
+    header["dropped_galleries"] = dropped
+    if dropped:
+        say(f"dropped {len(dropped)} gallery tables of older runs (keep_galleries="
+            f"{request.keep_galleries})")
     failures = failure_rows(inputs)
     document = {**header, "recognizers": summaries, "failures": failures[:MAX_LISTED_FAILURES]}
     write_bytes_atomic(json.dumps(document, indent=2, default=str).encode(), out / METRICS_JSON)
@@ -277,6 +317,7 @@ def evaluate(request: EvaluateRequest, progress=None) -> EvaluateReport:
         n_gallery=len(gallery), n_failed_gallery=len(inputs.failed("gallery")),
         recognizers=summaries, failures=failures[:MAX_LISTED_FAILURES],
         ingest=inputs.ingest, seconds=time.perf_counter() - started,
+        dropped_galleries=dropped,
     )
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.evaluate.bootstrap import ProbeData
 from tasks.evaluate.gallery import (
     Candidates,
     build_gallery,
@@ -246,6 +247,32 @@ def evaluation_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
     without = sum(1 for i in [*probe_identities, *failed_identities] if i not in mated)
     return summarise(ranks, genuine_scores, score[check & ~genuine], len(gallery_identities),
                      without)
+
+
+def probe_data_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
+                          failed_identities: Sequence[str],
+                          gallery_identities: Sequence[str]) -> ProbeData:
+    """Per-probe hits and verification pairs for ``bootstrap``; the same reading of the
+    scores table as ``evaluation_from_pairs``, failed probes appended after the usable ones.
+    """
+    index_of = {probe: i for i, probe in enumerate(probe_ids)}
+    probe_index = np.array([index_of[p] for p in pairs.column("probe_id").to_pylist()],
+                           dtype=np.int64)
+    score = pairs.column("score").to_numpy()
+    genuine = pairs.column("genuine").to_numpy(zero_copy_only=False)
+    top = pairs.column("in_top_k").to_numpy(zero_copy_only=False)
+    check = pairs.column("verification").to_numpy(zero_copy_only=False)
+    ranks = ranks_from_pairs(probe_index[top], score[top], genuine[top], len(probe_ids))
+    hit = np.concatenate([ranks <= 1, np.zeros(len(failed_identities), bool)])
+    per_identity = Counter(gallery_identities)
+    failed_probe = np.array([len(probe_ids) + j for j, identity in enumerate(failed_identities)
+                             for _ in range(per_identity.get(identity, 0))], dtype=np.int64)
+    return ProbeData(
+        hit=hit,
+        genuine=np.concatenate([score[check & genuine], np.full(len(failed_probe),
+                                                                FAILED_SCORE)]),
+        genuine_probe=np.concatenate([probe_index[check & genuine], failed_probe]),
+        impostor=score[check & ~genuine], impostor_probe=probe_index[check & ~genuine])
 
 
 # --------------------------------------------------------------------------- files

@@ -144,6 +144,73 @@ def synthetic_examples(workspace: Workspace, rows: pa.Table,
     ]
 
 
+def synthetic_source(workspace: Workspace, source: str | None,
+                     ) -> tuple[list[Example], dict[str, Any]]:
+    """Examples of one synthetic (or rendered) sketch source, wherever it lives.
+
+    ``source`` is what ``read_synthetic_sketches`` takes (a published version, a table,
+    a ``.parquet`` file; PNG paths relative to the workspace, else to the Parquet's folder),
+    or a folder: an ``export`` of a published version (``manifest.parquet`` with
+    ``png_path`` and ``face_png_path`` relative to it: sketches *and* the mugshots they were
+    drawn from), or another workspace (its ``sketches`` table and the photos in its faces
+    table). A folder brings its own photos, so sketches generated elsewhere train here
+    without re-ingesting their mugshots.
+    """
+    folder = Path(source).expanduser() if source else None
+    if folder is not None and folder.is_dir():
+        if (folder / "manifest.parquet").is_file():
+            return _export_examples(folder.resolve())
+        if (folder / "lancedb").is_dir():
+            return _workspace_examples(Workspace.open(folder))
+        raise DataError(f"{folder} is a folder but neither an export (manifest.parquet) nor "
+                        "a workspace (lancedb/)")
+    rows, provenance = read_synthetic_sketches(workspace, source)
+    base = workspace.root
+    if provenance["kind"] == "parquet" and rows.num_rows:
+        first = rows.column("png_path")[0].as_py()
+        beside = Path(provenance["path"]).parent
+        if not (base / first).is_file() and (beside / first).is_file():
+            base = beside
+    examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(source or SKETCHES),
+                        png_path=base / r["png_path"])
+                for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()]
+    return examples, provenance
+
+
+def _export_examples(folder: Path) -> tuple[list[Example], dict[str, Any]]:
+    manifest = folder / "manifest.parquet"
+    rows = storage.read_parquet(manifest)
+    missing = [c for c in ("sketch_id", "identity_id", "png_path") if c not in rows.column_names]
+    if missing:
+        raise DataError(f"{manifest} lacks column(s) {', '.join(missing)}")
+    examples: list[Example] = []
+    photos: dict[str, Example] = {}
+    for r in rows.to_pylist():
+        if r.get("status", "ok") != "ok" or not r["png_path"]:
+            continue
+        examples.append(Example(r["identity_id"], "synthetic", r["sketch_id"], str(folder),
+                                png_path=folder / r["png_path"]))
+        if r.get("face_png_path") and r.get("face_id"):
+            photos[r["face_id"]] = Example(r["identity_id"], "photo", r["face_id"], str(folder),
+                                           png_path=folder / r["face_png_path"])
+    return examples + list(photos.values()), {
+        "kind": "export", "path": str(folder), "sha256": _file_sha(manifest),
+        "rows": rows.num_rows, "usable": len(examples), "photos": len(photos)}
+
+
+def _workspace_examples(other: Workspace) -> tuple[list[Example], dict[str, Any]]:
+    rows, provenance = read_synthetic_sketches(other, None)
+    examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(other.root),
+                        png_path=other.root / r["png_path"])
+                for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()]
+    photos = photos_of(other, {e.identity_id for e in examples}, origin=str(other.root))
+    crops = read_crops(other, [p.face_id for p in photos]) if photos else []
+    photos = [Example(p.identity_id, "photo", p.key, p.origin, crop=crop)
+              for p, crop in zip(photos, crops, strict=True)]
+    return examples + photos, {**provenance, "kind": "workspace", "workspace": str(other.root),
+                               "photos": len(photos)}
+
+
 def _file_sha(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

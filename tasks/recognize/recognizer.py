@@ -1,12 +1,16 @@
 """Recognizers as evaluation sees them: "baseline" (the identity encoder) or a trained dir.
 
 A trained recognizer dir holds ``recognizer.json`` (what it is and what it was trained on)
-and ``recognizer.safetensors`` (the inference weights only). Two kinds:
+and ``recognizer.safetensors`` (the inference weights only). Kinds:
 
-* ``head``: a ProjectionHead over frozen identity-encoder vectors. Its input only means
-  something for the exact encoder version it was trained on, so loading it with another
-  version (other weights, other preprocessing) is refused with a message naming both.
+* ``head``: a ProjectionHead over frozen identity-encoder vectors.
+* ``procrustes`` / ``adapter``: a map applied to the *sketch* side only (faces stored with
+  kind ``sketch``); photos keep the frozen encoder's vectors (``sketch_side.py``).
 * ``backbone``: an AdaFace IR backbone that embeds aligned crops itself.
+
+A kind over encoder vectors only means something for the exact encoder version it was
+trained on, so loading it with another version (other weights, other preprocessing) is
+refused with a message naming both.
 
 Every recognizer answers ``embed(workspace, face_ids) -> unit vectors`` for faces stored in
 the workspace, so evaluation never cares which kind it holds.
@@ -156,8 +160,16 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+VECTOR_MODES = ("head", "procrustes", "adapter")  # read frozen identity-encoder vectors
+SKETCH_SIDE = "sketch"
+
+
 def build_module(config: dict[str, Any]) -> Any:
     """The inference module a config describes, with random weights (load them after)."""
+    if config["mode"] in ("procrustes", "adapter"):
+        from tasks.recognize.sketch_side import build_sketch_module
+
+        return build_sketch_module(config)
     if config["mode"] == "head":
         from tasks.recognize.losses import ProjectionHead
 
@@ -189,6 +201,8 @@ class TrainedRecognizer:
         face_ids = list(face_ids)
         # A head reads encoder vectors, fetched (and computed if missing) once for all ids.
         inputs = self.base.embed(workspace, face_ids, run_id) if self.base else None
+        if self.config.get("applies_to") == SKETCH_SIDE:
+            return self._embed_sketch_side(workspace, face_ids, inputs)
         out: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(face_ids), self.batch_size):
@@ -201,6 +215,22 @@ class TrainedRecognizer:
                 out.append(vectors.float().cpu().numpy())
         dim = self.config["out_dim"] if self.base is not None else self.config["embedding_dim"]
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+    def _embed_sketch_side(self, workspace: Workspace, face_ids: list[str],
+                           inputs: np.ndarray) -> np.ndarray:
+        """Map stored sketches; return photos' encoder vectors unchanged (unit length)."""
+        import torch
+
+        kinds = rows_by_id(workspace, FACES, "face_id", face_ids, ["kind"])
+        sketch = np.array([kinds.get(f, {}).get("kind") == "sketch" for f in face_ids], bool)
+        out = inputs / np.maximum(np.linalg.norm(inputs, axis=1, keepdims=True), 1e-12)
+        rows = np.flatnonzero(sketch)
+        with torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                mapped, _ = self.module(torch.from_numpy(inputs[chunk]).to(self.device))
+                out[chunk] = mapped.float().cpu().numpy()
+        return out.astype(np.float32)
 
 
 def crops_to_tensor(crops: np.ndarray) -> Any:
@@ -242,14 +272,15 @@ def load_recognizer(ref: str, identity_encoder: EncoderSpec | None = None,
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module.eval().to(device)
     base = None
-    if config["mode"] == "head":
+    if config["mode"] in VECTOR_MODES:
         saved = EncoderSpec(**config["identity_encoder"])
         spec = identity_encoder if identity_encoder is not None else saved
         base = EncoderRecognizer(spec, name=f"{directory.name}-input")
         trained_on = config["identity_encoder_version"]
         if base.version != trained_on:
             raise RecognizerError(
-                f"{directory} is a head trained on identity vectors from {trained_on!r}, but "
+                f"{directory} is a {config['mode']} trained on identity vectors from "
+                f"{trained_on!r}, but "
                 f"the identity encoder here is {base.version!r} ({spec.label()}); its "
                 f"output would be meaningless. Evaluate with the encoder it was trained on "
                 f"(same name, arch and weights file), or retrain the head")

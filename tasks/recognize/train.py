@@ -1,6 +1,9 @@
 """Train a sketch-to-mugshot recognizer: the plain function behind ``train_recognizer``.
 
-Two modes share one loop, one loss and one checkpoint format:
+``procrustes`` and ``adapter`` adapt the sketch side only and choose their hyper-parameters
+on a validation part of the training identities (``tasks/recognize/sketch_side.py``); they
+fit in seconds on vectors, so they keep no checkpoints (a rerun is the resume). The two
+modes below share one loop, one loss and one checkpoint format:
 
 * ``head`` (the CPU default): the identity encoder stays frozen, its vectors are computed
   once, and a ProjectionHead learns with a margin loss to pull sketches onto their mugshots.
@@ -57,14 +60,14 @@ from tasks.recognize.data import (
     load_crops,
     load_vectors,
     photos_of,
-    read_synthetic_sketches,
-    synthetic_examples,
+    synthetic_source,
 )
 from tasks.recognize.recognizer import CONFIG_FILE, FORMAT, WEIGHTS_FILE, crops_to_tensor
+from tasks.recognize.sketch_side import ADAPTER_LR, SKETCH_SIDE_MODES
 from tasks.runtime import retry_transient
 from tasks.storage import Workspace, write_bytes_atomic
 
-Mode = Literal["head", "backbone"]
+Mode = Literal["head", "backbone", "procrustes", "adapter"]
 Loss = Literal["adaface", "arcface", "cosface"]
 PLAN_FILE = "plan.json"
 CHECKPOINTS = "checkpoints"
@@ -80,9 +83,12 @@ class TrainRecognizerRequest(BaseModel):
 
     workspace: str
     out: str
-    dataset: str | None = None  # sketches table name or Parquet; None: the `sketches` table
-    real_pairs: str | None = None
-    real_pairs_root: str | None = None
+    # synthetic sources (``data.synthetic_source``); None: the workspace's `sketches` table
+    dataset: str | list[str] | None = None
+    real_pairs: str | list[str] | None = None  # pairs manifests of real sketches
+    real_pairs_root: str | list[str] | None = None  # one for all manifests, or one each
+    # identities of a source in the split's test part: refused, unless this drops them
+    drop_test_identities: bool = False
     include_synthetic: bool = True
     mode: Mode = "head"
     loss: Loss = "adaface"
@@ -104,11 +110,31 @@ class TrainRecognizerRequest(BaseModel):
     ingest: IngestSettings | None = None
     run_id: str = "local"
 
+    def datasets(self) -> list[str | None]:
+        if self.dataset is None:
+            return [None]
+        return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+    def pairs_sources(self) -> list[tuple[str, str | None]]:
+        """(manifest, root) per real-pairs manifest."""
+        if not self.real_pairs:
+            return []
+        manifests = [self.real_pairs] if isinstance(self.real_pairs, str) else self.real_pairs
+        roots = self.real_pairs_root
+        if roots is None or isinstance(roots, str):
+            return [(m, roots) for m in manifests]
+        if len(roots) == 1:
+            return [(m, roots[0]) for m in manifests]
+        if len(roots) != len(manifests):
+            raise DataError(f"{len(manifests)} real-pairs manifests but {len(roots)} roots: "
+                            "give one root for all or one per manifest")
+        return list(zip(manifests, roots, strict=True))
+
 
 class TrainRecognizerReport(BaseModel):
     out: str
     mode: Mode
-    loss: Loss
+    loss: str  # a Loss for head/backbone; "orthogonal" / "infonce" for the sketch-side kinds
     device: str
     steps: int
     resumed_from: int | None
@@ -123,6 +149,8 @@ class TrainRecognizerReport(BaseModel):
     loss_png: str
     seconds: float
     seconds_per_step: float | None
+    validation: dict[str, Any] | None = Field(
+        default=None, description="procrustes/adapter: how hyper-parameters were chosen")
 
 
 StepHook = Callable[[int, float], None]
@@ -132,38 +160,91 @@ StepHook = Callable[[int, float], None]
 
 
 def gather_examples(workspace: Workspace, request: TrainRecognizerRequest,
+                    split: dict[str, str] | None = None,
+                    say: Callable[[str], None] | None = None,
                     ) -> tuple[list[Example], dict[str, Any]]:
-    """Examples from every requested source, and a record of exactly what was read."""
+    """Examples from every requested source, and a record of exactly what was read.
+
+    Two kinds of bad input are never silently dropped: a real sketch (or photo) with no
+    usable face is counted by reason in ``inputs`` and in the report's ``skipped``; a source
+    with identities in the split's *test* part is refused (naming them) unless
+    ``drop_test_identities`` asks to drop them, which ``assemble`` then counts as held out.
+    """
     from tasks.ingest.locate import locate
     from tasks.ingest.run import ingest_source
     from tasks.ingest.sources import read_source
 
+    say = say or (lambda message: None)
     examples: list[Example] = []
-    inputs: dict[str, Any] = {}
+    synthetic: list[dict[str, Any]] = []
+    real: list[dict[str, Any]] = []
     if request.include_synthetic:
-        rows, provenance = read_synthetic_sketches(workspace, request.dataset)
-        examples += synthetic_examples(workspace, rows)
-        inputs["synthetic"] = provenance
-    if request.real_pairs:
-        report = ingest_source(workspace, request.real_pairs, root=request.real_pairs_root,
-                               settings=request.ingest, run_id=request.run_id)
-        placed = locate(workspace, read_source(request.real_pairs, request.real_pairs_root),
-                        request.ingest)
+        for source in request.datasets():
+            found, provenance = synthetic_source(workspace, source)
+            _refuse_test_identities(found, split, source or "sketches", request)
+            examples += found
+            synthetic.append(provenance)
+    for manifest, root in request.pairs_sources():
+        items = read_source(manifest, root)
+        _refuse_test_identities(items, split, manifest, request)
+        report = ingest_source(workspace, manifest, root=root, settings=request.ingest,
+                               run_id=request.run_id)
+        placed = locate(workspace, items, request.ingest)
         # the manifest's photos arrive with ``photos_of`` below, like every other photo
-        examples += [Example(p.identity_id, "sketch", p.face_id, "real_pairs", face_id=p.face_id)
+        examples += [Example(p.identity_id, "sketch", p.face_id, f"real_pairs:{manifest}",
+                             face_id=p.face_id)
                      for p in placed if p.ok and p.kind == "sketch"]
-        failed: dict[str, int] = {}
+        failed: dict[str, dict[str, int]] = {}
         for p in placed:
             if not p.ok:
-                failed[p.reason] = failed.get(p.reason, 0) + 1
-        inputs["real_pairs"] = {"manifest": request.real_pairs, "root": request.real_pairs_root,
-                                "files": len(placed), "unusable": failed,
-                                "ingested": report.ingested}
-    if not inputs:
+                by_reason = failed.setdefault(p.kind, {})
+                by_reason[p.reason] = by_reason.get(p.reason, 0) + 1
+        for kind, reasons in failed.items():
+            say(f"{manifest}: {sum(reasons.values())} {kind}(s) unusable and not trained on: "
+                f"{reasons}")
+        real.append({"manifest": manifest, "root": root, "files": len(placed),
+                     "unusable": failed, "ingested": report.ingested})
+    if not synthetic and not real:
         raise DataError("nothing to train on: include_synthetic is off and no real_pairs")
+    inputs: dict[str, Any] = {}
+    if synthetic:
+        inputs["synthetic"] = synthetic[0] if len(synthetic) == 1 else synthetic
+    if real:
+        inputs["real_pairs"] = real[0] if len(real) == 1 else real
     sketched = {e.identity_id for e in examples if e.kind != "photo"}
     examples += photos_of(workspace, sketched)
     return examples, inputs
+
+
+def _refuse_test_identities(items: list[Any], split: dict[str, str] | None, source: str,
+                            request: TrainRecognizerRequest) -> None:
+    """Refuse a source that holds identities of the split's test part (see gather_examples).
+
+    A test identity in training makes every figure on that test set a leak; dropping it
+    silently would hide that the manifest given was the wrong one.
+    """
+    if split is None or request.drop_test_identities:
+        return
+    test = sorted({i.identity_id for i in items if split.get(i.identity_id) == "test"})
+    if test:
+        raise DataError(
+            f"{source} holds {len(test)} identities of the test part of split "
+            f"{request.split} (e.g. {', '.join(test[:3])}): a recognizer trained on them "
+            "cannot be evaluated on that test set. Give a source of train identities only, "
+            "or pass drop_test_identities (--drop-test-identities) to drop them (counted "
+            "as held_out in the report)")
+
+
+def _unusable_counts(inputs: dict[str, Any]) -> dict[str, int]:
+    """``unusable_<kind>_<reason>`` counts over every real-pairs manifest."""
+    real = inputs.get("real_pairs")
+    out: dict[str, int] = {}
+    for record in [real] if isinstance(real, dict) else (real or []):
+        for kind, reasons in record["unusable"].items():
+            for reason, n in reasons.items():
+                key = f"unusable_{kind}_{reason}"
+                out[key] = out.get(key, 0) + n
+    return out
 
 
 def _cached_vectors(workspace: Workspace, request: TrainRecognizerRequest,
@@ -372,11 +453,14 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
         from tasks.generate.splits import load_split, resolve_split
 
         split = load_split(resolve_split(request.split))
-    examples, inputs = gather_examples(workspace, request)
+    examples, inputs = gather_examples(workspace, request, split, say)
     training = assemble(examples, split)
+    training.skipped = dict(sorted({**training.skipped, **_unusable_counts(inputs)}.items()))
     say(f"training set: {training.counts()} over {len(training.identities)} identities; "
         f"skipped {training.skipped or 'nothing'}")
 
+    if request.mode in SKETCH_SIDE_MODES:
+        return _train_sketch_side(request, workspace, training, inputs, out, began, say)
     in_dim = encoder_version = None
     if request.mode == "head":
         training.vectors, encoder_version = _cached_vectors(workspace, request, training,
@@ -484,6 +568,61 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
     return report
 
 
+def _train_sketch_side(request: TrainRecognizerRequest, workspace: Workspace,
+                       training: TrainingSet, inputs: dict[str, Any], out: Path,
+                       began: float, say: Callable[[str], None]) -> TrainRecognizerReport:
+    """``procrustes`` / ``adapter``: fit on encoder vectors, write the recognizer dir."""
+    from tasks.recognize.sketch_side import fit_sketch_side
+
+    training.vectors, encoder_version = _cached_vectors(workspace, request, training,
+                                                        out / "cache")
+    in_dim = training.vectors.shape[1]
+    timed = time.perf_counter()
+    fitted = fit_sketch_side(request.mode, training.identities, training.labels,
+                             training.kinds, training.vectors, request.seed,
+                             max_steps=request.steps, hidden=request.hidden)
+    seconds = time.perf_counter() - timed
+    best, base = fitted.validation["best"], fitted.validation["baseline"]
+    say(f"{request.mode}: chose {fitted.chosen} on {fitted.validation['identities']} "
+        f"identities; validation rank-1 {best['rank1']:.3f} (identity map "
+        f"{base['rank1']:.3f}), TAR@FAR=1e-2 {best['tar_at_far_1e-2']:.3f} "
+        f"({base['tar_at_far_1e-2']:.3f})")
+    config = recognizer_config(request, training, inputs, in_dim, encoder_version,
+                               ADAPTER_LR if request.mode == "adapter" else 0.0)
+    config.update(applies_to="sketch", chosen=fitted.chosen,
+                  hidden=fitted.chosen.get("hidden"),
+                  steps=fitted.chosen.get("steps", 0), loss=_SKETCH_SIDE_LOSS[request.mode])
+    from safetensors.torch import save
+
+    write_bytes_atomic(save(fitted.state), out / WEIGHTS_FILE)
+    write_bytes_atomic(json.dumps(config, indent=2, default=str).encode(), out / CONFIG_FILE)
+    write_bytes_atomic(("\n".join(training.identities) + "\n").encode(),
+                       out / "identities.txt")
+    write_bytes_atomic(json.dumps(fitted.validation, indent=2, default=float).encode(),
+                       out / "validation.json")
+    title = (f"{request.mode}: validation score by alpha ({fitted.chosen.get('weighting')})"
+             if request.mode == "procrustes" else
+             f"adapter: loss, lambda {fitted.chosen['lambda']}")
+    loss_png = plot_losses(fitted.losses, out / "loss.png", title)
+    report = TrainRecognizerReport(
+        out=str(out), mode=request.mode, loss=config["loss"], device="cpu",
+        steps=config["steps"], resumed_from=None, steps_this_run=len(fitted.losses),
+        first_loss=float(np.mean(fitted.losses[:10])) if fitted.losses else None,
+        final_loss=float(np.mean(fitted.losses[-10:])) if fitted.losses else None,
+        identities=len(training.identities), examples=training.counts(),
+        skipped=training.skipped, inputs=inputs, recognizer_dir=str(out),
+        loss_png=str(loss_png), seconds=time.perf_counter() - began,
+        seconds_per_step=seconds / len(fitted.losses) if fitted.losses else None,
+        validation={k: v for k, v in fitted.validation.items()
+                    if k not in ("grid", "history", "runs")} | {"chosen": fitted.chosen},
+    )
+    write_bytes_atomic(report.model_dump_json(indent=2).encode(), out / "training.json")
+    return report
+
+
+_SKETCH_SIDE_LOSS = {"procrustes": "orthogonal", "adapter": "infonce"}
+
+
 def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
                       inputs: dict[str, Any], in_dim: int | None,
                       encoder_version: str | None, lr: float) -> dict[str, Any]:
@@ -497,7 +636,7 @@ def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
                           "identities": len(training.identities),
                           "skipped": training.skipped, "inputs": inputs},
     }
-    if request.mode == "head":
+    if request.mode != "backbone":
         config.update(in_dim=in_dim, out_dim=in_dim, hidden=request.hidden,
                       identity_encoder=request.identity_encoder.model_dump(exclude_none=True),
                       identity_encoder_version=encoder_version)

@@ -9,10 +9,14 @@ from tasks.evaluate.gallery import (
     PQ_MIN_ROWS,
     ROWS_PER_PARTITION,
     Candidates,
+    blocked_top_k,
     brute_force_top_k,
     build_gallery,
+    load_gallery,
     plan_index,
+    prune_galleries,
     recall_at_k,
+    run_of,
     search,
     table_name,
     unit_rows,
@@ -51,8 +55,56 @@ def test_plan_index_uses_flat_ivf_below_pq_size_and_pq_above():
 
 def test_table_name_is_a_safe_identifier_per_recognizer_and_run():
     name = table_name("my head/v2", "3f1c-77")
-    assert name == "gallery_my_head_v2_3f1c_77"
+    assert name == "gallery_3f1c_77__my_head_v2"
+    assert run_of(name) == "3f1c_77" and run_of("faces") is None
+    assert run_of("gallery_baseline_old_run") == "baseline_old_run"  # older names
     assert table_name("baseline", "a") != table_name("baseline", "b")
+
+
+def test_blocked_search_is_exact_across_block_boundaries():
+    gallery = clustered(1000, 32, seed=0)
+    probes = clustered(37, 32, seed=1)
+    expected, expected_scores = brute_force_top_k(gallery, probes, 20)
+    for block in (7, 128, 1000, 5000):
+        found, scores = blocked_top_k(gallery, probes, 20, block=block)
+        assert np.allclose(scores, expected_scores, atol=1e-5)
+        assert (found == expected).mean() > 0.99  # equal but for float ties
+    few, _ = blocked_top_k(gallery[:5], probes, 20, block=2)
+    assert few.shape == (37, 5)
+
+
+def test_a_stored_gallery_is_read_once_and_searched_exactly(workspace):
+    written = _gallery(workspace, 300)
+    loaded = load_gallery(workspace, written.table)
+    assert np.array_equal(loaded.ids, written.ids)
+    assert np.array_equal(loaded.vectors, written.vectors)
+    probes = clustered(25, 32, seed=1)
+    ours = search(workspace, loaded, probes, 10)
+    theirs = search(workspace, written, probes, 10, exact=True, method="lancedb")
+    assert np.array_equal(ours.positions, theirs.positions)
+
+
+def test_retention_keeps_the_newest_runs_galleries(workspace):
+    import os
+    import time
+
+    from tasks import storage
+
+    vectors = clustered(6, 8, seed=0)
+    ids = np.array([f"g{i}" for i in range(6)], dtype=object)
+    for age, run in enumerate(["r3", "r2", "r1"]):  # r1 oldest
+        for recognizer in ("baseline", "head"):
+            name = table_name(recognizer, run)
+            build_gallery(workspace, name, ids, ids, vectors, ann_threshold=10**9)
+            stamp = time.time() - 100 * (age + 1)
+            os.utime(workspace.lancedb_dir / f"{name}.lance", (stamp, stamp))
+    storage.write_table(workspace, "keep_me", storage.read(workspace, table_name("head", "r1")))
+    dropped = prune_galleries(workspace, keep_runs=2, current_run="r1")
+    assert sorted(dropped) == [table_name("baseline", "r2"), table_name("head", "r2")]
+    left = set(storage.table_names(workspace))
+    assert {table_name("head", "r1"), table_name("head", "r3"), "keep_me"} <= left
+    assert prune_galleries(workspace, keep_runs=0, current_run="r1")
+    assert set(storage.table_names(workspace)) == {"keep_me"}
 
 
 def test_exact_search_matches_numpy_brute_force(workspace):

@@ -1,0 +1,367 @@
+"""The recognizer comparison of issue 11, every row from one command, with bootstrap intervals.
+
+Rows (each trained as ``procrustes``, ``adapter`` and, for reference, ``head``), judged on
+the CUFSF test part (schemas/splits/cufsf.csv, 200 identities) and the CUHK test part (57):
+
+    1  baseline SFace (no training)
+    2  real CUFSF train pairs only (223 identities: "the few real pairs")
+    3  synthetic only (``--synthetic``: sketches drawn for identities that are not test ones)
+    4  real CUFSF train + synthetic
+    5  rendered sketches only (pencil-dodge + xdog-lines of every non-test photo)
+    6  real CUHK train pairs only (the cross-source check)
+
+Nothing is tuned to a test identity: each recognizer chooses its hyper-parameters on a
+validation part of its own training identities (``tasks/recognize/sketch_side.py``); the
+training sources are train-only manifests and a split that marks both test parts ``test``,
+so a leak is refused rather than dropped. Run from the repository root, niced:
+
+    nice -n 15 .venv/bin/python benchmarks/recognizers.py \\
+        --workspace ~/clip4sketch-runs/recognizers/ws --rows 1,2,5,6
+    # rows 3 and 4 once generated sketches exist (a published version in the workspace, a
+    # sketches table / Parquet, an export folder or another workspace; repeatable):
+    nice -n 15 .venv/bin/python benchmarks/recognizers.py \\
+        --workspace ~/clip4sketch-runs/recognizers/ws --synthetic PATH_OR_VERSION
+
+Writes ``<out>/comparison.md`` (the table) and ``comparison.json`` (every figure, interval and
+paired difference); a trained recognizer whose inputs did not change is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                     "LANCEDB_LOG": "error"}.items():
+    os.environ.setdefault(_key, _value)
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = {
+    1: "baseline SFace",
+    2: "real CUFSF train pairs only",
+    3: "synthetic only",
+    4: "real CUFSF train + synthetic",
+    5: "rendered sketches only",
+    6: "real CUHK train pairs only",
+}
+KINDS = ("procrustes", "adapter", "head")
+RENDER_STYLES = ("pencil-dodge", "xdog-lines")
+TESTS = {"CUFSF test": ("cufsf.csv", "cufsf"), "CUHK test": ("cuhk.csv", "cuhk")}
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def write_manifests(data: Path, work: Path) -> dict[str, Path]:
+    """Full pairs manifests (paths into the shared data, no images copied) and train-only
+    copies: training reads the latter, so the test identities never reach a trainer."""
+    from tasks.generate.splits import load_split
+    from tasks.ingest.sources import MANIFEST_LAYOUTS
+
+    out: dict[str, Path] = {}
+    for name, style in (("cufsf", "cufsf-artist"), ("cuhk", "artist")):
+        full = work / f"{name}.csv"
+        MANIFEST_LAYOUTS[name](data / name, full, style=style)
+        split = load_split(REPO / "schemas" / "splits" / f"{name}.csv")
+        with open(full, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        train = work / f"{name}-train.csv"
+        with open(train, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(r for r in rows if split.get(r["identity_id"]) == "train")
+        out[name], out[f"{name}-train"] = full, train
+    return out
+
+
+def write_split(work: Path, extra_train: set[str]) -> Path:
+    """Both bundled splits in one file, every other identity (AT&T, synthetic) ``train``."""
+    from tasks.generate.splits import load_split
+
+    split: dict[str, str] = {}
+    for name in ("cufsf", "cuhk"):
+        for identity, where in load_split(REPO / "schemas" / "splits" / f"{name}.csv").items():
+            if split.get(identity, where) != where:
+                raise SystemExit(f"identity {identity} is in both splits with different parts")
+            split[identity] = where
+    for identity in sorted(extra_train - set(split)):
+        split[identity] = "train"
+    path = work / "split-cufsf-cuhk-other.csv"
+    path.write_text("identity_id,split\n" + "".join(f"{i},{w}\n" for i, w in split.items()),
+                    encoding="utf-8")
+    return path
+
+
+def ingest_all(workspace: Any, data: Path, manifests: dict[str, Path]) -> None:
+    from tasks.ingest.run import ingest_source
+
+    for name in ("cufsf", "cuhk"):
+        report = ingest_source(workspace, str(manifests[name]), root=str(data / name))
+        say(f"ingest {name}: {report.ingested or 0} new, {report.quarantined or 0} quarantined")
+    report = ingest_source(workspace, str(data / "orl"))
+    say(f"ingest orl: {report.ingested or 0} new")
+
+
+def render_rows(workspace: Any, split: dict[str, str]) -> Path:
+    """Rendered sketches of every photo whose identity is a train one."""
+    from schemas.settings import load_settings
+    from tasks import storage
+    from tasks.storage import FACES
+    from tasks.styles.registry import get_style, styles_for
+    from tasks.styles.rendered_dataset import render_dataset
+
+    faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"])
+    chosen = [f for f, i, k in zip(*(faces.column(c).to_pylist() for c in
+                                     ("face_id", "identity_id", "kind")), strict=True)
+              if k == "photo" and split.get(i) == "train"]
+    registry = styles_for(load_settings(workspace.root))
+    path, rows = render_dataset(workspace, [get_style(s, registry) for s in RENDER_STYLES],
+                                chosen)
+    say(f"rendered {rows} sketches of {len(chosen)} train photos -> {path}")
+    return path
+
+
+def synthetic_identities(workspace: Any, sources: list[str]) -> set[str]:
+    from tasks.recognize.data import synthetic_source
+
+    found: set[str] = set()
+    for source in sources:
+        examples, provenance = synthetic_source(workspace, source)
+        found |= {e.identity_id for e in examples}
+        say(f"synthetic source {source}: {provenance.get('usable')} usable sketches, "
+            f"{len({e.identity_id for e in examples})} identities")
+    return found
+
+
+# --------------------------------------------------------------------------- training
+
+
+def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: list[str],
+                rendered: Path | None) -> dict[str, Any]:
+    real_cufsf = {"real_pairs": [str(manifests["cufsf-train"])],
+                  "real_pairs_root": [str(data / "cufsf")]}
+    if row == 2:
+        return {**real_cufsf, "include_synthetic": False}
+    if row == 3:
+        return {"dataset": synthetic, "include_synthetic": True}
+    if row == 4:
+        return {**real_cufsf, "dataset": synthetic, "include_synthetic": True}
+    if row == 5:
+        return {"dataset": [str(rendered)], "include_synthetic": True}
+    if row == 6:
+        return {"real_pairs": [str(manifests["cuhk-train"])],
+                "real_pairs_root": [str(data / "cuhk")], "include_synthetic": False}
+    raise ValueError(row)
+
+
+def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: Path,
+          seed: int, head_steps: int, retrain: bool) -> Path:
+    """Train one recognizer (or reuse it when its request is unchanged)."""
+    from schemas.encoders import EncoderSpec
+    from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
+
+    request = TrainRecognizerRequest(
+        workspace=str(workspace.root), out=str(out), mode=kind, split=str(split), seed=seed,
+        identity_encoder=EncoderSpec(role="identity", name="sface"),
+        steps=head_steps if kind == "head" else 1500, **sources)
+    key = request.model_dump_json(exclude={"run_id"})
+    stamp = out / "request.json"
+    if not retrain and stamp.is_file() and stamp.read_text() == key and \
+            (out / "recognizer.json").is_file():
+        say(f"{out.name}: unchanged, reused")
+        return out
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    report = train_recognizer(request, progress=lambda m: say(f"  {out.name}: {m}"))
+    stamp.write_text(key)
+    chosen = (report.validation or {}).get("chosen")
+    say(f"{out.name}: {report.identities} identities, {report.examples}, skipped "
+        f"{report.skipped}, chose {chosen} ({time.perf_counter() - started:.0f} s)")
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_all(workspace: Any, manifests: dict[str, Path], data: Path,
+                 recognizers: list[str], out: Path, seed: int) -> dict[str, Any]:
+    from schemas.encoders import EncoderSpec
+    from tasks.evaluate.run import EvaluateRequest, evaluate
+
+    results = {}
+    for test, (manifest, split) in TESTS.items():
+        name = manifest.split(".")[0]
+        report = evaluate(EvaluateRequest(
+            workspace=str(workspace.root), pairs=str(manifests[name]), root=str(data / name),
+            out=str(out / f"evaluate-{name}"), recognizers=recognizers, split=split,
+            identity_encoder=EncoderSpec(role="identity", name="sface"), seed=seed,
+            run_id=f"comparison-{name}", keep_galleries=2),
+            progress=lambda m, test=test: say(f"  {test}: {m}"))
+        results[test] = report
+    return results
+
+
+def probe_data(report: Any, name: str) -> Any:
+    """Per-probe data of one recognizer from the evaluation's files (for paired bootstrap)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.evaluate.scoring import probe_data_from_pairs
+
+    scores = pq.read_table(report.scores)
+    scores = scores.filter(pc.equal(scores.column("recognizer").cast("string"), name))
+    inputs = pq.read_table(report.inputs).to_pylist()
+    probes = [r for r in inputs if r["role"] == "probe"]
+    usable = [r["entry_id"] for r in probes if r["status"] == "ok"]
+    failed = [r["identity_id"] for r in probes if r["status"] != "ok"]
+    gallery = [r["identity_id"] for r in inputs if r["role"] == "gallery" and r["status"] == "ok"]
+    return probe_data_from_pairs(scores, usable, failed, gallery)
+
+
+def cell(summary: dict[str, Any], metric: str) -> str:
+    if metric == "rank1":
+        value, ci = summary["rank1"], summary["ci95"]["rank1"]
+    else:
+        value, ci = summary["tar_at_far"][metric], summary["ci95"]["tar_at_far"][metric]
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
+          ) -> tuple[str, dict[str, Any]]:
+    from tasks.evaluate.bootstrap import paired_difference
+
+    lines = ["| row | recognizer | " + " | ".join(
+        f"{t} rank-1 | {t} TAR@FAR=1e-2" for t in results) + " |",
+        "|---|---|" + "---:|" * (2 * len(results))]
+    figures: dict[str, Any] = {}
+    for name, (row, kind) in names.items():
+        cells = []
+        for test, report in results.items():
+            summary = report.recognizers[name]
+            cells += [cell(summary, "rank1"), cell(summary, "1e-02")]
+            figures.setdefault(name, {"row": row, "kind": kind})[test] = {
+                "rank1": summary["rank1"], "tar_at_far_1e-2": summary["tar_at_far"]["1e-02"],
+                "ci95": summary["ci95"], "n_probes": summary["n_probes"],
+                "n_failed_probes": summary["n_failed_probes"]}
+        label = ROWS[row] + ("" if kind == "baseline" else f", {kind}")
+        lines.append(f"| {row} | {label} | " + " | ".join(cells) + " |")
+    # paired differences: every trained recognizer against the baseline, row 4 against row 2
+    diffs: list[dict[str, Any]] = []
+    data = {(test, name): probe_data(report, name) for test, report in results.items()
+            for name in names}
+    pairs = [(n, "baseline") for n in names if n != "baseline"]
+    for kind in KINDS:
+        four = [n for n, (r, k) in names.items() if r == 4 and k == kind]
+        two = [n for n, (r, k) in names.items() if r == 2 and k == kind]
+        if four and two:
+            pairs.append((four[0], two[0]))
+    for a, b in pairs:
+        for test in results:
+            for metric in ("rank1", "1e-02"):
+                d = paired_difference(data[(test, a)], data[(test, b)], metric, seed=seed)
+                diffs.append({"a": a, "b": b, "test": test, **d})
+    lines += ["", "Paired bootstrap differences (same 1,000 probe resamples; an interval "
+              "above 0 means a beats b beyond resampling noise):", "",
+              "| a | b | test | metric | a - b | 95 % interval |", "|---|---|---|---|---:|---|"]
+    for d in diffs:
+        metric = "rank-1" if d["metric"] == "rank1" else "TAR@FAR=1e-2"
+        lines.append(f"| {d['a']} | {d['b']} | {d['test']} | {metric} | {d['mean']:+.3f} | "
+                     f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
+    return "\n".join(lines) + "\n", {"recognizers": figures, "paired_differences": diffs}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path,
+                        default=Path("~/clip4sketch-runs/recognizers/ws").expanduser())
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: <workspace>/../comparison")
+    parser.add_argument("--synthetic", action="append", default=[],
+                        help="synthetic sketches for rows 3-4 (repeatable): a published "
+                             "version, a sketches table or Parquet, an export folder or a "
+                             "workspace")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated rows (default: 1,2,5,6, plus 3,4 with "
+                             "--synthetic)")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--head-steps", type=int, default=1000)
+    parser.add_argument("--retrain", action="store_true")
+    args = parser.parse_args()
+
+    from tasks.generate.splits import load_split
+    from tasks.storage import Workspace
+
+    rows = ([int(r) for r in args.rows.split(",")] if args.rows else
+            [1, 2, 3, 4, 5, 6] if args.synthetic else [1, 2, 5, 6])
+    if {3, 4} & set(rows) and not args.synthetic:
+        raise SystemExit("rows 3 and 4 need --synthetic")
+    kinds = [k for k in args.kinds.split(",") if k]
+    started = time.perf_counter()
+    workspace = Workspace.open(args.workspace)
+    work = workspace.root.parent
+    out = (args.out or work / "comparison").expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = args.data.resolve()
+
+    manifests = write_manifests(data, work)
+    ingest_all(workspace, data, manifests)
+    from tasks import storage
+
+    faces = storage.read(workspace, "faces", columns=["identity_id"])
+    extra = set(faces.column("identity_id").to_pylist())
+    if args.synthetic:
+        extra |= synthetic_identities(workspace, args.synthetic)
+    split_path = write_split(work, extra)
+    split = load_split(split_path)
+    rendered = render_rows(workspace, split) if 5 in rows else None
+
+    names: dict[str, tuple[int, str]] = {}
+    refs: list[str] = []
+    if 1 in rows:
+        names["baseline"] = (1, "baseline")
+        refs.append("baseline")
+    for row in (r for r in rows if r != 1):
+        for kind in kinds:
+            directory = work / "recognizers" / f"row{row}-{kind}"
+            train(workspace, directory, kind,
+                  row_sources(row, manifests, data, args.synthetic, rendered), split_path,
+                  args.seed, args.head_steps, args.retrain)
+            names[directory.name] = (row, kind)
+            refs.append(str(directory))
+    results = evaluate_all(workspace, manifests, data, refs, out, args.seed)
+    markdown, figures = table(results, names, args.seed)
+    command = "nice -n 15 .venv/bin/python benchmarks/recognizers.py " + " ".join(sys.argv[1:])
+    header = (f"# Recognizer comparison\n\n`{command}`\n\nrank-1 and TAR@FAR=1e-2 with 95 % "
+              f"bootstrap intervals (probes resampled 1,000 times, seed {args.seed}); "
+              f"synthetic sources: {args.synthetic or 'none'}.\n\n")
+    (out / "comparison.md").write_text(header + markdown, encoding="utf-8")
+    (out / "comparison.json").write_text(json.dumps(
+        {"command": command, "synthetic": args.synthetic, "rows": rows, "kinds": kinds,
+         **figures}, indent=2, default=str), encoding="utf-8")
+    print(header + markdown)
+    say(f"done in {time.perf_counter() - started:.0f} s: {out / 'comparison.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""Recognizers that adapt the sketch side only: ``procrustes`` and ``adapter``.
+
+Why these exist: a head trained with a margin loss on a few hundred identities learns one
+artist and forgets the encoder's geometry (METHOD.md: every trained head lost to plain SFace
+on CUFSF). Both kinds here leave the photo side exactly the frozen encoder and move sketch
+vectors as little as the data justifies:
+
+* ``procrustes``: the closed-form orthogonal map R of sketch vectors onto their identity's
+  photo vector (``argmin ||S R - P||``, R = U V^T from the SVD of S^T P), shrunk toward the
+  identity map: M = (1 - alpha) I + alpha R. alpha = 0 is the baseline itself, so a
+  validation that may choose it can never pick something worse than the baseline *on
+  validation*.
+* ``adapter``: x + up(gelu(down(x))) with ``up`` zero-initialised (starts as the identity
+  map), trained with a multi-positive InfoNCE loss (tau 0.07) of each adapted sketch against
+  the frozen photo vectors of every training identity (positives: its own identity's photos)
+  plus a preservation term lambda * (1 - cos(adapter(s), s)) that keeps it near the encoder.
+
+Hyper-parameters (alpha, kind weighting, lambda, the number of steps) are chosen on a
+validation part of the *training* identities (``validation_split``), never on test: then the
+chosen setting is refit on every training identity. Only vectors are touched, so fitting
+takes seconds on a CPU and is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SKETCH_SIDE_MODES = ("procrustes", "adapter")
+VALIDATION_SHARE = 0.2
+MIN_VALIDATION = 2
+ALPHAS = tuple(float(round(a, 2)) for a in np.linspace(0.0, 1.0, 21))
+WEIGHTINGS = ("balanced", "pooled")  # per-kind equal weight, or every sketch equal
+LAMBDAS = (0.1, 0.3, 1.0)
+TAU = 0.07
+ADAPTER_HIDDEN = 256
+ADAPTER_LR = 1e-3
+ADAPTER_BATCH = 256
+ADAPTER_MAX_STEPS = 1500
+EVAL_EVERY = 50
+PATIENCE = 6
+
+
+def torch_modules() -> dict[str, type]:
+    """The two inference modules, built lazily so importing this file never imports torch."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ShrunkOrthogonalMap(nn.Module):
+        """x -> normalise(x M): M is the shrunk Procrustes matrix, stored as a buffer."""
+
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.register_buffer("matrix", torch.eye(dim))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = x.float() @ self.matrix
+            norms = y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return y / norms, norms
+
+    class ResidualAdapter(nn.Module):
+        """x -> normalise(x + up(gelu(down(x)))); ``up`` starts at zero: the identity map."""
+
+        def __init__(self, dim: int, hidden: int) -> None:
+            super().__init__()
+            self.down = nn.Linear(dim, hidden)
+            self.up = nn.Linear(hidden, dim)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x = F.normalize(x.float(), dim=1)
+            y = x + self.up(F.gelu(self.down(x)))
+            norms = y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return y / norms, norms
+
+    return {"procrustes": ShrunkOrthogonalMap, "adapter": ResidualAdapter}
+
+
+def build_sketch_module(config: dict[str, Any]) -> Any:
+    """The inference module a config describes (weights loaded by the caller)."""
+    modules = torch_modules()
+    if config["mode"] == "procrustes":
+        return modules["procrustes"](config["in_dim"])
+    return modules["adapter"](config["in_dim"], config.get("hidden") or ADAPTER_HIDDEN)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class VectorSet:
+    """Unit vectors of a training set, split by side; ``labels`` index ``identities``."""
+
+    identities: tuple[str, ...]
+    sketch_vectors: np.ndarray  # (S, D)
+    sketch_labels: np.ndarray  # (S,)
+    sketch_kinds: np.ndarray  # (S,) "sketch" (real) or "synthetic"
+    photo_vectors: np.ndarray  # (P, D)
+    photo_labels: np.ndarray  # (P,)
+    prototypes: np.ndarray = field(init=False)  # (I, D) unit mean photo per identity
+
+    def __post_init__(self) -> None:
+        self.sketch_vectors = _unit(self.sketch_vectors)
+        self.photo_vectors = _unit(self.photo_vectors)
+        sums = np.zeros((len(self.identities), self.photo_vectors.shape[1]), np.float64)
+        np.add.at(sums, self.photo_labels, self.photo_vectors)
+        self.prototypes = _unit(sums)
+
+    @classmethod
+    def from_training(cls, identities: Sequence[str], labels: np.ndarray, kinds: np.ndarray,
+                      vectors: np.ndarray) -> VectorSet:
+        photo = kinds == "photo"
+        return cls(tuple(identities), vectors[~photo], labels[~photo], kinds[~photo],
+                   vectors[photo], labels[photo])
+
+    def subset(self, identities: Sequence[int]) -> VectorSet:
+        """The same data restricted to these label indices (relabelled from 0)."""
+        keep = np.asarray(sorted(set(int(i) for i in identities)), dtype=np.int64)
+        relabel = np.full(len(self.identities), -1, dtype=np.int64)
+        relabel[keep] = np.arange(len(keep))
+        s = np.isin(self.sketch_labels, keep)
+        p = np.isin(self.photo_labels, keep)
+        return VectorSet(tuple(self.identities[i] for i in keep), self.sketch_vectors[s],
+                         relabel[self.sketch_labels[s]], self.sketch_kinds[s],
+                         self.photo_vectors[p], relabel[self.photo_labels[p]])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def validation_split(data: VectorSet, seed: int, share: float = VALIDATION_SHARE,
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(fit labels, validation labels, which probes validate) from the training identities.
+
+    Validation identities are drawn among those with *real* sketches when at least
+    2 * MIN_VALIDATION identities have them (the real artist is what test probes are), else
+    among all; the draw orders identities by a seeded hash, so it is stable across runs and
+    machines and independent of the order data arrived in. A validation identity leaves the
+    fit set entirely (photos, real and synthetic sketches).
+    """
+    from tasks.recognize.data import DataError
+
+    real = set(data.sketch_labels[data.sketch_kinds == "sketch"].tolist())
+    pool = sorted(real) if len(real) >= 2 * MIN_VALIDATION else sorted(
+        set(data.sketch_labels.tolist()))
+    probes = "real" if len(real) >= 2 * MIN_VALIDATION else "all"
+    if len(pool) < 2 * MIN_VALIDATION or len(data.identities) < 2 * MIN_VALIDATION:
+        raise DataError(f"{len(pool)} identities with sketches: choosing hyper-parameters "
+                        f"needs at least {2 * MIN_VALIDATION} (half of them for validation)")
+    n_val = min(len(pool) - MIN_VALIDATION, max(MIN_VALIDATION, round(share * len(pool))))
+
+    def rank(label: int) -> str:
+        return hashlib.sha256(f"{seed}\0{data.identities[label]}".encode()).hexdigest()
+
+    val = np.asarray(sorted(sorted(pool, key=rank)[:n_val]), dtype=np.int64)
+    fit = np.setdiff1d(np.arange(len(data.identities)), val)
+    return fit, val, probes
+
+
+def validation_score(sketches: np.ndarray, sketch_labels: np.ndarray, gallery: np.ndarray,
+                     gallery_labels: np.ndarray) -> dict[str, float]:
+    """Rank-1 and TAR@FAR=1e-2 of sketches against a photo gallery; ``score`` is their sum.
+
+    Both goals of the issue count, so neither is traded away for the other; the gallery
+    holds every training photo (fit identities are distractors a map that overfits would
+    pull validation sketches toward).
+    """
+    from tasks.evaluate.metrics import evaluate_scores
+
+    scores = _unit(sketches) @ _unit(gallery).T
+    result = evaluate_scores(scores, sketch_labels, gallery_labels, ranks=(1,), fars=(1e-2,))
+    rank1, tar = result.rank(1), result.tar_at_far[1e-2]
+    return {"rank1": rank1, "tar_at_far_1e-2": tar, "score": rank1 + tar}
+
+
+# --------------------------------------------------------------------------- procrustes
+
+
+def sketch_weights(kinds: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-sketch weights: ``balanced`` gives each kind (real, synthetic) equal total weight,
+    so a few real sketches are not drowned by many generated ones; ``pooled`` weighs all
+    sketches alike."""
+    weights = np.ones(len(kinds), np.float64)
+    if weighting == "balanced":
+        for kind in np.unique(kinds):
+            members = kinds == kind
+            weights[members] = 1.0 / members.sum()
+    return weights / weights.sum()
+
+
+def procrustes_rotation(data: VectorSet, weighting: str) -> np.ndarray:
+    """The orthogonal R minimising sum_i w_i ||s_i R - p(i)||^2 (p: identity prototype)."""
+    w = sketch_weights(data.sketch_kinds, weighting)
+    cross = (data.sketch_vectors * w[:, None]).T @ data.prototypes[data.sketch_labels]
+    u, _, vt = np.linalg.svd(cross)
+    return u @ vt
+
+
+def shrunk(rotation: np.ndarray, alpha: float) -> np.ndarray:
+    return (1.0 - alpha) * np.eye(len(rotation)) + alpha * rotation
+
+
+@dataclass
+class Fitted:
+    """A fitted sketch-side map and how its hyper-parameters were chosen."""
+
+    mode: str
+    state: dict[str, Any]  # tensors for safetensors
+    chosen: dict[str, Any]
+    validation: dict[str, Any]
+    losses: list[float]
+
+
+def fit_procrustes(data: VectorSet, seed: int) -> Fitted:
+    """Choose (alpha, weighting) on validation identities, then refit on all of them."""
+    import torch
+
+    fit, val, probes = validation_split(data, seed)
+    train = data.subset(fit)
+    gallery, gallery_labels = _validation_gallery(data, val)
+    vs, vl = _validation_probes(data, val, probes)
+    grid: list[dict[str, Any]] = []
+    for weighting in WEIGHTINGS:
+        rotation = procrustes_rotation(train, weighting)
+        for alpha in ALPHAS:
+            result = validation_score(vs @ shrunk(rotation, alpha), vl, gallery,
+                                      gallery_labels)
+            grid.append({"weighting": weighting, "alpha": alpha, **result})
+    # best score; ties go to the smaller alpha (closer to the encoder) then "balanced"
+    best = max(grid, key=lambda g: (round(g["score"], 9), -g["alpha"],
+                                    g["weighting"] == "balanced"))
+    matrix = shrunk(procrustes_rotation(data, best["weighting"]), best["alpha"])
+    baseline = next(g for g in grid if g["alpha"] == 0.0)
+    return Fitted("procrustes",
+                  {"matrix": torch.from_numpy(matrix.astype(np.float32)).contiguous()},
+                  {"alpha": best["alpha"], "weighting": best["weighting"]},
+                  {"identities": {"fit": len(fit), "validation": len(val)}, "probes": probes,
+                   "n_probes": len(vl), "n_gallery": len(gallery_labels), "grid": grid,
+                   "best": best, "baseline": {k: baseline[k] for k in
+                                              ("rank1", "tar_at_far_1e-2", "score")}},
+                  [g["score"] for g in grid if g["weighting"] == best["weighting"]])
+
+
+def _validation_probes(data: VectorSet, val: np.ndarray, probes: str,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    chosen = np.isin(data.sketch_labels, val)
+    if probes == "real":
+        chosen &= data.sketch_kinds == "sketch"
+    return data.sketch_vectors[chosen], data.sketch_labels[chosen]
+
+
+def _validation_gallery(data: VectorSet, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    del val  # every training photo: validation identities' own and the fit ones as distractors
+    return data.photo_vectors, data.photo_labels
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int) -> np.ndarray:
+    """Sketch indices, kind-balanced (each kind equally likely, then a member uniformly)."""
+    groups = [np.flatnonzero(kinds == k) for k in np.unique(kinds)]
+    which = rng.integers(0, len(groups), size)
+    return np.asarray([groups[g][rng.integers(len(groups[g]))] for g in which], np.int64)
+
+
+def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
+                  validate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+                  hidden: int = ADAPTER_HIDDEN,
+                  ) -> tuple[Any, list[float], list[dict[str, Any]], int]:
+    """Train one adapter; with ``validate`` stop early and return the best step's weights.
+
+    Negatives are every training identity's photo prototype (photos are frozen, so this is
+    exact and free); positives are the sketch's own identity's photos (multi-positive: one
+    term per photo of that identity, averaged in log-sum-exp form).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = torch_modules()["adapter"](data.sketch_vectors.shape[1], hidden)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=ADAPTER_LR, weight_decay=1e-4)
+    photos = torch.from_numpy(data.photo_vectors.astype(np.float32))
+    photo_labels = torch.from_numpy(data.photo_labels)
+    sketches = torch.from_numpy(data.sketch_vectors.astype(np.float32))
+    labels = torch.from_numpy(data.sketch_labels)
+    rng = np.random.default_rng([seed, 0xADA])
+    losses: list[float] = []
+    history: list[dict[str, Any]] = []
+    best_state, best_step, best_score, stale = _state(module), 0, -math.inf, 0
+    if validate is not None:
+        best_score = _adapter_score(module, validate)["score"]
+        history.append({"step": 0, **_adapter_score(module, validate)})
+    module.train()
+    for step in range(1, steps + 1):
+        index = torch.from_numpy(_sample(rng, data.sketch_kinds,
+                                         min(ADAPTER_BATCH, 4 * len(data.sketch_kinds))))
+        x = sketches[index]
+        y, _ = module(x)
+        logits = y @ photos.T / TAU  # (B, P)
+        positive = labels[index][:, None] == photo_labels[None, :]
+        log_all = torch.logsumexp(logits, dim=1)
+        log_pos = torch.logsumexp(logits.masked_fill(~positive, -1e9), dim=1)
+        contrastive = (log_all - log_pos).mean()
+        preserve = (1.0 - F.cosine_similarity(y, F.normalize(x, dim=1), dim=1)).mean()
+        loss = contrastive + lam * preserve
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if validate is not None and step % EVAL_EVERY == 0:
+            result = _adapter_score(module, validate)
+            history.append({"step": step, **result})
+            if result["score"] > best_score + 1e-9:
+                best_state, best_step, best_score, stale = _state(module), step, \
+                    result["score"], 0
+            else:
+                stale += 1
+                if stale >= PATIENCE:
+                    break
+    if validate is None:
+        best_state, best_step = _state(module), steps
+    module.load_state_dict(best_state)
+    module.eval()
+    return module, losses, history, best_step
+
+
+def _state(module: Any) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _adapter_score(module: Any, validate: tuple[np.ndarray, ...]) -> dict[str, float]:
+    import torch
+
+    probes, probe_labels, gallery, gallery_labels = validate
+    was_training = module.training
+    module.eval()
+    with torch.inference_mode():
+        y, _ = module(torch.from_numpy(probes.astype(np.float32)))
+    module.train(was_training)
+    return validation_score(y.numpy(), probe_labels, gallery, gallery_labels)
+
+
+def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
+                lambdas: Sequence[float] = LAMBDAS, hidden: int = ADAPTER_HIDDEN) -> Fitted:
+    """Choose lambda and the step count on validation identities, then refit on all.
+
+    A setting whose best validation step is step 0 (the identity map) means the adapter
+    did not help on held-out identities: the refit then keeps the identity map (0 steps),
+    which is the baseline, rather than a map validation could not justify.
+    """
+    fit, val, probes = validation_split(data, seed)
+    train = data.subset(fit)
+    vs, vl = _validation_probes(data, val, probes)
+    gallery, gallery_labels = _validation_gallery(data, val)
+    runs = []
+    for lam in lambdas:
+        _, losses, history, best_step = train_adapter(train, lam, seed, max_steps,
+                                                      (vs, vl, gallery, gallery_labels), hidden)
+        best = next(h for h in history if h["step"] == best_step)
+        runs.append({"lambda": lam, "best_step": best_step, "best": best, "history": history,
+                     "steps_run": len(losses)})
+    chosen = max(runs, key=lambda r: (round(r["best"]["score"], 9), r["lambda"]))
+    # The refit sees (1 / (1 - share)) more identities; keep the step count it was chosen at.
+    module, losses, _, _ = train_adapter(data, chosen["lambda"], seed, chosen["best_step"],
+                                         None, hidden)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    baseline = runs[0]["history"][0]
+    return Fitted("adapter", state,
+                  {"lambda": chosen["lambda"], "steps": chosen["best_step"], "tau": TAU,
+                   "hidden": hidden, "lr": ADAPTER_LR, "batch": ADAPTER_BATCH},
+                  {"identities": {"fit": len(fit), "validation": len(val)}, "probes": probes,
+                   "n_probes": len(vl), "n_gallery": len(gallery_labels),
+                   "runs": [{k: r[k] for k in ("lambda", "best_step", "best", "steps_run")}
+                            for r in runs],
+                   "history": chosen["history"], "best": chosen["best"],
+                   "baseline": {k: baseline[k] for k in ("rank1", "tar_at_far_1e-2", "score")}},
+                  losses)
+
+
+def fit_sketch_side(mode: str, identities: Sequence[str], labels: np.ndarray,
+                    kinds: np.ndarray, vectors: np.ndarray, seed: int,
+                    max_steps: int = ADAPTER_MAX_STEPS, hidden: int | None = None) -> Fitted:
+    """Fit a ``procrustes`` or ``adapter`` recognizer on a training set's encoder vectors."""
+    data = VectorSet.from_training(identities, labels, kinds, vectors)
+    if mode == "procrustes":
+        return fit_procrustes(data, seed)
+    if mode == "adapter":
+        return fit_adapter(data, seed, max_steps=max_steps, hidden=hidden or ADAPTER_HIDDEN)
+    raise ValueError(f"unknown sketch-side mode {mode!r}; known: {', '.join(SKETCH_SIDE_MODES)}")

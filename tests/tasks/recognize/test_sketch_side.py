@@ -1,0 +1,225 @@
+"""Sketch-side recognizers (procrustes, adapter): what they learn, what they never touch,
+how their hyper-parameters are chosen, and the bad inputs they refuse or count."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from schemas.encoders import EncoderSpec
+from tasks.demo.faces import make_demo_source
+from tasks.evaluate.run import EvaluateRequest, evaluate
+from tasks.ingest.run import ingest_source
+from tasks.recognize.data import DataError
+from tasks.recognize.recognizer import RecognizerError, load_recognizer
+from tasks.recognize.sketch_side import (
+    VectorSet,
+    fit_adapter,
+    fit_procrustes,
+    validation_split,
+)
+from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
+from tasks.storage import FACES, Workspace
+
+from .synthetic import write_synthetic_sketches
+
+SFACE = EncoderSpec(role="identity", name="sface")
+DIM = 16
+
+
+def gap_data(identities: int = 40, gap: float = 1.0, seed: int = 0,
+             real: int = 0) -> tuple[VectorSet, np.ndarray]:
+    """Photos around identity centres; sketches are a fixed rotation of them (the modality
+    gap, ``gap`` = how much of the rotation) plus noise. Returns the data and the rotation."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(identities, DIM))
+    q, _ = np.linalg.qr(rng.normal(size=(DIM, DIM)))
+    rotation = (1 - gap) * np.eye(DIM) + gap * q
+    photos = np.repeat(centres, 2, axis=0) + 0.3 * rng.normal(size=(2 * identities, DIM))
+    sketch_labels = np.repeat(np.arange(identities), 2)
+    sketches = (centres[sketch_labels] + 0.3 * rng.normal(size=(2 * identities, DIM))) @ rotation
+    kinds = np.array(["synthetic"] * len(sketch_labels), dtype=object)
+    kinds[np.isin(sketch_labels, np.arange(real))] = "sketch"
+    return VectorSet(tuple(f"id{i:03d}" for i in range(identities)), sketches, sketch_labels,
+                     kinds, photos, np.repeat(np.arange(identities), 2)), rotation
+
+
+def test_validation_identities_are_stable_disjoint_and_real_when_there_are_real_sketches():
+    data, _ = gap_data(real=12)
+    fit, val, probes = validation_split(data, seed=0)
+    again = validation_split(data, seed=0)
+    assert np.array_equal(fit, again[0]) and np.array_equal(val, again[1])
+    assert not set(fit) & set(val) and len(fit) + len(val) == 40
+    assert probes == "real" and set(val) <= set(range(12))  # drawn among real-sketch ids
+    assert not np.array_equal(val, validation_split(data, seed=1)[1])
+    synthetic_only, _ = gap_data(real=0)
+    assert validation_split(synthetic_only, seed=0)[2] == "all"
+    with pytest.raises(DataError, match="at least 4"):
+        validation_split(gap_data(identities=3)[0], seed=0)
+
+
+def test_procrustes_undoes_a_rotation_and_keeps_the_identity_map_without_a_gap():
+    data, rotation = gap_data(gap=1.0)
+    fitted = fit_procrustes(data, seed=0)
+    best, base = fitted.validation["best"], fitted.validation["baseline"]
+    assert best["rank1"] > base["rank1"] + 0.3  # a rotated sketch side is mostly lost
+    assert fitted.chosen["alpha"] >= 0.5
+    matrix = fitted.state["matrix"].numpy()
+    # the map takes sketches back toward their photos: close to the inverse rotation
+    expected = (1 - fitted.chosen["alpha"]) * np.eye(DIM) + fitted.chosen["alpha"] * rotation.T
+    assert np.abs(matrix - expected).max() < 0.2
+    # no modality gap: every alpha ties on validation and the tie goes to the identity map
+    same, _ = gap_data(gap=0.0)
+    assert fit_procrustes(same, seed=0).chosen["alpha"] == 0.0
+
+
+def test_adapter_starts_at_identity_and_learns_the_gap_on_validation_identities():
+    import torch
+
+    from tasks.recognize.sketch_side import torch_modules
+
+    adapter = torch_modules()["adapter"](DIM, 32)
+    x = torch.randn(5, DIM)
+    y, _ = adapter(x)
+    assert torch.allclose(y, torch.nn.functional.normalize(x, dim=1), atol=1e-6)
+
+    data, _ = gap_data(gap=1.0)
+    fitted = fit_adapter(data, seed=0, max_steps=300, lambdas=(0.1,), hidden=64)
+    best, base = fitted.validation["best"], fitted.validation["baseline"]
+    assert best["score"] > base["score"]
+    assert fitted.chosen["steps"] > 0 and fitted.chosen["steps"] % 50 == 0
+    assert fitted.validation["history"][0]["step"] == 0  # the identity map is a candidate
+    # without a gap nothing beats the identity map on validation: it is kept (0 steps)
+    same, _ = gap_data(gap=0.0, seed=3)
+    kept = fit_adapter(same, seed=0, max_steps=200, lambdas=(1.0,), hidden=32)
+    if kept.chosen["steps"] == 0:
+        module = torch_modules()["adapter"](DIM, 32)
+        module.load_state_dict(kept.state)
+        out, _ = module(x)
+        assert torch.allclose(out, torch.nn.functional.normalize(x, dim=1), atol=1e-6)
+    else:
+        assert kept.validation["best"]["score"] > kept.validation["baseline"]["score"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+IDENTITIES = 8
+HELD_OUT = ("demo-001", "demo-004")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sketch-side")
+    demo = make_demo_source(root / "demo", identities=IDENTITIES, photos_per_identity=2)
+    workspace = Workspace.open(root / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+    split = root / "split.csv"
+    split.write_text("identity_id,split\n" + "".join(
+        f"demo-{i:03d},{'test' if f'demo-{i:03d}' in HELD_OUT else 'train'}\n"
+        for i in range(IDENTITIES)))
+    return {"root": root, "demo": demo, "workspace": workspace, "split": split}
+
+
+def request(site: dict, out: str, **options) -> TrainRecognizerRequest:
+    return TrainRecognizerRequest(workspace=str(site["workspace"].root),
+                                  out=str(site["root"] / out), identity_encoder=SFACE,
+                                  **{"steps": 100, **options})
+
+
+@pytest.mark.parametrize("mode", ["procrustes", "adapter"])
+def test_sketch_side_recognizer_maps_sketches_and_leaves_photos_alone(site: dict, mode: str):
+    report = train_recognizer(request(site, mode, mode=mode))
+    out = Path(report.out)
+    config = json.loads((out / "recognizer.json").read_text())
+    assert config["mode"] == mode and config["applies_to"] == "sketch"
+    assert report.validation["identities"]["validation"] >= 2
+    assert (out / "validation.json").is_file() and (out / "loss.png").stat().st_size > 0
+
+    workspace = site["workspace"]
+    from tasks import storage
+
+    faces = storage.read(workspace, FACES, columns=["face_id", "kind"]).to_pylist()
+    photos = [f["face_id"] for f in faces if f["kind"] == "photo"]
+    recognizer = load_recognizer(str(out))
+    baseline = load_recognizer("baseline", SFACE)
+    ours, theirs = recognizer.embed(workspace, photos), baseline.embed(workspace, photos)
+    theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    assert np.allclose(ours, theirs, atol=1e-5)  # the photo side is the frozen encoder
+
+    report = evaluate(EvaluateRequest(
+        workspace=str(workspace.root), pairs=str(site["demo"] / "pairs.csv"),
+        out=str(site["root"] / f"eval-{mode}"), recognizers=["baseline", str(out)],
+        identity_encoder=SFACE, bootstrap=100))
+    assert set(report.recognizers) == {"baseline", mode}
+    assert report.recognizers[mode]["ci95"]["n_resamples"] == 100
+
+
+def test_a_recognizer_of_another_encoder_version_is_refused_naming_both(site: dict):
+    report = train_recognizer(request(site, "versioned", mode="procrustes"))
+    path = Path(report.out) / "recognizer.json"
+    config = json.loads(path.read_text())
+    trained_on = config["identity_encoder_version"]
+    config["identity_encoder_version"] = "sface@0000other"
+    path.write_text(json.dumps(config))
+    with pytest.raises(RecognizerError) as error:
+        load_recognizer(str(report.out), SFACE)
+    assert "sface@0000other" in str(error.value) and trained_on in str(error.value)
+
+
+def test_a_source_with_test_identities_is_refused_unless_they_are_dropped(site: dict):
+    pairs = str(site["demo"] / "pairs.csv")
+    with pytest.raises(DataError, match=r"2 identities of the test part.*demo-001"):
+        train_recognizer(request(site, "leak", mode="procrustes", split=str(site["split"]),
+                                 real_pairs=pairs))
+    with pytest.raises(DataError, match="sketches holds 2 identities of the test part"):
+        train_recognizer(request(site, "leak", mode="procrustes", split=str(site["split"])))
+    report = train_recognizer(request(site, "dropped", mode="procrustes",
+                                      split=str(site["split"]), real_pairs=pairs,
+                                      drop_test_identities=True))
+    trained = set((Path(report.out) / "identities.txt").read_text().split())
+    assert not trained & set(HELD_OUT) and report.skipped["held_out"] > 0
+
+
+def test_sketches_without_a_face_are_reported_and_counted(site: dict):
+    root = site["root"]
+    blank = root / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 192, 3), 200, np.uint8))
+    with open(site["demo"] / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    manifest = root / "noface.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            row["photo_path"] = str(site["demo"] / row["photo_path"])
+            row["sketch_path"] = str(blank if row["identity_id"] == "demo-005"
+                                     else site["demo"] / row["sketch_path"])
+            writer.writerow(row)
+    messages: list[str] = []
+    report = train_recognizer(request(site, "noface", mode="procrustes",
+                                      real_pairs=[str(manifest)], real_pairs_root=[str(root)],
+                                      include_synthetic=False), progress=messages.append)
+    assert report.skipped["unusable_sketch_no_face"] == 1
+    assert report.inputs["real_pairs"]["unusable"] == {"sketch": {"no_face": 1}}
+    assert report.examples["sketch"] == IDENTITIES - 1
+    assert any("1 sketch(s) unusable" in m for m in messages)
+
+
+def test_several_sources_mix_real_and_synthetic(site: dict):
+    rendered = site["root"] / "rendered.parquet"
+    from tasks import storage
+
+    storage.write_parquet_atomic(storage.read(site["workspace"], "sketches"), rendered)
+    report = train_recognizer(request(
+        site, "mixed", mode="procrustes", real_pairs=[str(site["demo"] / "pairs.csv")],
+        dataset=["sketches", str(rendered)]))
+    assert report.examples["sketch"] == IDENTITIES
+    assert report.examples["synthetic"] == 2 * IDENTITIES  # the same rows twice: deduplicated
+    assert report.skipped["duplicate"] == 2 * IDENTITIES
+    assert isinstance(report.inputs["synthetic"], list) and len(report.inputs["synthetic"]) == 2
