@@ -347,7 +347,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         distractors=args.distractors, workspace=str(args.workspace), root=args.root,
         distractors_root=args.distractors_root, ann_threshold=args.ann_threshold,
         split=args.split, split_part=args.split_part, matrix_limit=args.matrix_limit,
-        seed=args.seed, identity_encoder=specs.get("identity_encoder"))
+        seed=args.seed, identity_encoder=specs.get("identity_encoder"),
+        bootstrap=args.bootstrap, keep_galleries=args.keep_galleries)
     print(Path(report.metrics_md).read_text(encoding="utf-8"))
     print(f"results: {report.out}")
     return 0
@@ -365,7 +366,8 @@ def cmd_train_recognizer(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size,
         samples_per_identity=args.samples_per_identity, lr=args.lr, seed=args.seed,
         resume=args.resume, split=args.split, checkpoint_every=args.checkpoint_every,
-        device=args.device, identity_encoder=specs.get("identity_encoder"))
+        device=args.device, identity_encoder=specs.get("identity_encoder"),
+        drop_test_identities=args.drop_test_identities, hidden=args.hidden)
     loss = f"{report.final_loss:.4f}" if report.final_loss is not None else "n/a"
     print(f"recognizer {report.recognizer_dir}: {report.steps} steps, final loss {loss}")
     print(f"  loss curve: {report.loss_png}")
@@ -521,14 +523,19 @@ def build_parser() -> argparse.ArgumentParser:
                             help="more mugshots of other people added to the gallery")
     evaluation.add_argument("--root", default=None, help="folder manifest paths must stay inside")
     evaluation.add_argument("--distractors-root", default=None)
-    evaluation.add_argument("--ann-threshold", type=int, default=50_000,
-                            help="gallery size past which an ANN index is searched")
+    evaluation.add_argument("--ann-threshold", type=int, default=1_000_000,
+                            help="gallery size past which an ANN index is searched (below "
+                                 "it: exact blocked search, measured faster)")
     evaluation.add_argument("--split", default=None,
                             help="probe only one part of a split (cuhk or a CSV)")
     evaluation.add_argument("--split-part", default="test")
     evaluation.add_argument("--matrix-limit", type=int, default=5_000_000,
                             help="probe x gallery cells scored exactly for verification")
     evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                            help="probe resamples for 95%% intervals (0: none)")
+    evaluation.add_argument("--keep-galleries", type=int, default=3, metavar="RUNS",
+                            help="keep the gallery tables of this many runs, drop older ones")
     _encoder_options(evaluation, ("identity",))
     recognizer = add("train-recognizer", cmd_train_recognizer,
                      "train a sketch-to-mugshot recognizer on synthetic and/or real sketches",
@@ -536,13 +543,22 @@ def build_parser() -> argparse.ArgumentParser:
     recognizer.add_argument("--name", default="default",
                             help="recognizers/<name>/ in the workspace")
     recognizer.add_argument("--out", default=None)
-    recognizer.add_argument("--dataset", default=None,
-                            help="sketches table or Parquet (default: the sketches table)")
-    recognizer.add_argument("--real-pairs", default=None, help="pairs manifest of real sketches")
-    recognizer.add_argument("--real-pairs-root", default=None)
+    recognizer.add_argument("--dataset", action="append", default=None,
+                            help="repeatable: published version, sketches table, Parquet, "
+                                 "export folder or workspace (default: the sketches table)")
+    recognizer.add_argument("--real-pairs", action="append", default=None,
+                            help="repeatable: pairs manifest of real sketches")
+    recognizer.add_argument("--real-pairs-root", action="append", default=None,
+                            help="one for all manifests, or one per --real-pairs")
+    recognizer.add_argument("--drop-test-identities", action="store_true",
+                            help="drop identities of the split's test part from the sources "
+                                 "(default: refuse such sources)")
     recognizer.add_argument("--no-synthetic", action="store_true",
                             help="train on real sketches only")
-    recognizer.add_argument("--mode", choices=["head", "backbone"], default="head")
+    recognizer.add_argument("--mode", choices=["head", "backbone", "procrustes", "adapter"],
+                            default="head",
+                            help="procrustes/adapter adapt the sketch side only, tuned on a "
+                                 "validation part of the training identities")
     recognizer.add_argument("--loss", choices=["adaface", "arcface", "cosface"],
                             default="adaface")
     recognizer.add_argument("--backbone-arch", default="ir_50")
@@ -556,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     recognizer.add_argument("--split", default=None,
                             help="only 'train' identities of this split are used")
     recognizer.add_argument("--checkpoint-every", type=int, default=100)
+    recognizer.add_argument("--hidden", type=int, default=None,
+                            help="head MLP / adapter width")
     _encoder_options(recognizer, ("identity",))
     manifest = add("make-manifest", cmd_make_manifest,
                    "write a pairs manifest for a known dataset layout (CUHK, CUFSF)")
