@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LANCEDB_LOG := error
 
-.PHONY: install system-deps demo test lint lock clean
+.PHONY: install synthetic system-deps demo test lint lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The optional 'synthetic' extra (synthesize-mugshots): OpenVINO, and the random-face wheel
+# for its MobileStyleGAN IR files only, installed --no-deps (its declared dependencies clash
+# with the pinned opencv-python-headless and pull jupyter). `make test` installs it so CI
+# tests the command.
+SYNTHETIC_STAMP := $(VENV)/.synthetic
+RANDOM_FACE := random-face==2021.7.21.1
+
+$(SYNTHETIC_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(RANDOM_FACE)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[synthetic]'
+	touch $(SYNTHETIC_STAMP)
+
+synthetic: $(SYNTHETIC_STAMP)
 
 # Debian's Chromium renders the reviewer's report in a test. Installed when we are root (CI,
 # containers); elsewhere the test skips and says how to install it.
@@ -39,7 +53,7 @@ system-deps:
 demo: install
 	$(BIN)/clip4sketch demo
 
-test: install system-deps
+test: install synthetic system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

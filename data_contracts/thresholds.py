@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.synthesize import HygieneThresholds
+
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.yaml")
 
 
@@ -44,6 +46,8 @@ class Thresholds(_Strict):
     faces: FaceThresholds
     embeddings: EmbeddingThresholds
     sketches: SketchThresholds
+    # When a drawn (synthetic) face becomes an identity; optional so older files still load.
+    synthetic: HygieneThresholds = HygieneThresholds()
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:

@@ -35,7 +35,7 @@ def test_every_entrypoint_imports_a_flow():
 
 
 # Flows that only run inside another flow (to pick a task runner), never on their own.
-SUBFLOWS = {"flows/generate.py:generate_shards"}
+SUBFLOWS = {"flows/generate.py:generate_shards", "flows/synthesize.py:synthesize_shards"}
 
 
 def test_every_flow_has_a_deployment():
