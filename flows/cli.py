@@ -472,17 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default $CLIP4SKETCH_WORKSPACE or ./workspace)")
-    # The same global options after the command (`clip4sketch ingest SRC --workspace W`), as
-    # git and pip take them. SUPPRESS: a sub-command that is not given one must not overwrite
-    # the value given before the command with its own default.
-    global_options = argparse.ArgumentParser(add_help=False)
-    global_options.add_argument("--workspace", type=Path, default=argparse.SUPPRESS,
-                                help="workspace folder (also accepted before the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
             runs_flow: bool = False):
-        sub = commands.add_parser(name, help=text, description=text, parents=[global_options])
+        sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(handler=handler, runs_flow=runs_flow)
         return sub
 
@@ -519,10 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a style to train (repeatable; default: every style with examples)")
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--split", action="append", default=None,
-                       help="identities to hold out: a bundled split (cuhk, cufsf) or a CSV "
-                            "identity_id,split; repeatable (their union); only 'train' "
-                            "identities are used")
+    train.add_argument("--split", default=None,
+                       help="identities to hold out: a bundled split (cuhk) or a CSV "
+                            "identity_id,split; only 'train' identities are used")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint of --name")
     train.add_argument("--name", default="default", help="generators/<name>/ in the workspace")
