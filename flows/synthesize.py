@@ -17,6 +17,7 @@ import json
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, task
@@ -26,6 +27,7 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from schemas.synthesize import (
+    MANIFEST_NAME,
     REFUSALS,
     SFACE_MATCH_THRESHOLD,
     WORK_DIR,
@@ -36,6 +38,7 @@ from schemas.synthesize import (
     SynthShardRef,
     SynthShardResult,
 )
+from tasks import storage
 from tasks.runtime import current_run_id
 
 # Measured on 60 faces per value (SFace cosine between different drawn people, after
@@ -172,78 +175,112 @@ def synthesize_mugshots(
                             {"max_identity_similarity": max_identity_similarity,
                              "max_alignment_error": max_alignment_error,
                              "min_detection_score": min_detection_score})
-    from tasks.synthesize.source import impostor_stats, open_source
+    from tasks.locking import workspace_lock
+
+    # One writer per source folder: a second run on the same folder refuses at once.
+    with workspace_lock(Path(request.out) / WORK_DIR, f"synthesize-mugshots run {run_id}"):
+        tally = draw_rounds(request, dask_address, workers, max_candidates)
+        report = summarise(tally, run_id)
+        report.seconds = time.perf_counter() - started
+        create_markdown_artifact(key="synthesize-summary", markdown=_markdown(report),
+                                 description="synthetic mugshots drawn, kept and refused")
+        record = Path(report.out) / WORK_DIR / "runs" / f"{run_id}.json"
+        storage.write_bytes_atomic(json.dumps({"request": request.model_dump(),
+                                               "report": report.model_dump()}, indent=1
+                                              ).encode(), record)
+    if tally.failed:
+        raise RuntimeError(f"{len(tally.failed)} shards failed (kept identities are in place; "
+                           f"run again to finish): " + "; ".join(
+                               f"{k}: {v}" for k, v in sorted(tally.failed.items())[:5]))
+    return report
+
+
+@dataclass
+class Tally:
+    """What the rounds of one run did, summed."""
+
+    request: SynthesizeRequest
+    runner: str
+    refused: Counter[str] = field(default_factory=Counter)
+    images_refused: Counter[str] = field(default_factory=Counter)
+    results: dict[str, SynthShardResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    judged: int = 0
+    kept_new: int = 0
+
+
+def draw_rounds(request: SynthesizeRequest, dask_address: str | None, workers: int,
+                max_candidates: int | None) -> Tally:
+    """Draw shards of candidates, then judge them, until N identities are kept, a shard
+    fails, or the candidate budget (default: 3 per missing identity + a shard) runs out.
+
+    Each round draws what the keep rate so far says is needed, in whole shards; a
+    threshold too strict for the truncation ends with a shortfall, not an endless run.
+    """
+    from tasks.synthesize.shard import shard_refs
+    from tasks.synthesize.source import open_source
 
     state = open_source(request)
-    # The first run's shard size stays the folder's: shard k must hold the same candidates.
-    request = request.model_copy(update={"shard_size": state.manifest["shard_size"]})
-    judged_before, kept_before = state.judged, state.kept
-    budget = max_candidates or judged_before + 3 * max(identities - kept_before, 0) \
-        + request.shard_size
-    refused: Counter[str] = Counter()
-    images_refused: Counter[str] = Counter()
-    results: dict[str, SynthShardResult] = {}
-    failed: dict[str, str] = {}
-    judged_now = kept_now = 0
-    next_index, kept = state.next_index, state.kept
-    runner_label = f"dask:{dask_address}" if dask_address else f"threads:{workers}"
-    from tasks.synthesize.shard import shard_refs
-
-    while kept < identities and next_index < budget and not failed:
+    tally = Tally(request.model_copy(update={"shard_size": state.manifest["shard_size"]}),
+                  f"dask:{dask_address}" if dask_address else f"threads:{workers}")
+    request = tally.request  # the first run's shard size stays the folder's
+    wanted = request.identities
+    budget = max_candidates or (state.judged + 3 * max(wanted - state.kept, 0)
+                                + request.shard_size)
+    kept, next_index = state.kept, state.next_index
+    while kept < wanted and next_index < budget and not tally.failed:
         rate = kept / next_index if next_index and kept else FIRST_ROUND_KEEP_RATE
-        last = min(budget, next_index + math.ceil((identities - kept) / max(rate, 0.05)))
+        last = min(budget, next_index + math.ceil((wanted - kept) / max(rate, 0.05)))
         shards = shard_refs(request, next_index, last)
         last = shards[-1].first + shards[-1].count
         print(f"round: candidates {next_index}..{last - 1} in {len(shards)} shards on "
-              f"{runner_label} ({kept}/{identities} identities kept)")
+              f"{tally.runner} ({kept}/{wanted} identities kept)")
         outcome = synthesize_shards.with_options(
             task_runner=task_runner(dask_address, workers))(request, shards)
         for shard_id, result in outcome.items():
             if isinstance(result, str):
-                failed[shard_id] = result
+                tally.failed[shard_id] = result
             else:
-                results[shard_id] = result
+                tally.results[shard_id] = result
         selected = select_task(request, last)
-        refused.update(selected["refused"])
-        images_refused.update(selected["images_refused"])
-        judged_now += selected["judged_now"]
-        kept_now += selected["kept_now"]
+        tally.refused.update(selected["refused"])
+        tally.images_refused.update(selected["images_refused"])
+        tally.judged += selected["judged_now"]
+        tally.kept_new += selected["kept_now"]
         kept, next_index = selected["kept"], selected["next_index"]
         if not selected["judged_now"]:
             break  # nothing could be judged (records unreadable): stop rather than loop
+    return tally
+
+
+def summarise(tally: Tally, run_id: str) -> SynthesizeReport:
+    """The run's report from the folder's manifest and the shards' counts."""
+    from tasks.synthesize.source import impostor_stats, open_source
+
+    request = tally.request
     state = open_source(request)
-    drawn_results = [r for r in results.values() if r.drawn]
-    images_drawn = sum(r.drawn for r in drawn_results)
-    candidates_drawn = sum(r.candidates - r.reused for r in drawn_results)
+    drawn = [r for r in tally.results.values() if r.drawn]
+    images_drawn = sum(r.drawn for r in drawn)
+    candidates_drawn = sum(r.candidates - r.reused for r in drawn)
     # Shard files are named c<first>-<size>.json: the highest drawn candidate + 1.
     highest = max((int(p.stem[1:].split("-")[0]) + request.shard_size
                    for p in (state.root / WORK_DIR / "shards").glob("c*.json")), default=0)
-    report = SynthesizeReport(
-        run_id=run_id, out=str(state.root), manifest=str(state.root / "synthetic-manifest.json"),
-        requested=identities, kept=state.kept, kept_new=kept_now,
+    return SynthesizeReport(
+        run_id=run_id, out=str(state.root), manifest=str(state.root / MANIFEST_NAME),
+        requested=request.identities, kept=state.kept, kept_new=tally.kept_new,
         images=sum(len(i["images"]) for i in state.manifest["identities"]),
-        candidates_drawn=candidates_drawn, candidates_judged=judged_now,
+        candidates_drawn=candidates_drawn, candidates_judged=tally.judged,
         surplus=max(highest - state.next_index, 0),
-        refused={k: refused[k] for k in REFUSALS if refused[k]},
-        images_refused={k: images_refused[k] for k in REFUSALS if images_refused[k]},
-        shards=len(results) + len(failed), shards_skipped=sum(r.skipped for r in results.values()),
-        failed_shards=failed, task_runner=runner_label,
-        seconds_per_image=(sum(r.draw_seconds for r in drawn_results) / images_drawn
+        refused={k: tally.refused[k] for k in REFUSALS if tally.refused[k]},
+        images_refused={k: tally.images_refused[k] for k in REFUSALS
+                        if tally.images_refused[k]},
+        shards=len(tally.results) + len(tally.failed),
+        shards_skipped=sum(r.skipped for r in tally.results.values()),
+        failed_shards=tally.failed, task_runner=tally.runner,
+        seconds_per_image=(sum(r.draw_seconds for r in drawn) / images_drawn
                            if images_drawn else None),
-        seconds_per_candidate=(sum(r.seconds for r in drawn_results) / candidates_drawn
+        seconds_per_candidate=(sum(r.seconds for r in drawn) / candidates_drawn
                                if candidates_drawn else None),
         impostor=impostor_stats(state, request),
-        short_by=max(identities - state.kept, 0) if not failed else 0,
+        short_by=max(request.identities - state.kept, 0) if not tally.failed else 0,
     )
-    report.seconds = time.perf_counter() - started
-    create_markdown_artifact(key="synthesize-summary", markdown=_markdown(report),
-                             description="synthetic mugshots drawn, kept and refused")
-    record = state.root / WORK_DIR / "runs" / f"{run_id}.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"request": request.model_dump(),
-                                  "report": report.model_dump()}, indent=1))
-    if failed:
-        raise RuntimeError(f"{len(failed)} shards failed (kept identities are in place; run "
-                           f"again to finish): "
-                           + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items())[:5]))
-    return report
