@@ -44,13 +44,29 @@ def _detector(threshold: float):
                                      5000)
 
 
+def _plausible(values: np.ndarray, width: int, height: int) -> bool:
+    """A detection with finite numbers, a positive box and landmarks near the image.
+
+    On degenerate inputs (a 70000x32 strip shrunk to 1024x1) YuNet answers with infinite
+    boxes and landmarks millions of pixels away at score 1.0 (found by fuzzing); aligning on
+    those would crash OpenCV or store a black crop as a face.
+    """
+    if not np.isfinite(values).all() or values[2] <= 0 or values[3] <= 0:
+        return False
+    points = values[4:14].reshape(5, 2)
+    return bool(((points >= -np.array([width, height]))
+                 & (points <= 2 * np.array([width, height]))).all())
+
+
 def detect_faces(bgr: np.ndarray, threshold: float, max_side: int) -> list[Detection]:
     """All faces, largest first, in the original image's coordinates."""
     height, width = bgr.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     image = bgr
     if scale < 1.0:
-        image = cv2.resize(bgr, (round(width * scale), round(height * scale)),
+        # At least one pixel a side: a 70000x32 strip would round its short side to 0, and
+        # OpenCV refuses a zero-sized target (found by fuzzing).
+        image = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
     detector = _detector(threshold)
     detector.setInputSize((image.shape[1], image.shape[0]))
@@ -60,6 +76,8 @@ def detect_faces(bgr: np.ndarray, threshold: float, max_side: int) -> list[Detec
     found = []
     for row in faces:
         values = row[:14].astype(np.float64) / scale
+        if not _plausible(values, width, height):
+            continue
         found.append(Detection(
             box=tuple(float(v) for v in values[:4]),
             landmarks=values[4:14].reshape(5, 2),
@@ -87,8 +105,40 @@ def similarity_transform(source: np.ndarray, target: np.ndarray = TEMPLATE) -> n
     return matrix
 
 
+# OpenCV's remap (under warpAffine) refuses images of SHRT_MAX (32767) pixels or more a side.
+_MAX_WARP_SIDE = 32000
+
+
+def _warp_window(bgr: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``bgr`` the 112x112 output can see, and the transform from that part.
+
+    Only for images OpenCV cannot warp whole (a side >= 32767 px, which max_pixels allows for
+    long strips): cropping to the window the output's corners map back to (plus a pixel for
+    interpolation) gives the same crop, since no pixel outside it reaches the output.
+    """
+    height, width = bgr.shape[:2]
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [ALIGNED_SIZE, 0, 1], [0, ALIGNED_SIZE, 1],
+                        [ALIGNED_SIZE, ALIGNED_SIZE, 1]], dtype=np.float64) @ inverse.T
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 2
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    window = bgr[y0:max(y0 + 1, y1), x0:max(x0 + 1, x1)]
+    shifted = matrix.copy()
+    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    factor = int(np.ceil(max(window.shape[:2]) / _MAX_WARP_SIDE))
+    if factor > 1:  # a face so large its window is still too big: warp a shrunk copy
+        window = cv2.resize(window, (max(1, window.shape[1] // factor),
+                                     max(1, window.shape[0] // factor)),
+                            interpolation=cv2.INTER_AREA)
+        shifted[:, :2] *= factor
+    return window, shifted
+
+
 def align_face(bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     matrix = similarity_transform(np.asarray(landmarks, dtype=np.float64))
+    if max(bgr.shape[:2]) >= _MAX_WARP_SIDE:
+        bgr, matrix = _warp_window(bgr, matrix)
     return cv2.warpAffine(bgr, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR,
                           borderValue=(0, 0, 0))
 

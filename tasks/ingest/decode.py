@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from schemas.records import QuarantineReason
 
@@ -88,6 +88,33 @@ def _to_bgr(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8), or 1 when the EXIF block is absent, unreadable or says
+    something that is not an orientation.
+
+    EXIF is metadata beside intact pixels: a damaged block must not cost the picture, so it
+    is read apart from the pixels (``ImageOps.exif_transpose`` would parse it again and raise
+    on junk) and a value it cannot vouch for means "as stored".
+    """
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
 def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage:
     if not data:
         raise ImageRejected(QuarantineReason.EMPTY_FILE, "the file has zero bytes")
@@ -108,10 +135,13 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage
                                 "image header is cut short or corrupt") from error
         raise ImageRejected(QuarantineReason.NOT_AN_IMAGE,
                             "the bytes are not an image") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:
+        # OSError, SyntaxError and ValueError are Pillow's usual answers; a hostile header
+        # can also raise struct.error, IndexError and others from its parsers.
         reason = (QuarantineReason.TRUNCATED_IMAGE if data.startswith(_TRUNCATABLE_SIGNATURES)
                   else QuarantineReason.CORRUPT_IMAGE)
-        raise ImageRejected(reason, f"header cut short or corrupt: {error}") from error
+        raise ImageRejected(reason, f"header cut short or corrupt: {type(error).__name__}: "
+                                    f"{error}") from error
     image_format = image.format or "unknown"
     if image_format not in SUPPORTED_FORMATS:
         raise ImageRejected(
@@ -131,21 +161,27 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int) -> DecodedImage
     mode = image.mode
     try:
         image.load()
-        transposed = ImageOps.exif_transpose(image)
+        orientation = _orientation(image)
+        transposed = image.transpose(_TRANSPOSE[orientation]) if orientation > 1 else image
+        bgr = _to_bgr(transposed)
     except OSError as error:
         message = str(error)
         reason = (QuarantineReason.TRUNCATED_IMAGE if "truncat" in message.lower()
                   else QuarantineReason.CORRUPT_IMAGE)
         raise ImageRejected(reason, f"pixel data unreadable: {message}") from error
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise ImageRejected(QuarantineReason.DECOMPRESSION_BOMB, str(error)) from error
+    except Exception as error:
+        # Pillow's decoders meet hostile bytes with whatever their parsing code raises
+        # (struct.error, IndexError, TypeError, ...): any of them means "unusable file",
+        # never a crashed run.
         raise ImageRejected(QuarantineReason.CORRUPT_IMAGE,
-                            f"pixel data unreadable: {error}") from error
-    orientation = image.getexif().get(0x0112, 1)
+                            f"pixel data unreadable: {type(error).__name__}: {error}") from error
     return DecodedImage(
-        bgr=_to_bgr(transposed),
+        bgr=bgr,
         image_format=image_format,
         image_mode=mode,
         width=width,
         height=height,
-        exif_transposed=orientation not in (1, None),
+        exif_transposed=orientation > 1,
     )

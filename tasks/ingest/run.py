@@ -34,7 +34,7 @@ from schemas.settings import IngestSettings
 from tasks import storage
 from tasks.ingest.align import align_face, detect_faces, encode_png, pre_aligned
 from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
-from tasks.ingest.sources import SourceItem, read_source
+from tasks.ingest.sources import SourceItem, printable, read_source
 from tasks.runtime import retry_transient
 from tasks.storage import FACES, QUARANTINE, Workspace
 
@@ -67,15 +67,17 @@ def _now() -> dt.datetime:
 
 def _quarantine(item: SourceItem, reason: QuarantineReason, detail: str, sha: str | None,
                 run_id: str) -> QuarantineRecord:
-    key = "\0".join([str(item.path), item.kind, item.identity_id, sha or "", reason.value])
+    # A refused name may not be UTF-8 (that can be why it was refused): store it escaped.
+    path, identity = printable(str(item.path)), printable(item.identity_id)
+    key = "\0".join([path, item.kind, identity, sha or "", reason.value])
     return QuarantineRecord(
         quarantine_id=hashlib.sha256(key.encode()).hexdigest()[:32],
-        source_path=str(item.path),
-        identity_id=item.identity_id,
+        source_path=path,
+        identity_id=identity,
         kind=item.kind,
         sha256=sha,
         reason=reason.value,
-        detail=detail,
+        detail=printable(detail),
         manifest_line=item.manifest_line,
         run_id=run_id,
         quarantined_at=_now(),
@@ -213,7 +215,7 @@ def ingest_source(
     started = time.perf_counter()
     settings = settings or IngestSettings()
     items = read_source(source, root)
-    report = IngestReport(source=str(source), run_id=run_id, seen=len(items))
+    report = IngestReport(source=printable(str(source)), run_id=run_id, seen=len(items))
     quarantine: list[QuarantineRecord] = []
     readable = _read_all(items, settings, run_id, quarantine)
     claims = _Claims.from_store(workspace)

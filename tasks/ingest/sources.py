@@ -7,8 +7,12 @@ stop the run: it becomes an item carrying its refusal, which ingestion quarantin
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +49,36 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def printable(text: str) -> str:
+    """``text`` as storable UTF-8: a name that is not UTF-8 on disk (decoded by Python with
+    surrogate escapes) keeps its undecodable bytes as ``\\xNN``, so a quarantine row can still
+    say which file it was; Arrow refuses surrogates outright."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _not_utf8(name: str) -> bool:
+    return printable(name) != name
+
+
 def resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None]:
-    """Resolve ``raw`` against ``base``; refuse it if it (or a symlink in it) leaves ``root``."""
+    """Resolve ``raw`` against ``base``; refuse it if it (or a symlink in it) leaves ``root``.
+
+    A path the operating system cannot even look up (a NUL byte, a name over 255 bytes, a
+    path over PATH_MAX) is refused as unreadable rather than raised: it is one bad row, and
+    the rest of the manifest is still good work.
+    """
+    if "\0" in raw:
+        return Path(raw.replace("\0", "\\0")), (
+            QuarantineReason.UNREADABLE_FILE, f"{raw!r} contains a NUL byte: no file has that name")
+    try:
+        return _resolve_member(raw, base, root)
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        return Path(os.path.normpath(base / raw)), (
+            QuarantineReason.UNREADABLE_FILE, f"{raw!r} cannot be looked up: {reason}")
+
+
+def _resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None]:
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute():
         candidate = base / candidate
@@ -60,9 +92,17 @@ def resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None
             f"{raw!r} is a symlink to {real}, outside {root}",
         )
     if not real.exists():
+        if lexical.is_symlink():
+            return lexical, (QuarantineReason.MISSING_FILE,
+                             f"{raw!r} is a symlink that leads nowhere (broken or looping)")
         return lexical, (QuarantineReason.MISSING_FILE, f"{raw!r} does not exist")
     if not real.is_file():
         return lexical, (QuarantineReason.UNREADABLE_FILE, f"{raw!r} is not a regular file")
+    if _not_utf8(str(lexical)):
+        # Every path is stored as text (source_path); one that is not UTF-8 cannot be, and a
+        # mangled copy would point at no file.
+        return lexical, (QuarantineReason.UNREADABLE_FILE,
+                         f"path {printable(str(lexical))!r} is not valid UTF-8: rename it")
     return lexical, None
 
 
@@ -83,10 +123,23 @@ def scan_folder(folder: Path) -> list[SourceItem]:
                          f"identity folder is a symlink to {os.path.realpath(identity)}"),
             ))
             continue
-        for entry in sorted(identity.iterdir()):
+        try:
+            entries = sorted(identity.iterdir())
+        except OSError as error:
+            items.append(SourceItem(identity.name, "photo", identity, refusal=(
+                QuarantineReason.UNREADABLE_FILE,
+                f"identity folder cannot be listed: {error.strerror or error}")))
+            continue
+        for entry in entries:
             if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             path, refusal = resolve_member(entry.name, identity, root)
+            if refusal is None and _not_utf8(identity.name):
+                # The folder name is the identity label: one we cannot store faithfully
+                # would file the face under a mangled identity.
+                refusal = (QuarantineReason.UNREADABLE_FILE,
+                           f"identity folder name {printable(identity.name)!r} is not valid "
+                           "UTF-8: rename it")
             items.append(SourceItem(identity.name, "photo", path, refusal=refusal))
     return items
 
@@ -106,24 +159,43 @@ def _read_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict[str, str
             for number, row in enumerate(table.to_pylist(), start=1)
         ]
         return columns, rows
+    text = _utf8_text(manifest)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            reader.fieldnames = columns
-            rows = []
-            for row in reader:
-                if None in row:
-                    raise ManifestError(
-                        f"{manifest}, line {reader.line_num}: more fields than the header's "
-                        f"{len(columns)} columns"
-                    )
-                rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{manifest}: not UTF-8 text ({error})") from error
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = columns
+        rows = []
+        for row in reader:
+            if None in row:
+                raise ManifestError(
+                    f"{manifest}, line {reader.line_num}: more fields than the header's "
+                    f"{len(columns)} columns"
+                )
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
     except csv.Error as error:
-        raise ManifestError(f"{manifest}: malformed CSV ({error})") from error
+        # The inner reader has counted the lines it consumed, the bad one included
+        # (DictReader's own line_num only moves on rows it returned).
+        raise ManifestError(f"{manifest}, line {max(reader.reader.line_num, 1)}: malformed CSV "
+                            f"({error})") from error
     return columns, rows
+
+
+def _utf8_text(manifest: Path) -> str:
+    """The manifest as text (one leading BOM allowed); not UTF-8 names the line to fix.
+
+    Read whole, so a decoding error's position is the file's own and the message can say
+    which line holds the bad bytes (a name saved as Latin-1, say) instead of an offset.
+    """
+    raw = manifest.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = len(re.split(rb"\r\n|\r|\n", raw[:error.start]))
+        raise ManifestError(
+            f"{manifest}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}: "
+            f"{error.reason}); save the manifest as UTF-8") from error
 
 
 def read_manifest(manifest: Path, root: Path | None = None) -> list[SourceItem]:
@@ -143,11 +215,19 @@ def read_manifest(manifest: Path, root: Path | None = None) -> list[SourceItem]:
             f"found {', '.join(columns) or 'none'}"
             f" (need {', '.join(REQUIRED_COLUMNS)}, optionally {', '.join(OPTIONAL_COLUMNS)})"
         )
+    repeated = sorted(c for c in set(columns) if columns.count(c) > 1)
+    if repeated:
+        raise ManifestError(f"{manifest}: column(s) {', '.join(repeated)} appear more than once; "
+                            "which one holds the value is ambiguous")
     if not rows:
         raise ManifestError(f"{manifest}: no rows")
     for number, row in rows:
         if not row["identity_id"]:
             raise ManifestError(f"{manifest}, {what} {number}: empty identity_id")
+        if any(unicodedata.category(c) == "Cc" for c in row["identity_id"]):
+            raise ManifestError(
+                f"{manifest}, {what} {number}: identity_id {row['identity_id']!r} contains a "
+                "control character (NUL, tab, line break...): not a label anyone typed")
         if not row["photo_path"] and not row.get("sketch_path"):
             raise ManifestError(f"{manifest}, {what} {number}: neither photo_path nor sketch_path")
     items: list[SourceItem] = []
