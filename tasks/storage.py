@@ -185,9 +185,10 @@ def _upsert(workspace: Workspace, name: str, rows: pa.Table, key: str) -> WriteR
     db = workspace.db()
     table = _open(workspace, name)
     if table is None:
-        table = db.create_table(name, schema=rows.schema)
-        if rows.num_rows:
-            table.add(rows)
+        # One commit: the table is born holding its rows. Creating it empty and then adding
+        # would commit twice, leaving an empty first version that a crash between the two
+        # could make the table's only one, and a version history off by one.
+        table = db.create_table(name, data=rows, schema=rows.schema)
         return WriteResult(name, table.version, rows.num_rows, 0, table.count_rows())
     if rows.num_rows == 0:
         return WriteResult(name, table.version, 0, 0, table.count_rows())
