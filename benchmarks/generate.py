@@ -1,16 +1,16 @@
-"""Sketch generation throughput: the sharded, batched path beside a naive one-at-a-time loop.
+"""Sketch generation throughput: the 112 px bridge beside the 64 px 25-step DDIM generator,
+each by a naive one-at-a-time loop, batched sampling and the sharded path.
 
-Run: .venv/bin/python benchmarks/generate.py [--generator DIR] [--n 16] [--steps 3]
+Run: .venv/bin/python benchmarks/generate.py [--generator DIR] [--n 64] [--no-baseline]
 
-Both paths draw the same items with the same model and DDIM steps (classifier-free guidance,
-so two UNet passes per step):
-- naive: for each item, build its conditions, run the DDIM loop on a batch of one, write a PNG;
-- batched: ``SketchGenerator.sample`` on batches, no IO;
-- sharded: ``run_shard`` end to end (vectors read from LanceDB, batches, PNGs, shard Parquet).
-The UNet's achieved FLOP/s (FLOPs of one forward counted with FlopCounterMode, times the
-forwards made) is compared with this machine's float32 matmul FLOP/s. Without --generator a
-random-init generator of --config is used and the workspace holds random unit vectors: the
-figures are about speed, not sketches.
+Per generator, the same items with the same model, steps and guidance:
+- naive: for each item, build its conditions, sample a batch of one, write a PNG;
+- batched: ``SketchGenerator.sample`` on batches (start and spatial images made), no IO;
+- sharded: ``run_shard`` end to end (vectors read from LanceDB, crops, batches, PNGs, Parquet).
+The network's achieved FLOP/s (one evaluation counted with FlopCounterMode, times the
+evaluations made) is compared with this machine's float32 matmul FLOP/s. Without
+--generator random-init generators of the bundled configs are used and the workspace holds
+random unit vectors and smooth random faces: the figures are about speed, not sketches.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,25 +46,27 @@ def matmul_flops(device: str, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def unet_forward_flops(generator) -> int:
-    """FLOPs of one UNet forward for one image (the CFG pair counts as two)."""
+def forward_flops(generator) -> int:
+    """FLOPs of one network evaluation for one image at full resolution: UNet, pixel
+    (un)shuffle and the refine head, as ``SketchGenerator._predict`` runs them."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     size = generator.resolution
     device = generator.device
-    x = torch.zeros(1, generator.unet.config.in_channels, size, size, device=device)
+    x = torch.zeros(1, 1, size, size, device=device)
+    spatial = (torch.zeros(1, 1, size, size, device=device)
+               if generator.config.spatial_condition != "none" else None)
     tokens = generator.projector.unconditional(1)
-    labels = tokens.mean(dim=1) if generator.config.unet.pooled_to_time else None
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        generator.unet(x, torch.tensor([500], device=device), encoder_hidden_states=tokens,
-                       class_labels=labels)
+        generator._predict(x, torch.tensor([500.0], device=device), tokens, spatial)
     return counter.get_total_flops()
 
 
 def synthetic_workspace(root: Path, manifest: dict, n_faces: int, styles: list[str]):
     """Faces and unit vectors stored as the pipeline stores them, without running encoders."""
+    import cv2
     import pyarrow as pa
 
     from schemas.arrow import to_arrow
@@ -71,15 +74,22 @@ def synthetic_workspace(root: Path, manifest: dict, n_faces: int, styles: list[s
     from tasks import storage
     from tasks.embed import TEXT_SCHEMA_KEY
     from tasks.encoders.base import l2_normalise
+    from tasks.generate.shard import encode_png
 
     workspace = storage.Workspace.open(root)
     rng = np.random.default_rng(0)
     now = dt.datetime.now(dt.UTC)
+
+    def face_png() -> bytes:
+        # Smooth random shading: enough for the renderers and the spatial input to work on.
+        small = rng.integers(40, 220, (14, 14, 3), dtype=np.uint8)
+        return encode_png(cv2.resize(small, (112, 112), interpolation=cv2.INTER_CUBIC))
+
     faces = [FaceRecord(
         face_id=f"{i:064x}", identity_id=f"bench-{i:04d}", kind="photo", source_path="-",
         pixel_sha256="-", width=112, height=112, image_format="PNG", image_mode="RGB",
         exif_transposed=False, alignment="pre-aligned", det_box=[0.0] * 4,
-        det_landmarks=[0.0] * 10, det_score=1.0, n_faces=1, aligned_png=b"", run_id="bench",
+        det_landmarks=[0.0] * 10, det_score=1.0, n_faces=1, aligned_png=face_png(), run_id="bench",
         ingested_at=now) for i in range(n_faces)]
     storage.upsert(workspace, storage.FACES, to_arrow(faces, FACES_SCHEMA), "face_id")
     dims, versions = manifest["condition_dims"], manifest["encoder_versions"]
@@ -106,94 +116,77 @@ def synthetic_workspace(root: Path, manifest: dict, n_faces: int, styles: list[s
     return workspace
 
 
-def naive_loop(generator, items, vectors, texts, steps: int, guidance: float,
+def naive_loop(generator, items, conditions_of, steps: int, guidance: float,
                out: Path) -> None:
-    """The textbook diffusers loop, one image at a time."""
-    import torch
-    from diffusers import DDIMScheduler
-
+    """One image at a time: conditions built, sampled and written per item."""
     from tasks.generate.shard import encode_png
 
-    device = generator.device
-    size = generator.resolution
     for item in items:
-        conditions = {
-            "identity": torch.as_tensor(vectors["identity"][item["face_id"]][None], device=device),
-            "image": torch.as_tensor(vectors["image"][item["face_id"]][None], device=device),
-            "text": torch.as_tensor(texts[item["style"]][0][None], device=device),
-        }
-        with torch.no_grad():
-            tokens = torch.cat([generator.projector(conditions, batch_size=1),
-                                generator.projector.unconditional(1)])
-            labels = tokens.mean(dim=1) if generator.config.unet.pooled_to_time else None
-            scheduler = DDIMScheduler(**generator.scheduler_config)
-            scheduler.set_timesteps(steps, device=device)
-            seeded = torch.Generator("cpu").manual_seed(int(item["seed"]))
-            x = torch.randn((1, 1, size, size), generator=seeded).to(device)
-            for t in scheduler.timesteps:
-                eps = generator.unet(torch.cat([x, x]), t, encoder_hidden_states=tokens,
-                                     class_labels=labels).sample
-                cond, uncond = eps.chunk(2)
-                x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
-        image = ((x[0, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        image = generator.sample(conditions_of([item]), [item["seed"]], steps=steps,
+                                 guidance=guidance)[0]
         (out / f"{item['sketch_id']}.png").write_bytes(encode_png(image))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", help="a saved generator directory (default: random init)")
-    parser.add_argument("--config", default="cpu", help="config for the random-init generator")
-    parser.add_argument("--n", type=int, default=16, help="sketches per path")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="best of this many runs per path (paths alternate)")
-    args = parser.parse_args()
+@dataclass
+class Case:
+    label: str
+    config: str
+    steps: int
+    guidance: float
 
+
+def run_case(case: Case, args: argparse.Namespace, tmp: Path, device: str) -> list[tuple]:
+    """Seconds per path for one generator config; rows for the table."""
     import torch
 
     from schemas.generation import GenerationContext, SamplingParams
+    from tasks import storage
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
-    from tasks.generate.config import load_config
+    from tasks.generate.dataset import read_crops, spatial_inputs, start_inputs
     from tasks.generate.model import SketchGenerator, read_manifest
     from tasks.generate.plan import plan_generation
-    from tasks.generate.shard import load_generator, resolve_device, run_shard
+    from tasks.generate.shard import load_generator, run_shard
 
-    device = resolve_device(args.device)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
-    # The benchmark's workspace holds vectors, not photos, so the generator is built without
-    # the spatial input: one more input channel costs next to nothing in the UNet.
-    config = load_config(args.config).model_copy(update={"spatial_condition": "none"})
+    root = tmp / case.config
     path = Path(args.generator) if args.generator else SketchGenerator.build(
-        config, {"identity": 128, "image": 1280, "text": 384},
+        case.config, {"identity": 128, "image": 1280, "text": 384},
         {"identity": "bench-id", "image": "bench-img", "text": "bench-txt"}, seed=0,
-    ).save_pretrained(tmp / "generator")
+    ).save_pretrained(root / "generator")
     manifest = read_manifest(path)
     styles = ["bench-a", "bench-b"]
-    workspace = synthetic_workspace(tmp / "ws", manifest, max(1, args.n // 4), styles)
+    workspace = synthetic_workspace(root / "ws", manifest, max(1, args.n // 4), styles)
     sources = condition_sources(workspace, manifest)
     plan = plan_generation(workspace, manifest["version"], sources, styles,
                            samples_per_face=2, shard_size=args.n)
     shard = plan.shard_refs[0]
-    sampling = SamplingParams(steps=args.steps, guidance=args.guidance,
+    sampling = SamplingParams(steps=case.steps, guidance=case.guidance,
                               batch_size=args.batch_size)
     context = GenerationContext(
         workspace=str(workspace.root), generator_path=str(path),
         generator_version=manifest["version"], generator_config=manifest["config_name"],
         conditions=sources, sampling=sampling, devices=[device], run_id="bench")
     generator = load_generator(path, device, context.expected_encoders())
-    from tasks import storage
-
+    config = generator.config
     items = storage.read_parquet(workspace.root / shard.items_path).to_pylist()
     faces = sorted({i["face_id"] for i in items})
     vectors = {role: dict(zip(faces, face_vectors(workspace, sources[role], faces), strict=True))
                for role in ("identity", "image")}
     texts = text_vectors(workspace, sources["text"], styles)
+    crops = read_crops(workspace, faces)
+
+    def conditions_of(batch: list[dict]) -> dict:
+        photos = [crops[i["face_id"]] for i in batch]
+        made = {"identity": np.stack([vectors["identity"][i["face_id"]] for i in batch]),
+                "image": np.stack([vectors["image"][i["face_id"]] for i in batch]),
+                "text": np.stack([texts[i["style"]][0] for i in batch])}
+        if config.spatial_condition != "none":
+            made["spatial"] = spatial_inputs(photos, config.spatial_condition, config.resolution)
+        if generator.needs_start:
+            made["start"] = start_inputs(photos, config.formulation.start, config.resolution)
+        return made
+
     n = len(items)
-    generator.sample({r: np.stack([vectors[r][faces[0]]]) for r in ("identity", "image")}
-                     | {"text": texts[styles[0]][0][None]}, [0], steps=1)  # warm-up
+    generator.sample(conditions_of(items[:1]), [0], steps=1, guidance=case.guidance)  # warm-up
 
     def timed(fn) -> float:
         if device.startswith("cuda"):
@@ -204,49 +197,75 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - started
 
-    naive_dir = tmp / "naive"
-    naive_dir.mkdir()
+    naive_dir = root / "naive"
+    naive_dir.mkdir(parents=True, exist_ok=True)
 
     def naive() -> None:
-        naive_loop(generator, items, vectors, texts, args.steps, args.guidance, naive_dir)
+        naive_loop(generator, items, conditions_of, case.steps, case.guidance, naive_dir)
 
     def batched() -> None:
-        for start in range(0, n, args.batch_size):
-            batch = items[start:start + args.batch_size]
-            generator.sample(
-                {"identity": np.stack([vectors["identity"][i["face_id"]] for i in batch]),
-                 "image": np.stack([vectors["image"][i["face_id"]] for i in batch]),
-                 "text": np.stack([texts[i["style"]][0] for i in batch])},
-                [i["seed"] for i in batch], steps=args.steps, guidance=args.guidance)
+        for at in range(0, n, args.batch_size):
+            batch = items[at:at + args.batch_size]
+            generator.sample(conditions_of(batch), [i["seed"] for i in batch],
+                             steps=case.steps, guidance=case.guidance)
 
     def sharded() -> None:
         (workspace.root / shard.result_path).unlink(missing_ok=True)  # else it is skipped
         run_shard(context, shard)
 
-    paths = {"naive, one image at a time": naive, "batched sample() (no IO)": batched,
+    paths = {"naive, one image at a time": naive, "batched sample()": batched,
              "sharded run_shard (end to end)": sharded}
     # Alternating the paths and keeping each one's best run damps other load on the machine.
     best = dict.fromkeys(paths, float("inf"))
     for _ in range(args.repeats):
         for name, fn in paths.items():
             best[name] = min(best[name], timed(fn))
-    naive_s = best["naive, one image at a time"]
+    passes = 2 if case.guidance != 1.0 else 1  # classifier-free guidance doubles the batch
+    flops = forward_flops(generator) * case.steps * passes
+    params = sum(p.numel() for p in generator.parameters()) / 1e6
+    label = (f"{case.label} ({config.resolution} px, {case.steps} steps, guidance "
+             f"{case.guidance:g}, {params:.1f} M params, {flops / 1e9:.2f} GFLOP a sketch)")
+    return [(label, name, seconds, n, flops) for name, seconds in best.items()]
 
-    flops_per_image = unet_forward_flops(generator) * args.steps * 2  # CFG: two passes a step
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generator", help="a saved generator directory (default: random init "
+                                            "of each compared config)")
+    parser.add_argument("--n", type=int, default=64, help="sketches per path")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="best of this many runs per path (paths alternate)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the old 64 px 25-step DDIM generator (cpu-ddpm)")
+    args = parser.parse_args()
+
+    import torch
+
+    from tasks.generate.config import load_config
+    from tasks.generate.shard import resolve_device
+
+    device = resolve_device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    bridge = load_config("cpu").formulation
+    cases = [Case("bridge (cpu)", "cpu", bridge.default_steps, bridge.default_guidance)]
+    if args.baseline and not args.generator:
+        cases.append(Case("DDIM (cpu-ddpm)", "cpu-ddpm", 25, 2.0))
+    rows = [row for case in cases for row in run_case(case, args, tmp, device)]
     peak = matmul_flops(device)
-    params = sum(p.numel() for p in generator.unet.parameters())
-    print(f"generator {manifest['version']} ({params / 1e6:.1f} M UNet params, "
-          f"{generator.resolution}x{generator.resolution}), {n} sketches, {args.steps} DDIM "
-          f"steps, guidance {args.guidance}, batch {args.batch_size}, device {device}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"UNet forward: {flops_per_image / args.steps / 2 / 1e9:.2f} GFLOP per image; "
-          f"float32 matmul on this machine: {peak / 1e9:.1f} GFLOP/s\n")
-    print(f"{'path':34} {'seconds':>8} {'img/s':>8} {'vs naive':>9} {'UNet GFLOP/s':>13} "
-          f"{'% of matmul':>12}")
-    for name, seconds in best.items():
-        achieved = flops_per_image * n / seconds
-        print(f"{name:34} {seconds:8.2f} {n / seconds:8.2f} {naive_s / seconds:8.2f}x "
-              f"{achieved / 1e9:13.1f} {100 * achieved / peak:11.1f}%")
+    print(f"device {device}, {torch.get_num_threads()} threads; float32 matmul "
+          f"{peak / 1e9:.1f} GFLOP/s; batch {args.batch_size}")
+    naive_s = {label: s for label, name, s, _, _ in rows if name.startswith("naive")}
+    current = None
+    for label, name, seconds, n, flops in rows:
+        if label != current:
+            current = label
+            print(f"\n{label}\n{'path':34} {'seconds':>8} {'sketch/s':>9} {'vs naive':>9} "
+                  f"{'GFLOP/s':>8} {'% matmul':>9}")
+        achieved = flops * n / seconds
+        print(f"{name:34} {seconds:8.2f} {n / seconds:9.2f} {naive_s[label] / seconds:8.2f}x "
+              f"{achieved / 1e9:8.1f} {100 * achieved / peak:8.1f}%")
 
 
 if __name__ == "__main__":

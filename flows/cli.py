@@ -101,10 +101,12 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sampling (default: the settings, see README)")
     group.add_argument("--samples-per-face", type=int, default=None, help="default 2")
     group.add_argument("--shard-size", type=int, default=None, help="default 256")
-    group.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    group.add_argument("--steps", type=int, default=None,
+                       help="sampling steps (default: the generator's own; bridge 4, DDIM 50)")
     group.add_argument("--guidance", type=float, default=None,
-                       help="classifier-free guidance (default 2.0)")
-    group.add_argument("--eta", type=float, default=0.0)
+                       help="classifier-free guidance (default: the generator's own)")
+    group.add_argument("--eta", type=float, default=None,
+                       help="sampling noise (default: the generator's own; bridge 1, DDIM 0)")
     group.add_argument("--batch-size", type=int, default=None, help="default 16")
     group.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
                        help="run the shards on an existing Dask cluster "
@@ -214,7 +216,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         thresholds=args.thresholds, dry_run=args.dry_run, **_specs(args)), args.dry_run)
 
 
-DEMO_GENERATION = {"STEPS": "20", "SAMPLES_PER_FACE": "2"}
+DEMO_GENERATION = {"SAMPLES_PER_FACE": "2"}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -229,8 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.generate.catalog import DEFAULT_GENERATOR
 
     started = time.perf_counter()
-    # The demo's sampling budget, unless the user set one: 20 DDIM steps keep the whole DAG
-    # within minutes on a laptop CPU (the nightly default is 50).
+    # The demo's sampling budget, unless the user set one (steps: the generator's own).
     for key, value in DEMO_GENERATION.items():
         os.environ.setdefault(f"CLIP4SKETCH_GENERATE_{key}", value)
     source = make_demo_source(args.workspace / "demo-source", identities=args.identities,
@@ -367,7 +368,8 @@ def cmd_train_recognizer(args: argparse.Namespace) -> int:
         samples_per_identity=args.samples_per_identity, lr=args.lr, seed=args.seed,
         resume=args.resume, split=args.split, checkpoint_every=args.checkpoint_every,
         device=args.device, identity_encoder=specs.get("identity_encoder"),
-        drop_test_identities=args.drop_test_identities, hidden=args.hidden)
+        drop_test_identities=args.drop_test_identities, hidden=args.hidden,
+        synthetic_styles=args.synthetic_style)
     loss = f"{report.final_loss:.4f}" if report.final_loss is not None else "n/a"
     print(f"recognizer {report.recognizer_dir}: {report.steps} steps, final loss {loss}")
     print(f"  loss curve: {report.loss_png}")
@@ -472,11 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default $CLIP4SKETCH_WORKSPACE or ./workspace)")
+    # The same global options after the command (`clip4sketch ingest SRC --workspace W`), as
+    # git and pip take them. SUPPRESS: a sub-command that is not given one must not overwrite
+    # the value given before the command with its own default.
+    global_options = argparse.ArgumentParser(add_help=False)
+    global_options.add_argument("--workspace", type=Path, default=argparse.SUPPRESS,
+                                help="workspace folder (also accepted before the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
             runs_flow: bool = False):
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=[global_options])
         sub.set_defaults(handler=handler, runs_flow=runs_flow)
         return sub
 
@@ -513,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a style to train (repeatable; default: every style with examples)")
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--split", default=None,
-                       help="identities to hold out: a bundled split (cuhk) or a CSV "
-                            "identity_id,split; only 'train' identities are used")
+    train.add_argument("--split", action="append", default=None,
+                       help="identities to hold out: a bundled split (cuhk, cufsf) or a CSV "
+                            "identity_id,split; repeatable (their union); only 'train' "
+                            "identities are used")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint of --name")
     train.add_argument("--name", default="default", help="generators/<name>/ in the workspace")
@@ -590,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     recognizer.add_argument("--dataset", action="append", default=None,
                             help="repeatable: published version, sketches table, Parquet, "
                                  "export folder or workspace (default: the sketches table)")
+    recognizer.add_argument("--synthetic-style", action="append", default=None,
+                            help="repeatable: train only on synthetic sketches of this style")
     recognizer.add_argument("--real-pairs", action="append", default=None,
                             help="repeatable: pairs manifest of real sketches")
     recognizer.add_argument("--real-pairs-root", action="append", default=None,

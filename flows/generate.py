@@ -157,7 +157,7 @@ def generate(
     shard_size: int | None = None,
     steps: int | None = None,
     guidance: float | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     dask_address: str | None = None,
@@ -192,6 +192,10 @@ def generate(
     dask_address = dask_address or given.dask_address
     generator_path = find_generator(ws.root, generator or given.generator)
     manifest = checked_generator(generator_path)
+    # Generators saved before formulations recorded no defaults: DDIM's 50 steps, guidance 2.
+    steps = steps or manifest.get("default_steps") or 50
+    guidance = manifest.get("default_guidance", 2.0) if guidance is None else guidance
+    eta = manifest.get("default_eta", 0.0) if eta is None else eta
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.
     with hold_workspace(settings, ws, "generate", run_id):

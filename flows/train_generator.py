@@ -29,7 +29,7 @@ def train_generator(
     styles: list[str] | None = None,
     steps: int | None = None,
     batch_size: int | None = None,
-    split: str | None = None,
+    split: str | list[str] | None = None,
     resume: bool = False,
     name: str = "default",
     identity_encoder: EncoderSpec | None = None,

@@ -41,8 +41,9 @@ class GenerationSettings(BaseSettings):
     generator: Path | None = None
     samples_per_face: int = Field(2, ge=1)
     shard_size: int = Field(256, ge=1)
-    steps: int = Field(50, ge=1)
-    guidance: float = Field(2.0, ge=0.0)
+    # None: the generator's own defaults (a bridge samples in a few steps, DDIM in ~50).
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0.0)
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     dask_address: str | None = None

@@ -108,6 +108,63 @@ class SchedulerSpec(_Strict):
         return self.model_dump()
 
 
+class FormulationSpec(_Strict):
+    """How noise is added and removed: the one field that picks a formulation module.
+
+    ``ddpm``: noise-start, epsilon-prediction, DDIM sampling (the paper's form; its betas are in
+    ``scheduler``). ``bridge``: a linear bridge from a deterministic rendering of the mugshot
+    (``start``) to the sketch, x0-prediction, a few flow-matching Euler steps; identity is in
+    the picture from step 0 instead of having to be denoised out of pure noise.
+    """
+
+    kind: str = "ddpm"
+    # Bridge only: the start image, "grey" (the aligned photo's luma) or a renderer's name.
+    start: str = "grey"
+    # Bridge only: std of the Brownian-bridge noise sigma * sqrt(t (1 - t)) * eps in training.
+    noise: float = Field(default=0.1, ge=0.0)
+    # Bridge only: the smallest t drawn in training (t = 0 is the target itself).
+    t_min: float = Field(default=0.02, gt=0.0, lt=1.0)
+    # Sampling defaults when a caller does not say (bridge: few steps; ddpm: DDIM steps).
+    default_steps: int = Field(default=50, ge=1)
+    default_guidance: float = Field(default=2.0, ge=0.0)
+    # Sampling noise: DDIM's eta, or the bridge's posterior noise (eta * noise * sqrt(s (t -
+    # s) / t)); None: the formulation's own (ddpm 0, deterministic; bridge 1, the posterior).
+    default_eta: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FormulationSpec:
+        from tasks.generate.formulations import known_formulations, known_starts
+
+        if self.kind not in known_formulations():
+            raise ValueError(f"unknown formulation {self.kind!r}; known: "
+                             f"{', '.join(known_formulations())}")
+        if self.start not in known_starts():
+            raise ValueError(f"unknown start image {self.start!r}; known: "
+                             f"{', '.join(known_starts())}")
+        return self
+
+
+class LossSpec(_Strict):
+    """Extra training losses on the predicted clean sketch, each from a step on.
+
+    ``identity``: weight of 1 - cos(SFace(x0_hat), SFace(mugshot)) through the torch port of
+    SFace; what keeps identity (a regression loss alone drifts to the average sketch).
+    ``adversarial``: weight of a hinge PatchGAN loss on (grey photo, sketch) pairs, against
+    the blur of regression losses. Judge identity with another recognizer than the one in
+    the loss, and realism by the Frechet distance, not sharpness alone (METHOD.md).
+    """
+
+    identity: float = Field(default=0.0, ge=0.0)
+    identity_from_step: int = Field(default=0, ge=0)
+    # SFace's backward costs more than the generator's own step on a CPU: the identity loss
+    # may look at only the first items of each batch (None: all of them).
+    identity_items: int | None = Field(default=None, ge=1)
+    adversarial: float = Field(default=0.0, ge=0.0)
+    adversarial_from_step: int = Field(default=0, ge=0)
+    discriminator_lr: float = Field(default=2e-4, gt=0.0)
+    discriminator_channels: int = Field(default=32, ge=4)
+
+
 class AugmentSpec(_Strict):
     max_shift: float = Field(default=0.03, ge=0.0, description="fraction of the image size")
     max_scale: float = Field(default=0.05, ge=0.0, description="relative zoom in/out")
@@ -123,30 +180,52 @@ class TrainingSpec(_Strict):
     grad_clip: float | None = 1.0
     checkpoint_every: int = Field(default=500, ge=1)
     augment: AugmentSpec = AugmentSpec()
+    losses: LossSpec = LossSpec()
 
 
 class GeneratorConfig(_Strict):
     name: str
     resolution: int = Field(ge=8)
     spatial_condition: SpatialCondition = "none"
+    # Space-to-depth factor: the UNet works at resolution / s on s*s channels per input
+    # channel (pixel_unshuffle), so 112 px output costs what 28 px would.
+    space_to_depth: int = Field(default=1, ge=1)
+    # Channels of a small full-resolution conv head after pixel_shuffle (0: none). It sees
+    # every output pixel with its neighbours, which the sub-pixel layout alone does not, and
+    # is the usual cure for pixel_shuffle's checkerboard.
+    refine_channels: int = Field(default=0, ge=0)
     unet: UNetSpec
     conditions: ConditionSpec
+    formulation: FormulationSpec = FormulationSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     training: TrainingSpec = TrainingSpec()
 
     @model_validator(mode="after")
     def _check(self) -> GeneratorConfig:
         levels = len(self.unet.block_out_channels)
-        if self.resolution % (2 ** (levels - 1)):
+        s = self.space_to_depth
+        if self.resolution % s:
+            raise ValueError(f"resolution {self.resolution} is not divisible by space_to_depth {s}")
+        inner = self.resolution // s
+        if inner % (2 ** (levels - 1)):
             raise ValueError(
-                f"resolution {self.resolution} must be divisible by 2**{levels - 1} "
-                f"for a {levels}-level UNet"
+                f"resolution {self.resolution} / space_to_depth {s} = {inner} must be divisible "
+                f"by 2**{levels - 1} for a {levels}-level UNet"
             )
         return self
 
     @property
-    def in_channels(self) -> int:
+    def image_channels(self) -> int:
+        """Channels of the full-resolution input: the noisy sketch, plus the spatial map."""
         return 1 if self.spatial_condition == "none" else 2
+
+    @property
+    def in_channels(self) -> int:
+        return self.image_channels * self.space_to_depth ** 2
+
+    @property
+    def unet_resolution(self) -> int:
+        return self.resolution // self.space_to_depth
 
     def with_condition_dims(self, dims: dict[str, int]) -> GeneratorConfig:
         """A copy whose vector sizes match the encoders actually used."""
@@ -166,9 +245,9 @@ class GeneratorConfig(_Strict):
         up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(u.attention_levels))
         heads = tuple(max(1, w // u.attention_head_dim) for w in u.block_out_channels)
         kwargs: dict[str, Any] = {
-            "sample_size": self.resolution,
+            "sample_size": self.unet_resolution,
             "in_channels": self.in_channels,
-            "out_channels": 1,
+            "out_channels": self.space_to_depth ** 2,
             "down_block_types": down,
             "up_block_types": up,
             "mid_block_type": "UNetMidBlock2DCrossAttn" if u.mid_block_attention

@@ -69,6 +69,7 @@ class PreviewRow:
     image: np.ndarray
     spatial: np.ndarray | None
     targets: dict[str, np.ndarray]  # style -> uint8 (H, W) grey target
+    start: np.ndarray | None = None  # a bridge's start image, (1, H, W) in [-1, 1]
 
 
 @dataclass
@@ -82,6 +83,10 @@ class TrainingSet:
     text: np.ndarray  # (S, d_text) float32, one row per style
     sketch: np.ndarray  # (N, 1, H, W) float32 in [-1, 1]
     spatial: np.ndarray | None  # (N, 1, H, W) float32 in [-1, 1], or None
+    # A bridge's start image per example (N, 1, H, W) in [-1, 1], or None.
+    start: np.ndarray | None = None
+    # SFace vectors of each example's mugshot (N, 128), for the identity loss, or None.
+    id_target: np.ndarray | None = None
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> reason -> n
     empty_styles: tuple[str, ...] = ()
     preview: list[PreviewRow] = field(default_factory=list)
@@ -104,7 +109,7 @@ class TrainingSet:
         digest.update("|".join(self.styles).encode())
         digest.update("|".join(self.face_id).encode())
         for array in (self.style_index, self.identity, self.image, self.text, self.sketch,
-                      self.spatial):
+                      self.spatial, self.start, self.id_target):
             if array is not None:
                 digest.update(str(array.shape).encode())
                 digest.update(np.ascontiguousarray(array).tobytes())
@@ -260,6 +265,8 @@ def assemble(
     split: Mapping[str, str] | None = None,
     spatial_mode: str = "none",
     preview_identities: int = 4,
+    start: str | None = None,
+    identity_targets: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> TrainingSet:
     """Build the training set for ``styles``; styles left with no example are listed empty.
 
@@ -267,6 +274,9 @@ def assemble(
     with; a photo lacking a current vector in either is skipped (counted per reason), never
     embedded here: embedding is the embed stage's job and its versions must stay coherent.
     ``split`` maps identity -> "train"/"test"; only "train" identities are used.
+    ``start`` names a bridge's start image (formulations.base.start_images), made once per
+    example here rather than every step; ``identity_targets`` maps aligned BGR crops to the
+    vectors the identity loss compares with (tasks.generate.objectives.identity_targets).
     """
     missing_roles = [r for r in FACE_ROLES if r not in vectors]
     if missing_roles:
@@ -312,6 +322,16 @@ def assemble(
     spatial = None
     if spatial_mode != "none":
         spatial = spatial_inputs([crops[p] for p in photo_ids], spatial_mode, resolution)
+    starts = None
+    if start is not None:
+        starts = start_inputs([crops[p] for p in photo_ids], start, resolution)
+    id_target = None
+    if identity_targets is not None:
+        unique = sorted(set(photo_ids))
+        vectors = identity_targets(np.stack([crops[p] for p in unique])) if unique else None
+        row = {p: i for i, p in enumerate(unique)}
+        id_target = (vectors[[row[p] for p in photo_ids]] if vectors is not None
+                     else np.zeros((0, 128), np.float32))
 
     training = TrainingSet(
         styles=names,
@@ -324,6 +344,8 @@ def assemble(
               else np.zeros((0, 0), np.float32)),
         sketch=sketch,
         spatial=spatial,
+        start=starts,
+        id_target=id_target,
         skipped=skipped,
         empty_styles=empty,
     )
@@ -348,6 +370,15 @@ def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndar
     return spatial_condition(np.stack(crops), mode, size).numpy().astype(np.float32)
 
 
+def start_inputs(crops: Sequence[np.ndarray], start: str, size: int) -> np.ndarray:
+    """A bridge's start image for each photo, made exactly as at generation time."""
+    from tasks.generate.formulations.base import start_images
+
+    if not crops:
+        return np.zeros((0, 1, size, size), np.float32)
+    return start_images(np.stack(crops), start, size)
+
+
 def _preview(training: TrainingSet, crops: Mapping[str, np.ndarray],
              grey_targets: Sequence[np.ndarray], count: int) -> list[PreviewRow]:
     """The first ``count`` identities (sorted), each with its first photo and style targets."""
@@ -365,6 +396,7 @@ def _preview(training: TrainingSet, crops: Mapping[str, np.ndarray],
             identity=training.identity[first], image=training.image[first],
             spatial=None if training.spatial is None else training.spatial[first],
             targets=targets,
+            start=None if training.start is None else training.start[first],
         ))
     return rows
 
@@ -397,8 +429,10 @@ def batch_source(training: TrainingSet, batch_size: int,
             "image": training.image[index],
             "text": training.text[training.style_index[index]],
         }
-        if training.spatial is not None:
-            out["spatial"] = training.spatial[index]
+        for key in ("spatial", "start", "id_target"):
+            array = getattr(training, key)
+            if array is not None:
+                out[key] = array[index]
         return out
 
     return batch

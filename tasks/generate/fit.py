@@ -50,7 +50,7 @@ from tasks.generate.reports import (
     write_checkpoint_report,
     write_index,
 )
-from tasks.generate.splits import load_split, resolve_split
+from tasks.generate.splits import load_splits, resolve_split
 from tasks.locking import workspace_lock
 from tasks.runtime import retry_transient
 from tasks.storage import Workspace, write_bytes_atomic
@@ -87,7 +87,8 @@ class TrainRequest(BaseModel):
     styles: list[str] | None = None
     steps: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1)
-    split: str | None = None
+    # A bundled split name or CSV path, or several (their union; sides must agree).
+    split: str | list[str] | None = None
     resume: bool = False
     name: str = Field(default="default", pattern=SLUG, max_length=64)
     identity_encoder: EncoderSpec
@@ -96,7 +97,9 @@ class TrainRequest(BaseModel):
     styles_dirs: list[str] = Field(default_factory=list)
     seed: int = 0
     sample_every: int | None = Field(default=None, ge=1)
-    sample_steps: int = Field(default=10, ge=1)
+    sample_steps: int | None = Field(default=None, ge=1,
+                                     description="preview sampling steps (default: the "
+                                                 "formulation's own)")
     preview_identities: int = Field(default=4, ge=1)
     device: str | None = None
     run_id: str = "local"
@@ -187,7 +190,7 @@ def _check_plan(root: Path, plan: dict[str, Any], resume: bool, has_checkpoints:
         )
 
 
-def _preview_samples(ema: Any, training: TrainingSet, sample_steps: int,
+def _preview_samples(ema: Any, training: TrainingSet, sample_steps: int | None,
                      device: str) -> list[GridRow]:
     """One sample per (preview identity, style), fixed seeds: comparable across checkpoints."""
     rows = training.preview
@@ -202,7 +205,10 @@ def _preview_samples(ema: Any, training: TrainingSet, sample_steps: int,
     }
     if training.spatial is not None:
         conditions["spatial"] = np.stack([rows[r].spatial for r, _ in pairs])
-    images = ema.sample(conditions, seeds=[10_000 + r for r, _ in pairs], steps=sample_steps,
+    if training.start is not None:
+        conditions["start"] = np.stack([rows[r].start for r, _ in pairs])
+    steps = sample_steps or ema.default_steps
+    images = ema.sample(conditions, seeds=[10_000 + r for r, _ in pairs], steps=steps,
                         guidance=PREVIEW_GUIDANCE, device=device)
     samples: list[dict[str, np.ndarray]] = [{} for _ in rows]
     for (r, s), image in zip(pairs, images, strict=True):
@@ -235,7 +241,7 @@ class Prepared:
     dims: dict[str, int]
     prompts: dict[str, str]
     text_table: str
-    split_path: Path | None
+    split_path: str | None
     plan: dict[str, Any]
     batch_size: int
     steps: int
@@ -261,16 +267,25 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     """Assemble the data from the stored vectors and write down the run's plan."""
     config = load_config(request.config)
     styles = select_styles(request, workspace)
-    split_path = resolve_split(request.split) if request.split else None
-    split = load_split(split_path) if split_path else None
+    names = [request.split] if isinstance(request.split, str) else list(request.split or [])
+    split_paths = [resolve_split(name).resolve() for name in names]
+    split = load_splits(split_paths) if split_paths else None
 
     encoders = {role: load(getattr(request, f"{role}_encoder"))
                 for role in ("identity", "image", "text")}
     tables = {role: VectorTable.of(role, enc) for role, enc in encoders.items()}
     prompts = style_texts(styles)
     text_vectors = read_text_vectors(workspace, tables["text"], prompts)
+    from tasks.generate.formulations import build_formulation
+
+    needs_start = build_formulation(config).needs_start
+    targets = None
+    if config.training.losses.identity > 0:
+        from tasks.generate.objectives import identity_targets as targets
     training = assemble(workspace, styles, tables, text_vectors, config.resolution, split,
-                        config.spatial_condition, request.preview_identities)
+                        config.spatial_condition, request.preview_identities,
+                        start=config.formulation.start if needs_start else None,
+                        identity_targets=targets)
     _check_training(training, request.styles is not None, split, styles)
 
     versions = {role: enc.version for role, enc in encoders.items()}
@@ -292,7 +307,7 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
         config=config, training=training, versions=versions,
         dims={role: enc.dim for role, enc in encoders.items()},
         prompts={s: prompts[s] for s in training.styles}, text_table=tables["text"].table,
-        split_path=split_path.resolve() if split_path else None, plan=plan,
+        split_path=", ".join(map(str, split_paths)) or None, plan=plan,
         batch_size=batch_size, steps=request.steps or default_steps(config),
         every=request.sample_every or config.training.checkpoint_every,
     )
@@ -325,17 +340,25 @@ class _StepClock:
         self.steps, self.say, self.progress = steps, say, progress
         self.log_every = max(1, min(50, every // 5))
         self.done, self.seconds, self.mark = 0, 0.0, time.perf_counter()
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
 
     def restart(self) -> None:
         self.mark = time.perf_counter()
 
-    def __call__(self, step: int, loss: float) -> None:
+    def __call__(self, step: int, loss: float, terms: dict[str, float] | None = None) -> None:
         now = time.perf_counter()
         self.done += 1
         self.seconds += now - self.mark
         self.mark = now
+        for name, value in (terms or {}).items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
         if step % self.log_every == 0:
-            self.say(f"step {step}/{self.steps} loss {loss:.4f} ({self.per_step:.2f} s/step)")
+            detail = " ".join(f"{k} {self.sums[k] / self.counts[k]:.4f}" for k in self.sums)
+            self.say(f"step {step}/{self.steps} loss {loss:.4f} [{detail}] "
+                     f"({self.per_step:.2f} s/step)")
+            self.sums, self.counts = {}, {}
         if self.progress is not None:
             self.progress(step, self.steps)
 
@@ -441,7 +464,8 @@ def _summary(request: TrainRequest, training: TrainingSet, step: int, steps: int
         "config": request.config,
         "styles": ", ".join(f"{s} ({n})" for s, n in training.examples_per_style.items()),
         "identities": len(training.identities),
-        "split": request.split or "none (all identities)",
+        "split": (", ".join([request.split] if isinstance(request.split, str) else request.split)
+                  if request.split else "none (all identities)"),
         "skipped": json.dumps(training.skipped),
         **{f"{role} encoder": v for role, v in versions.items()},
     }

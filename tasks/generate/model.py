@@ -24,17 +24,19 @@ import diffusers
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tasks.generate.config import ROLES, GeneratorConfig, load_config
+from tasks.generate.formulations import build_formulation
 
 FORMAT_VERSION = 1
 UNET_DIR = "unet"
 UNET_WEIGHTS = f"{UNET_DIR}/diffusion_pytorch_model.safetensors"
 PROJECTOR_WEIGHTS = "projector.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
 SCHEDULER_DIR = "scheduler"
 CONFIG_FILE = "generator_config.json"
 MANIFEST_FILE = "generator.json"
@@ -239,11 +241,14 @@ def _expected_shapes(config: GeneratorConfig) -> dict[str, dict[str, tuple[int, 
     the meta device, so nothing is allocated whatever the config's size."""
     c = config.conditions
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**config.unet_kwargs())
-        projector = ConditionProjector(c.dims, c.tokens, c.hidden_dim,
-                                       config.unet.cross_attention_dim)
+        modules = [(UNET_WEIGHTS, UNet2DConditionModel(**config.unet_kwargs())),
+                   (PROJECTOR_WEIGHTS, ConditionProjector(c.dims, c.tokens, c.hidden_dim,
+                                                          config.unet.cross_attention_dim))]
+        if config.refine_channels:
+            modules.append((HEAD_WEIGHTS, RefineHead(config.refine_channels,
+                                                     config.image_channels)))
     return {rel: {k: tuple(v.shape) for k, v in module.state_dict().items()}
-            for rel, module in ((UNET_WEIGHTS, unet), (PROJECTOR_WEIGHTS, projector))}
+            for rel, module in modules}
 
 
 def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -349,11 +354,59 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=list))
 
 
+# --------------------------------------------------------------------------- full resolution
+
+
+class RefineHead(nn.Module):
+    """A small full-resolution conv head after pixel_shuffle, residual, starting at zero.
+
+    With space-to-depth each output pixel comes from one of s*s channels at a coarse
+    position; nothing makes neighbouring sub-pixels agree, and an adversarial loss then
+    grows a periodic grid (METHOD.md). Three 3x3 convs at full resolution see every pixel
+    with its neighbours and with the UNet's full-resolution inputs.
+    """
+
+    def __init__(self, channels: int, context_channels: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(1 + context_channels, channels, 3, padding=1)
+        self.conv_mid = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels, 1, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, pred: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.conv_in(torch.cat([pred, context.to(pred.dtype)], dim=1)))
+        h = F.silu(self.conv_mid(h))
+        return pred + self.conv_out(h)
+
+
+@torch.no_grad()
+def icnr_(conv: nn.Conv2d, factor: int) -> None:
+    """ICNR initialisation (Aitken et al. 2017): the s*s sub-pixel channels start equal.
+
+    pixel_shuffle of equal channels is a nearest-neighbour upsampling, so a fresh generator
+    draws no checkerboard that training then has to unlearn.
+    """
+    groups = factor * factor
+    if conv.out_channels % groups:
+        return
+    per = conv.out_channels // groups
+    weight = conv.weight.view(per, groups, *conv.weight.shape[1:])
+    weight.copy_(weight[:, :1].expand_as(weight))
+    if conv.bias is not None:
+        bias = conv.bias.view(per, groups)
+        bias.copy_(bias[:, :1].expand_as(bias))
+
+
 # --------------------------------------------------------------------------- generator
 
 
 class SketchGenerator(nn.Module):
-    """UNet + condition projector + noise schedule, with safe save/load and sampling."""
+    """UNet + condition projector + formulation, with safe save/load and sampling.
+
+    The formulation (config.formulation.kind) owns how noise is added and removed; this class
+    owns the nets and the conditions, and never branches on the formulation's name.
+    """
 
     def __init__(
         self,
@@ -363,13 +416,18 @@ class SketchGenerator(nn.Module):
     ):
         super().__init__()
         self.config = config
+        fresh = unet is None
         self.unet = unet if unet is not None else UNet2DConditionModel(**config.unet_kwargs())
+        if fresh and config.space_to_depth > 1:
+            icnr_(self.unet.conv_out, config.space_to_depth)
         c = config.conditions
         self.projector = ConditionProjector(
             c.dims, c.tokens, c.hidden_dim, config.unet.cross_attention_dim, c.drop, c.drop_all
         )
+        self.head = (RefineHead(config.refine_channels, config.image_channels)
+                     if config.refine_channels else None)
         self.encoder_versions: dict[str, str] = dict(encoder_versions or {})
-        self._noise_scheduler = DDPMScheduler(**config.scheduler.diffusers_config())
+        self.formulation = build_formulation(config)
 
     @classmethod
     def build(
@@ -400,7 +458,17 @@ class SketchGenerator(nn.Module):
 
     @property
     def scheduler_config(self) -> dict[str, Any]:
-        return self.config.scheduler.diffusers_config()
+        """The sampler's settings, recorded with every sketch (provenance)."""
+        return _jsonable(self.formulation.provenance())
+
+    @property
+    def needs_start(self) -> bool:
+        """Whether sampling needs conditions["start"] (see formulations.base.start_images)."""
+        return self.formulation.needs_start
+
+    @property
+    def default_steps(self) -> int:
+        return self.formulation.default_steps
 
     @property
     def resolution(self) -> int:
@@ -416,16 +484,39 @@ class SketchGenerator(nn.Module):
 
     # ---- core
 
-    def _eps(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-             spatial: torch.Tensor | None) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                 spatial: torch.Tensor | None) -> torch.Tensor:
+        """The net's raw prediction at full resolution (epsilon or x0: the formulation's)."""
         if self.config.spatial_condition != "none":
             if spatial is None:
                 raise ValueError(
                     f"this generator needs a spatial condition ({self.config.spatial_condition})"
                 )
             x = torch.cat([x, spatial.to(x.device, x.dtype)], dim=1)
+        s = self.config.space_to_depth
+        inner = F.pixel_unshuffle(x, s) if s > 1 else x
         labels = tokens.mean(dim=1) if self.config.unet.pooled_to_time else None
-        return self.unet(x, t, encoder_hidden_states=tokens, class_labels=labels).sample
+        out = self.unet(inner, t, encoder_hidden_states=tokens, class_labels=labels).sample
+        if s > 1:
+            out = F.pixel_shuffle(out, s)
+        if self.head is not None:
+            out = self.head(out, x)
+        return out
+
+    def _start(self, start: Vector | None, batch_size: int) -> torch.Tensor | None:
+        if not self.needs_start:
+            return None
+        size = self.config.resolution
+        if start is None:
+            raise ValueError(
+                f"this generator ({self.config.formulation.kind}) starts from the mugshot's "
+                f"{self.config.formulation.start!r} image: give conditions['start'] "
+                "(tasks.generate.formulations.base.start_images)"
+            )
+        s = torch.as_tensor(start, dtype=torch.float32)
+        if s.shape != (batch_size, 1, size, size):
+            raise ValueError(f"start must be ({batch_size}, 1, {size}, {size}), got {s.shape}")
+        return s.to(self.device)
 
     def _spatial(self, spatial: Vector | None, batch_size: int) -> torch.Tensor | None:
         if self.config.spatial_condition == "none" or spatial is None:
@@ -436,13 +527,14 @@ class SketchGenerator(nn.Module):
             raise ValueError(f"spatial must be ({batch_size}, 1, {size}, {size}), got {s.shape}")
         return s.to(self.device)
 
-    def training_step(self, batch: Mapping[str, torch.Tensor],
-                      generator: torch.Generator) -> torch.Tensor:
-        """Epsilon-prediction MSE for one batch.
+    def training_outputs(self, batch: Mapping[str, torch.Tensor],
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the formulation's regression loss, the clean sketch the prediction implies).
 
-        All randomness (noise, timesteps, condition drops) comes from ``generator`` so the
+        All randomness (noise, times, condition drops) comes from ``generator`` so the
         training loop can make a step a pure function of its step index, which is what makes
-        a resumed run identical to an uninterrupted one.
+        a resumed run identical to an uninterrupted one. The second value feeds losses on
+        the picture itself (identity, adversarial: tasks.generate.objectives).
         """
         device = self.device
         sketch = torch.as_tensor(batch["sketch"], dtype=torch.float32)
@@ -450,15 +542,19 @@ class SketchGenerator(nn.Module):
         if sketch.ndim != 4 or sketch.shape[1:] != (1, size, size):
             raise ValueError(f"sketch must be (B, 1, {size}, {size}), got {tuple(sketch.shape)}")
         b = sketch.shape[0]
-        noise = torch.randn(sketch.shape, generator=generator)
-        t = torch.randint(0, self.config.scheduler.num_train_timesteps, (b,), generator=generator)
+        start = self._start(batch.get("start"), b)
+        noised = self.formulation.noise(sketch.to(device), start, generator)
         drop = self.projector.sample_drop(b, generator)
-        sketch, noise, t = sketch.to(device), noise.to(device), t.to(device)
-        noisy = self._noise_scheduler.add_noise(sketch, noise, t)
         vectors = {r: torch.as_tensor(batch[r]) for r in ROLES}
         tokens = self.projector(vectors, drop=drop)
-        pred = self._eps(noisy, t, tokens, self._spatial(batch.get("spatial"), b))
-        return F.mse_loss(pred.float(), noise)
+        pred = self._predict(noised.x_t, noised.timestep, tokens,
+                             self._spatial(batch.get("spatial"), b))
+        return self.formulation.loss(pred, noised), self.formulation.x0_hat(pred.float(), noised)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor],
+                      generator: torch.Generator) -> torch.Tensor:
+        """The formulation's regression loss for one batch (see ``training_outputs``)."""
+        return self.training_outputs(batch, generator)[0]
 
     @torch.no_grad()
     def sample(
@@ -467,17 +563,18 @@ class SketchGenerator(nn.Module):
         seeds: Sequence[int],
         steps: int = 50,
         guidance: float = 2.0,
-        eta: float = 0.0,
+        eta: float | None = None,
         device: str | torch.device | None = None,
     ) -> np.ndarray:
-        """DDIM with classifier-free guidance; uint8 (B, H, W) sketches.
+        """The formulation's sampler with classifier-free guidance; uint8 (B, H, W) sketches.
 
         Each item draws its noise from its own CPU generator seeded with its own seed, so an
         item's pixels do not depend on its neighbours or on the batch size (up to float
         rounding in batched convolutions). A role missing from ``conditions`` (or None) is
-        left out through its null tokens. With ``guidance == 1`` the unconditional pass is
-        skipped. Raises NonFiniteSampleError (carrying the batch and a mask) on NaN/inf.
-        A ``device`` other than the model's moves the model there (and it stays there).
+        left out through its null tokens. A bridge also needs ``conditions["start"]``. With
+        ``guidance == 1`` the unconditional pass is skipped. Raises NonFiniteSampleError
+        (carrying the batch and a mask) on NaN/inf. A ``device`` other than the model's
+        moves the model there (and it stays there).
         """
         if device is not None and torch.device(device) != self.device:
             self.to(device)
@@ -492,6 +589,7 @@ class SketchGenerator(nn.Module):
             for r in ROLES
         }
         spatial = self._spatial(conditions.get("spatial"), b)
+        start = self._start(conditions.get("start"), b)
         tokens = self.projector(vectors, batch_size=b)
         cfg = float(guidance) != 1.0
         if cfg:
@@ -503,22 +601,24 @@ class SketchGenerator(nn.Module):
         def per_item_noise() -> torch.Tensor:
             return torch.cat([torch.randn(shape, generator=g) for g in gens]).to(dev)
 
-        scheduler = DDIMScheduler(**self.scheduler_config)
-        scheduler.set_timesteps(steps, device=dev)
         autocast = (torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda"
                     else contextlib.nullcontext())
-        x = per_item_noise()
+
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            t = t.to(dev)
+            with autocast:
+                if not cfg:
+                    return self._predict(x, t, tokens, spatial).float()
+                pred = self._predict(torch.cat([x, x]), torch.cat([t, t]), tokens,
+                                     spatial).float()
+            cond, uncond = pred.chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        eta = self.formulation.default_eta if eta is None else eta
         was_training = self.training
         self.eval()
         try:
-            for t in scheduler.timesteps:
-                with autocast:
-                    eps = self._eps(torch.cat([x, x]) if cfg else x, t, tokens, spatial).float()
-                if cfg:
-                    cond, uncond = eps.chunk(2)
-                    eps = uncond + guidance * (cond - uncond)
-                noise = per_item_noise() if eta > 0 else None
-                x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
+            x = self.formulation.sample(denoise, start, per_item_noise, steps, eta)
         finally:
             self.train(was_training)
         finite = torch.isfinite(x).flatten(1).all(dim=1).cpu().numpy()
@@ -552,10 +652,14 @@ class SketchGenerator(nn.Module):
 
     def _write(self, root: Path) -> None:
         self.unet.save_pretrained(root / UNET_DIR, safe_serialization=True)
-        projector_state = {k: v.detach().cpu().contiguous()
-                           for k, v in self.projector.state_dict().items()}
-        save_file(projector_state, str(root / PROJECTOR_WEIGHTS))
-        DDIMScheduler(**self.scheduler_config).save_pretrained(root / SCHEDULER_DIR)
+        weights = [UNET_WEIGHTS, PROJECTOR_WEIGHTS]
+        for rel, module in ((PROJECTOR_WEIGHTS, self.projector), (HEAD_WEIGHTS, self.head)):
+            if module is not None:
+                save_file({k: v.detach().cpu().contiguous()
+                           for k, v in module.state_dict().items()}, str(root / rel))
+        if self.head is not None:
+            weights.append(HEAD_WEIGHTS)
+        self.formulation.scheduler().save_pretrained(root / SCHEDULER_DIR)
         self.config.save(root / CONFIG_FILE)
         manifest = {
             "format": FORMAT_VERSION,
@@ -565,8 +669,13 @@ class SketchGenerator(nn.Module):
             "condition_dims": self.condition_dims,
             "resolution": self.config.resolution,
             "spatial_condition": self.config.spatial_condition,
+            "formulation": self.config.formulation.kind,
+            "default_steps": self.config.formulation.default_steps,
+            "default_guidance": self.config.formulation.default_guidance,
+            "default_eta": self.formulation.default_eta,
+            "start": self.config.formulation.start if self.needs_start else None,
             "scheduler": self.scheduler_config,
-            "files": {rel: _sha256(root / rel) for rel in (UNET_WEIGHTS, PROJECTOR_WEIGHTS)},
+            "files": {rel: _sha256(root / rel) for rel in weights},
             "libraries": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         }
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
@@ -594,6 +703,7 @@ class SketchGenerator(nn.Module):
         _check_unet_config(unet, config, root)
         generator = cls(config, manifest.get("encoder_versions"), unet=unet)
         generator._load_projector(root)
+        generator._load_head(root)
         generator.eval()
         return generator.to(device) if device is not None else generator
 
@@ -617,6 +727,7 @@ class SketchGenerator(nn.Module):
             raise GeneratorLoadError(f"cannot read {root / UNET_WEIGHTS}: {err}") from err
         self.unet.load_state_dict(state, strict=True)
         self._load_projector(root)
+        self._load_head(root)
         self.encoder_versions = dict(manifest.get("encoder_versions", {}))
 
     def _load_projector(self, root: Path) -> None:
@@ -625,6 +736,15 @@ class SketchGenerator(nn.Module):
             self.projector.load_state_dict(state, strict=True)
         except (SafetensorError, RuntimeError) as err:
             raise GeneratorLoadError(f"cannot load {root / PROJECTOR_WEIGHTS}: {err}") from err
+
+    def _load_head(self, root: Path) -> None:
+        if self.head is None:
+            return
+        try:
+            state = load_file(str(root / HEAD_WEIGHTS), device=str(self.device))
+            self.head.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError, FileNotFoundError) as err:
+            raise GeneratorLoadError(f"cannot load {root / HEAD_WEIGHTS}: {err}") from err
 
 
 def _read_config(root: Path) -> GeneratorConfig:

@@ -258,29 +258,40 @@ def _provenance(context: GenerationContext, generator: Any, sampling: SamplingPa
 
 
 def _spatial_maps(workspace: Workspace, generator: Any, faces: list[str]
-                  ) -> dict[str, np.ndarray] | None:
-    """The spatial input of each face, made exactly as in training (tasks.generate.dataset)."""
-    mode = generator.config.spatial_condition
-    if mode == "none":
+                  ) -> dict[str, dict[str, np.ndarray]] | None:
+    """The images each face gives the generator (its spatial channel, a bridge's start
+    image), by condition key then face, made exactly as in training (tasks.generate.dataset).
+    """
+    config = generator.config
+    mode = config.spatial_condition
+    if mode == "none" and not generator.needs_start:
         return None
-    from tasks.generate.dataset import read_crops, spatial_inputs
+    from tasks.generate.dataset import read_crops, spatial_inputs, start_inputs
 
     crops = read_crops(workspace, faces)
-    maps = spatial_inputs([crops[f] for f in faces], mode, generator.config.resolution)
-    return dict(zip(faces, maps, strict=True))
+    ordered = [crops[f] for f in faces]
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    if mode != "none":
+        made = spatial_inputs(ordered, mode, config.resolution)
+        maps["spatial"] = dict(zip(faces, made, strict=True))
+    if generator.needs_start:
+        made = start_inputs(ordered, config.formulation.start, config.resolution)
+        maps["start"] = dict(zip(faces, made, strict=True))
+    return maps
 
 
 def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str, np.ndarray]],
             texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams,
-            spatial: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            spatial: Mapping[str, Mapping[str, np.ndarray]] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     from tasks.generate.model import NonFiniteSampleError
 
     conditions = {
         role: np.stack([vectors[role][item["face_id"]] for item in batch])
         for role in ("identity", "image")
     }
-    if spatial is not None:
-        conditions["spatial"] = np.stack([spatial[item["face_id"]] for item in batch])
+    for key, maps in (spatial or {}).items():
+        conditions[key] = np.stack([maps[item["face_id"]] for item in batch])
     conditions["text"] = np.stack([texts[item["style"]][0] for item in batch])
     seeds = [item["seed"] for item in batch]
     try:

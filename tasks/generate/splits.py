@@ -90,6 +90,22 @@ def resolve_split(name_or_path: str | Path) -> Path:
     return path
 
 
+def load_splits(names: str | Path | list[str | Path]) -> dict[str, SplitName]:
+    """Several splits as one (``cuhk`` + ``cufsf`` for a generator trained on both sources).
+
+    An identity listed by two splits must sit on the same side in both, or a held-out
+    identity of one could be trained on through the other.
+    """
+    merged: dict[str, SplitName] = {}
+    for name in [names] if isinstance(names, str | Path) else names:
+        for identity, side in load_split(name).items():
+            if merged.get(identity, side) != side:
+                raise SplitError(f"identity {identity!r} is {merged[identity]} in one split and "
+                                 f"{side} in {name}")
+            merged[identity] = side
+    return dict(sorted(merged.items()))
+
+
 def load_split(path: str | Path) -> dict[str, SplitName]:
     """``{identity_id: "train" | "test"}``; errors name the file and line."""
     path = resolve_split(path)

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from tasks.generate.config import AugmentSpec
 from tasks.generate.model import SketchGenerator
+from tasks.generate.objectives import Objective, build_objective
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ BatchSource = Callable[[int], Batch] | Iterable[Batch]
 _CKPT = re.compile(r"^step-(\d{8})$")
 MODEL_DIR = "model"
 EMA_FILE = "ema.safetensors"
+OBJECTIVE_FILE = "objective.safetensors"
 TRAINER_FILE = "trainer.pt"
 STATE_FILE = "state.json"
 
@@ -167,8 +169,10 @@ def augment_batch(batch: Batch, spec: AugmentSpec | None,
                              align_corners=False)
 
     out["sketch"] = warp(sketch)
-    if batch.get("spatial") is not None:
-        out["spatial"] = warp(torch.as_tensor(batch["spatial"], dtype=torch.float32))
+    # Every full-resolution input moves with the sketch, or the bridge would learn to shift.
+    for key in ("spatial", "start"):
+        if batch.get(key) is not None:
+            out[key] = warp(torch.as_tensor(batch[key], dtype=torch.float32))
     return out
 
 
@@ -202,7 +206,7 @@ def _rng_state() -> dict[str, Any]:
 
 def _write_checkpoint(root: Path, step: int, generator: SketchGenerator, ema: EMA,
                       optimizer: torch.optim.Optimizer, hyper: _Hyper, losses: list[float],
-                      keep: int | None) -> Path:
+                      keep: int | None, objective: Objective) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
@@ -210,7 +214,11 @@ def _write_checkpoint(root: Path, step: int, generator: SketchGenerator, ema: EM
         (tmp / MODEL_DIR).mkdir()
         generator._write(tmp / MODEL_DIR)
         ema.save(tmp / EMA_FILE)
-        torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / TRAINER_FILE)
+        critic = objective.tensors()
+        if critic:
+            save_file(critic, str(tmp / OBJECTIVE_FILE))
+        torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                    "objective_optimizer": objective.optimizer_state()}, tmp / TRAINER_FILE)
         state = {"step": step, "ema_num_updates": ema.num_updates, "hyper": hyper.as_dict(),
                  "losses": losses, "generator_config": generator.config.name}
         (tmp / STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
@@ -234,7 +242,8 @@ def _clean_partial(root: Path) -> None:
 
 
 def _load_checkpoint(path: Path, generator: SketchGenerator, ema: EMA,
-                     optimizer: torch.optim.Optimizer, hyper: _Hyper) -> dict[str, Any]:
+                     optimizer: torch.optim.Optimizer, hyper: _Hyper,
+                     objective: Objective) -> dict[str, Any]:
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     saved = state["hyper"]
     current = json.loads(json.dumps(hyper.as_dict()))
@@ -249,6 +258,8 @@ def _load_checkpoint(path: Path, generator: SketchGenerator, ema: EMA,
     ema.load(path / EMA_FILE, state["ema_num_updates"])
     trainer = torch.load(path / TRAINER_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(trainer["optimizer"])
+    if (path / OBJECTIVE_FILE).is_file():
+        objective.load(load_file(str(path / OBJECTIVE_FILE)), trainer.get("objective_optimizer"))
     torch.set_rng_state(trainer["rng"]["torch"])
     if "cuda" in trainer["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(trainer["rng"]["cuda"])
@@ -286,7 +297,7 @@ def train(
     keep_checkpoints: int | None = 3,
     amp: bool = True,
     log_every: int = 50,
-    on_step: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int, float, dict[str, float]], None] | None = None,
 ) -> TrainState:
     """Train ``generator`` in place for ``steps`` optimizer steps in total (not additional).
 
@@ -313,6 +324,7 @@ def train(
     optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=weight_decay,
                                   foreach=True)
     ema = EMA(generator, ema_decay)
+    objective = build_objective(generator, seed)
     losses: list[float] = []
     start, resumed_from, last = 0, None, None
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -323,7 +335,7 @@ def train(
             raise TrainingError("resume=True needs a checkpoint_dir")
         last = latest_checkpoint(ckpt_root)
         if last is not None:
-            state = _load_checkpoint(last, generator, ema, optimizer, hyper)
+            state = _load_checkpoint(last, generator, ema, optimizer, hyper, objective)
             start = resumed_from = int(state["step"])
             losses = [float(x) for x in state["losses"]]
             log.info("resumed from %s at step %d", last, start)
@@ -338,6 +350,7 @@ def train(
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda"
                 else contextlib.nullcontext())
     generator.train()
+    term_sums: dict[str, float] = {}
     began = time.perf_counter()
     for step in range(start, steps):
         rng = step_generator(seed, step)
@@ -345,7 +358,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
         with autocast:
-            loss = generator.training_step(batch, rng)
+            loss, terms = objective.generator_loss(generator, batch, rng, step)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
@@ -357,17 +370,23 @@ def train(
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(generator.parameters(), grad_clip)
         optimizer.step()
+        with autocast:
+            terms.update(objective.critic_step(batch))
         ema.update(generator)
         losses.append(value)
+        for name, term in terms.items():
+            term_sums[name] = term_sums.get(name, 0.0) + term
         done = step + 1
         if on_step is not None:
-            on_step(done, value)
+            on_step(done, value, terms)
         if log_every and done % log_every == 0:
             recent = losses[-log_every:]
-            log.info("step %d/%d loss %.4f", done, steps, sum(recent) / len(recent))
+            detail = " ".join(f"{k} {v / log_every:.4f}" for k, v in term_sums.items())
+            log.info("step %d/%d loss %.4f (%s)", done, steps, sum(recent) / len(recent), detail)
+            term_sums.clear()
         if ckpt_root is not None and (done % every == 0 or done == steps):
             last = _write_checkpoint(ckpt_root, done, generator, ema, optimizer, hyper, losses,
-                                     keep_checkpoints)
+                                     keep_checkpoints, objective)
     generator.eval()
     return TrainState(step=max(start, steps), losses=losses, ema=ema,
                       checkpoint=last, resumed_from=resumed_from,

@@ -95,3 +95,41 @@ def test_demo_runs_the_nightly_dag_and_ends_with_the_report(tmp_path, capsys, mo
     assert "nothing changed" in dry and "0 new" in dry
     assert main(["--workspace", str(workspace), "backfill", "--style", "charcoal"]) == 2
     assert "unknown style 'charcoal'; known:" in capsys.readouterr().err
+
+
+def test_make_manifest_for_the_cufsf_layout(tmp_path):
+    from flows.cli import main
+
+    cufsf = tmp_path / "cufsf"
+    (cufsf / "photos").mkdir(parents=True)
+    (cufsf / "sketches").mkdir()
+    (cufsf / "photos" / "00002_930831_fa.jpg").write_bytes(b"x")
+    (cufsf / "sketches" / "00002_930831_fa.jpg").write_bytes(b"y")
+    (cufsf / "photos" / "00003_930831_fb.jpg").write_bytes(b"x")  # no sketch: empty cell
+    assert main(["make-manifest", str(cufsf), str(tmp_path / "m.csv"), "--layout", "cufsf",
+                 "--style", "cufsf-artist"]) == 0
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[1].startswith("00002_930831_fa,")
+    assert lines[1].endswith("sketches/00002_930831_fa.jpg,cufsf-artist")
+    assert lines[2].endswith(",,cufsf-artist")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--workspace", "{ws}", "status"],
+    ["status", "--workspace", "{ws}"],
+    ["--workspace", "elsewhere", "status", "--workspace", "{ws}"],
+])
+def test_workspace_is_accepted_before_and_after_the_command(tmp_path, argv):
+    """`clip4sketch ingest SRC --workspace W` works as `clip4sketch --workspace W ingest SRC`;
+    given twice, the one after the command wins (it is the closer to what was typed last)."""
+    from flows.cli import _workspace
+
+    args = build_parser().parse_args([a.format(ws=tmp_path) for a in argv])
+    assert _workspace(args) == tmp_path.resolve()
+
+
+def test_workspace_after_the_command_reaches_the_flow(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["status", "--workspace", str(tmp_path / "ws")]) == 0
+    assert f"{(tmp_path / 'ws').resolve()}: empty workspace" in capsys.readouterr().out

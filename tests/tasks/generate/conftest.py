@@ -64,16 +64,19 @@ def workspace_encoders(root: Path) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def build_generator(root: Path, dest: Path, dims: dict[str, int] | None = None,
-                    nan: bool = False, spatial: str = "none") -> Path:
-    """A random-init "tiny" generator whose conditions match the workspace's encoders."""
+                    nan: bool = False, spatial: str = "none", config: str = "tiny") -> Path:
+    """A random-init generator (default "tiny") whose conditions match the workspace's
+    encoders; ``spatial`` overrides the config's spatial input when it is not "none"."""
     import torch
 
     from tasks.generate.config import load_config
     from tasks.generate.model import SketchGenerator
 
     found_dims, versions = workspace_encoders(root)
-    config = load_config("tiny").model_copy(update={"spatial_condition": spatial})
-    generator = SketchGenerator.build(config, {**found_dims, **(dims or {})}, versions, seed=0)
+    loaded = load_config(config)
+    if spatial != "none":
+        loaded = loaded.model_copy(update={"spatial_condition": spatial})
+    generator = SketchGenerator.build(loaded, {**found_dims, **(dims or {})}, versions, seed=0)
     if nan:
         with torch.no_grad():
             generator.unet.conv_out.bias.fill_(float("nan"))

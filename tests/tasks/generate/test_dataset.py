@@ -46,7 +46,7 @@ def test_examples_come_from_photos_in_every_style(demo) -> None:
     workspace, styles, tables, texts = demo
     training = assemble(workspace, styles, tables, texts, SIZE)
     assert training.styles == ("demo-pencil", "pencil-dodge", "xdog-lines")
-    assert training.empty_styles == ("forensic-artist",)
+    assert training.empty_styles == ("cufsf-artist", "forensic-artist")
     assert training.examples_per_style == {"demo-pencil": 4, "pencil-dodge": 8, "xdog-lines": 8}
     assert training.sketch.shape == (20, 1, SIZE, SIZE) and training.sketch.dtype == np.float32
     assert -1.0 <= training.sketch.min() and training.sketch.max() <= 1.0

@@ -173,6 +173,27 @@ def test_a_spatial_generator_draws_from_each_face_s_photo(base_workspace: Path,
     assert runs[0] == runs[1]
 
 
+def test_a_bridge_draws_from_each_face_s_rendering_reproducibly(base_workspace: Path,
+                                                                 tmp_path: Path):
+    """A bridge starts from the start renderer's drawing of each face, made at generation as
+    in training; its rows record the formulation, and two runs draw the same pixels."""
+    import json
+
+    runs = []
+    for name in ("a", "b"):
+        workspace = copy_workspace(base_workspace, tmp_path / name / "ws")
+        bridge = build_generator(workspace.root, tmp_path / name / "bridge",
+                                 config="tiny-bridge")
+        manifest = read_manifest(bridge)
+        assert (manifest["formulation"], manifest["start"]) == ("bridge", "pencil-dodge")
+        plan = run_all(workspace, bridge)
+        rows = storage.read(workspace, SKETCHES).to_pylist()
+        assert len(rows) == plan.items_todo and {r["status"] for r in rows} <= {"ok", "blank"}
+        assert json.loads(rows[0]["scheduler"])["formulation"]["kind"] == "bridge"
+        runs.append(checksums(workspace))
+    assert runs[0] == runs[1]
+
+
 def test_blank_images_are_flagged():
     flat = np.full((16, 16), 200, np.uint8)
     assert classify(flat, True, 2.0)[0] == "blank"

@@ -1,0 +1,73 @@
+"""Judge a saved generator on held-out identities, beside the artists and the renders.
+
+Run: .venv/bin/python benchmarks/generator_quality.py --workspace WS --generator DIR \
+        --judge forensic-artist=cuhk --judge cufsf-artist=cufsf [--steps N] [--limit N]
+
+For each STYLE=SPLIT, the test identities of SPLIT that have a real STYLE sketch: their
+mugshots are drawn by the generator in STYLE (fixed seeds) and judged with
+tasks.generate.quality against the real artist sketches and the pencil-dodge renders:
+SFace genuine / impostor medians and gap, SFace and dlib rank-1 among the held-out photos
+(dlib is in no training loss), sharpness (mean |Laplacian|), mean |pixel - artist| and the
+validate stage's Fréchet distance to the artist sketches. Writes quality.md, quality.json and a
+contact sheet per style (mugshot | render | generated | artist) under
+<generator>/quality/ (or --out); never commit those images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--generator", required=True, help="a saved generator folder")
+    parser.add_argument("--judge", action="append", required=True, metavar="STYLE=SPLIT",
+                        help="a paired style and the split whose test part judges it")
+    parser.add_argument("--part", default="test")
+    parser.add_argument("--steps", type=int, default=None, help="default: the generator's")
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="at most N identities a style")
+    parser.add_argument("--no-dlib", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    from tasks.generate.held_out import draw, held_out, renders
+    from tasks.generate.quality import contact_sheet, judge_sources
+    from tasks.storage import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    out = Path(args.out or Path(args.generator) / "quality")
+    out.mkdir(parents=True, exist_ok=True)
+    results, lines = {}, [f"generator {Path(args.generator).resolve()}", ""]
+    for judge in args.judge:
+        style, _, split = judge.partition("=")
+        data = held_out(workspace, style, [split], args.part, args.limit)
+        began = time.perf_counter()
+        generated = draw(workspace, args.generator, data.photo_ids, data.photos, style,
+                         args.steps, args.guidance)
+        seconds = time.perf_counter() - began
+        sources = {"render": renders(data.photos), "generated": generated,
+                   "artist": data.artists}
+        report = judge_sources(data.photos, sources, use_dlib=not args.no_dlib)
+        sheet = contact_sheet(out / f"contact-{style}.png", data.photos, sources, n=10,
+                              order=["render", "generated", "artist"])
+        results[style] = {"split": split, "identities": len(data.identities),
+                          "draw_seconds": seconds, "sources": report.to_dicts(),
+                          "contact_sheet": str(sheet)}
+        lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
+                  f"({seconds:.1f} s to draw)", "", report.to_markdown(), "",
+                  f"contact sheet: {sheet}", ""]
+    (out / "quality.json").write_text(json.dumps(results, indent=2))
+    (out / "quality.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

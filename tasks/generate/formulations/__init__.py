@@ -1,0 +1,49 @@
+"""Formulations: how noise is added to a sketch and removed again, the diffusers way.
+
+A formulation answers "make x_t from a clean sketch (and a start image)", "what does the net
+predict, and the loss", and "sample"; ``SketchGenerator`` holds the nets and the condition
+tokens, and the training loop, EMA, checkpoints, shards and provenance call the formulation
+through this one seam without branching on its name. A new formulation is one module here,
+one line in ``FORMULATIONS`` and one config naming it.
+
+The registry names modules instead of importing them, so a config (and the CLI) can check a
+name without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.generate.config import GeneratorConfig
+    from tasks.generate.formulations.base import Formulation
+
+FORMULATIONS: dict[str, str] = {
+    "ddpm": "tasks.generate.formulations.ddpm:DDPM",
+    "bridge": "tasks.generate.formulations.bridge:Bridge",
+}
+
+# Start images a bridge can begin from: the aligned photo's luma, or a registered renderer.
+GREY_START = "grey"
+
+
+def known_formulations() -> list[str]:
+    return sorted(FORMULATIONS)
+
+
+def known_starts() -> list[str]:
+    from tasks.styles.rendering import RENDERERS
+
+    return sorted([GREY_START, *RENDERERS])
+
+
+def build_formulation(config: GeneratorConfig) -> Formulation:
+    kind = config.formulation.kind
+    try:
+        module_name, cls_name = FORMULATIONS[kind].split(":")
+    except KeyError:
+        raise ValueError(f"unknown formulation {kind!r}; known: "
+                         f"{', '.join(known_formulations())}") from None
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(config)

@@ -1,0 +1,105 @@
+"""The interface every formulation implements, and the start images a bridge begins from."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from tasks.generate.config import GeneratorConfig
+
+# (x_t, model timestep) -> the model's (guided) prediction, in the formulation's own terms.
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# () -> per-item noise of the sample's shape, each item from its own seeded generator.
+NoiseSource = Callable[[], torch.Tensor]
+
+
+@dataclass
+class Noised:
+    """One training batch made noisy: what the net sees and what it should answer."""
+
+    x_t: torch.Tensor
+    timestep: torch.Tensor  # what the UNet's time embedding receives, shape (B,)
+    target: torch.Tensor
+    # Kept for x0_hat: the pieces the prediction is combined with.
+    x0: torch.Tensor
+    noise: torch.Tensor
+    t: torch.Tensor  # the formulation's own time, shape (B,)
+
+
+class Formulation(ABC):
+    name: ClassVar[str]
+    # True when sampling starts from an image made from the mugshot (conditions["start"]).
+    needs_start: ClassVar[bool] = False
+    # Sampling noise when neither the caller nor the config says.
+    eta: ClassVar[float] = 0.0
+
+    def __init__(self, config: GeneratorConfig):
+        self.config = config
+        self.spec = config.formulation
+
+    @property
+    def default_steps(self) -> int:
+        return self.spec.default_steps
+
+    @property
+    def default_eta(self) -> float:
+        return self.eta if self.spec.default_eta is None else self.spec.default_eta
+
+    @abstractmethod
+    def noise(self, x0: torch.Tensor, start: torch.Tensor | None,
+              generator: torch.Generator) -> Noised:
+        """x_t and the target for a clean batch; all randomness from ``generator`` (CPU)."""
+
+    @abstractmethod
+    def loss(self, pred: torch.Tensor, noised: Noised) -> torch.Tensor:
+        """The scalar regression loss of one batch."""
+
+    @abstractmethod
+    def x0_hat(self, pred: torch.Tensor, noised: Noised) -> torch.Tensor:
+        """The clean sketch the prediction implies (for losses on the picture itself)."""
+
+    @abstractmethod
+    def sample(self, denoise: Denoiser, start: torch.Tensor | None, noise: NoiseSource,
+               steps: int, eta: float) -> torch.Tensor:
+        """Run the sampler from noise (or from ``start``) to a clean batch in [-1, 1]."""
+
+    @abstractmethod
+    def scheduler(self) -> Any:
+        """The diffusers scheduler that samples, saved beside the model as its own config."""
+
+    def provenance(self) -> dict[str, Any]:
+        """What a sketch row records so it can be regenerated bit-for-bit."""
+        return {"formulation": self.spec.model_dump(mode="json"),
+                "scheduler": dict(self.scheduler().config)}
+
+
+def start_images(crops: np.ndarray, start: str, size: int) -> np.ndarray:
+    """float32 (N, 1, size, size) in [-1, 1]: the image a bridge starts from, per mugshot.
+
+    ``crops``: uint8 (N, H, W, 3) BGR aligned faces as ingestion stores them (or (N, H, W)
+    grey). Renderers run at the stored crop size (their parameters are sized for 112 px) and
+    are resized afterwards, as the rendered styles' targets are (tasks.generate.dataset).
+    """
+    import cv2
+
+    from tasks.generate.formulations import GREY_START
+    from tasks.styles.rendering import render
+
+    crops = np.asarray(crops)
+    out = np.empty((len(crops), 1, size, size), np.float32)
+    for i, crop in enumerate(crops):
+        if start == GREY_START:
+            grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+        else:
+            grey = render(start, crop)
+        if grey.shape != (size, size):
+            shrink = size < grey.shape[0]
+            grey = cv2.resize(grey, (size, size),
+                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        out[i, 0] = grey.astype(np.float32) / 127.5 - 1.0
+    return out
