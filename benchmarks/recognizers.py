@@ -133,12 +133,13 @@ def render_rows(workspace: Any, split: dict[str, str]) -> Path:
     return path
 
 
-def synthetic_identities(workspace: Any, sources: list[str]) -> set[str]:
+def synthetic_identities(workspace: Any, sources: list[str],
+                         styles: list[str] | None) -> set[str]:
     from tasks.recognize.data import synthetic_source
 
     found: set[str] = set()
     for source in sources:
-        examples, provenance = synthetic_source(workspace, source)
+        examples, provenance = synthetic_source(workspace, source, styles)
         found |= {e.identity_id for e in examples}
         say(f"synthetic source {source}: {provenance.get('usable')} usable sketches, "
             f"{len({e.identity_id for e in examples})} identities")
@@ -149,15 +150,16 @@ def synthetic_identities(workspace: Any, sources: list[str]) -> set[str]:
 
 
 def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: list[str],
-                rendered: Path | None) -> dict[str, Any]:
+                rendered: Path | None, styles: list[str] | None) -> dict[str, Any]:
     real_cufsf = {"real_pairs": [str(manifests["cufsf-train"])],
                   "real_pairs_root": [str(data / "cufsf")]}
     if row == 2:
         return {**real_cufsf, "include_synthetic": False}
     if row == 3:
-        return {"dataset": synthetic, "include_synthetic": True}
+        return {"dataset": synthetic, "include_synthetic": True, "synthetic_styles": styles}
     if row == 4:
-        return {**real_cufsf, "dataset": synthetic, "include_synthetic": True}
+        return {**real_cufsf, "dataset": synthetic, "include_synthetic": True,
+                "synthetic_styles": styles}
     if row == 5:
         return {"dataset": [str(rendered)], "include_synthetic": True}
     if row == 6:
@@ -299,6 +301,9 @@ def main() -> int:
                         help="synthetic sketches for rows 3-4 (repeatable): a published "
                              "version, a sketches table or Parquet, an export folder or a "
                              "workspace")
+    parser.add_argument("--synthetic-style", action="append", default=None,
+                        help="keep only synthetic sketches of this style (repeatable; "
+                             "rows 3-4 of the issue: cufsf-artist)")
     parser.add_argument("--rows", default=None,
                         help="comma-separated rows (default: 1,2,5,6, plus 3,4 with "
                              "--synthetic)")
@@ -308,9 +313,14 @@ def main() -> int:
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args()
 
+    import torch
+
     from tasks.generate.splits import load_split
     from tasks.storage import Workspace
 
+    # Vectors-sized tensors everywhere (heads, adapters, blocked search over a few hundred
+    # photos): one thread is faster than two spinning OpenMP threads on a shared machine.
+    torch.set_num_threads(1)
     rows = ([int(r) for r in args.rows.split(",")] if args.rows else
             [1, 2, 3, 4, 5, 6] if args.synthetic else [1, 2, 5, 6])
     if {3, 4} & set(rows) and not args.synthetic:
@@ -330,7 +340,7 @@ def main() -> int:
     faces = storage.read(workspace, "faces", columns=["identity_id"])
     extra = set(faces.column("identity_id").to_pylist())
     if args.synthetic:
-        extra |= synthetic_identities(workspace, args.synthetic)
+        extra |= synthetic_identities(workspace, args.synthetic, args.synthetic_style)
     split_path = write_split(work, extra)
     split = load_split(split_path)
     rendered = render_rows(workspace, split) if 5 in rows else None
@@ -344,7 +354,8 @@ def main() -> int:
         for kind in kinds:
             directory = work / "recognizers" / f"row{row}-{kind}"
             train(workspace, directory, kind,
-                  row_sources(row, manifests, data, args.synthetic, rendered), split_path,
+                  row_sources(row, manifests, data, args.synthetic, rendered,
+                              args.synthetic_style), split_path,
                   args.seed, args.head_steps, args.retrain)
             names[directory.name] = (row, kind)
             refs.append(str(directory))

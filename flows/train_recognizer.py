@@ -42,8 +42,16 @@ def train_recognizer_markdown(report: TrainRecognizerReport, name: str) -> str:
         f"- identities: {report.identities}; examples: {_counts(report.examples)}",
         f"- skipped: {_counts(report.skipped)}",
         f"- recognizer dir (for `evaluate`): `{report.recognizer_dir}`",
-        "", "## Inputs", "",
     ]
+    if report.validation:
+        v = report.validation
+        lines.append(
+            f"- chosen on {v['identities']['validation']} validation identities (of the "
+            f"training ones, {v['probes']} sketches as probes): {v['chosen']}; validation "
+            f"rank-1 {v['best']['rank1']:.3f} vs {v['baseline']['rank1']:.3f} for the "
+            f"encoder alone, TAR@FAR=1e-2 {v['best']['tar_at_far_1e-2']:.3f} vs "
+            f"{v['baseline']['tar_at_far_1e-2']:.3f}")
+    lines += ["", "## Inputs", ""]
     for source, detail in report.inputs.items():
         lines.append(f"- **{source}**: `{detail}`")
     return "\n".join(lines)
@@ -74,12 +82,14 @@ def train_recognizer(
     device: str | None = None,
     drop_test_identities: bool = False,
     hidden: int | None = None,
+    synthetic_styles: list[str] | None = None,
 ) -> TrainRecognizerReport:
     """``dataset``: synthetic sources, one or several: a published version, a sketches table,
     a Parquet file, an export folder or another workspace (default: the workspace's
-    ``sketches`` table); ``real_pairs``: pairs manifests of real sketches; ``split``: a
-    bundled split name ("cuhk") or CSV, of which only ``train`` identities are used: a
-    source holding its ``test`` identities is refused unless ``drop_test_identities``.
+    ``sketches`` table), optionally only ``synthetic_styles``; ``real_pairs``: pairs
+    manifests of real sketches; ``split``: a bundled split name ("cuhk") or CSV, of which
+    only ``train`` identities are used: a source holding its ``test`` identities is
+    refused unless ``drop_test_identities``.
     ``mode``: head, backbone, or the sketch-side ``procrustes`` / ``adapter`` (these choose
     their hyper-parameters on a validation part of the training identities)."""
     settings, ws = resolve(workspace)
@@ -94,6 +104,7 @@ def train_recognizer(
         lr=lr, seed=seed, resume=resume, split=split, checkpoint_every=checkpoint_every,
         device=device, ingest=settings.ingest, run_id=run_id,
         drop_test_identities=drop_test_identities, hidden=hidden,
+        synthetic_styles=synthetic_styles,
     )
     report = train_recognizer_task(request)
     create_markdown_artifact(markdown=train_recognizer_markdown(report, name),

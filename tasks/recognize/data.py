@@ -54,6 +54,7 @@ class Example:
     png_path: Path | None = None
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    style: str | None = None  # a sketch's drawing style, where its source records one
 
 
 # --------------------------------------------------------------------------- sources
@@ -145,6 +146,7 @@ def synthetic_examples(workspace: Workspace, rows: pa.Table,
 
 
 def synthetic_source(workspace: Workspace, source: str | None,
+                     styles: Sequence[str] | None = None,
                      ) -> tuple[list[Example], dict[str, Any]]:
     """Examples of one synthetic (or rendered) sketch source, wherever it lives.
 
@@ -154,8 +156,25 @@ def synthetic_source(workspace: Workspace, source: str | None,
     ``png_path`` and ``face_png_path`` relative to it: sketches *and* the mugshots they were
     drawn from), or another workspace (its ``sketches`` table and the photos in its faces
     table). A folder brings its own photos, so sketches generated elsewhere train here
-    without re-ingesting their mugshots.
+    without re-ingesting their mugshots. ``styles`` keeps only sketches of those styles
+    (a generator draws several; a comparison row wants one); the others are counted in
+    the provenance as ``other_styles``.
     """
+    examples, provenance = _source_examples(workspace, source)
+    if styles:
+        wanted = set(styles)
+        kept = [e for e in examples if e.kind != "synthetic" or e.style in wanted]
+        sketched = {e.identity_id for e in kept if e.kind == "synthetic"}
+        kept = [e for e in kept if e.kind == "synthetic" or e.identity_id in sketched]
+        provenance = {**provenance, "styles": sorted(wanted),
+                      "other_styles": sum(1 for e in examples if e.kind == "synthetic")
+                      - sum(1 for e in kept if e.kind == "synthetic")}
+        examples = kept
+    return examples, provenance
+
+
+def _source_examples(workspace: Workspace, source: str | None,
+                     ) -> tuple[list[Example], dict[str, Any]]:
     folder = Path(source).expanduser() if source else None
     if folder is not None and folder.is_dir():
         if (folder / "manifest.parquet").is_file():
@@ -172,8 +191,9 @@ def synthetic_source(workspace: Workspace, source: str | None,
         if not (base / first).is_file() and (beside / first).is_file():
             base = beside
     examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(source or SKETCHES),
-                        png_path=base / r["png_path"])
-                for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()]
+                        png_path=base / r["png_path"], style=r["style"])
+                for r in rows.select(["sketch_id", "identity_id", "png_path",
+                                      "style"]).to_pylist()]
     return examples, provenance
 
 
@@ -189,7 +209,7 @@ def _export_examples(folder: Path) -> tuple[list[Example], dict[str, Any]]:
         if r.get("status", "ok") != "ok" or not r["png_path"]:
             continue
         examples.append(Example(r["identity_id"], "synthetic", r["sketch_id"], str(folder),
-                                png_path=folder / r["png_path"]))
+                                png_path=folder / r["png_path"], style=r.get("style")))
         if r.get("face_png_path") and r.get("face_id"):
             photos[r["face_id"]] = Example(r["identity_id"], "photo", r["face_id"], str(folder),
                                            png_path=folder / r["face_png_path"])
@@ -201,8 +221,9 @@ def _export_examples(folder: Path) -> tuple[list[Example], dict[str, Any]]:
 def _workspace_examples(other: Workspace) -> tuple[list[Example], dict[str, Any]]:
     rows, provenance = read_synthetic_sketches(other, None)
     examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(other.root),
-                        png_path=other.root / r["png_path"])
-                for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()]
+                        png_path=other.root / r["png_path"], style=r["style"])
+                for r in rows.select(["sketch_id", "identity_id", "png_path",
+                                      "style"]).to_pylist()]
     photos = photos_of(other, {e.identity_id for e in examples}, origin=str(other.root))
     crops = read_crops(other, [p.face_id for p in photos]) if photos else []
     photos = [Example(p.identity_id, "photo", p.key, p.origin, crop=crop)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +43,8 @@ ADAPTER_HIDDEN = 256
 ADAPTER_LR = 1e-3
 ADAPTER_BATCH = 256
 ADAPTER_MAX_STEPS = 1500
-EVAL_EVERY = 50
-PATIENCE = 6
+EVAL_EVERY = 10
+PATIENCE = 20
 
 
 def torch_modules() -> dict[str, type]:
@@ -266,6 +267,22 @@ def _validation_gallery(data: VectorSet, val: np.ndarray) -> tuple[np.ndarray, n
 # --------------------------------------------------------------------------- adapter
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: the adapter's tensors are tiny (256 x 128), and on a shared
+    2-core machine two OpenMP threads spinning for them were measured 5x slower (25 vs
+    190 ms a step under load) than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+
 def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int) -> np.ndarray:
     """Sketch indices, kind-balanced (each kind equally likely, then a member uniformly)."""
     groups = [np.flatnonzero(kinds == k) for k in np.unique(kinds)]
@@ -396,5 +413,7 @@ def fit_sketch_side(mode: str, identities: Sequence[str], labels: np.ndarray,
     if mode == "procrustes":
         return fit_procrustes(data, seed)
     if mode == "adapter":
-        return fit_adapter(data, seed, max_steps=max_steps, hidden=hidden or ADAPTER_HIDDEN)
+        with one_thread():
+            return fit_adapter(data, seed, max_steps=max_steps,
+                               hidden=hidden or ADAPTER_HIDDEN)
     raise ValueError(f"unknown sketch-side mode {mode!r}; known: {', '.join(SKETCH_SIDE_MODES)}")

@@ -89,6 +89,7 @@ class TrainRecognizerRequest(BaseModel):
     real_pairs_root: str | list[str] | None = None  # one for all manifests, or one each
     # identities of a source in the split's test part: refused, unless this drops them
     drop_test_identities: bool = False
+    synthetic_styles: list[str] | None = None  # keep only synthetic sketches of these styles
     include_synthetic: bool = True
     mode: Mode = "head"
     loss: Loss = "adaface"
@@ -180,7 +181,7 @@ def gather_examples(workspace: Workspace, request: TrainRecognizerRequest,
     real: list[dict[str, Any]] = []
     if request.include_synthetic:
         for source in request.datasets():
-            found, provenance = synthetic_source(workspace, source)
+            found, provenance = synthetic_source(workspace, source, request.synthetic_styles)
             _refuse_test_identities(found, split, source or "sketches", request)
             examples += found
             synthetic.append(provenance)

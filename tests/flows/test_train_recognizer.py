@@ -48,3 +48,25 @@ def test_train_recognizer_flow_output_is_what_evaluate_loads(tmp_path: Path):
                          recognizers=["baseline", report.recognizer_dir])
     assert set(evaluated.recognizers) == {"baseline", "Demo Head"}
 
+
+
+def test_sketch_side_flow_reports_how_it_chose_and_evaluates(tmp_path: Path):
+    demo = make_demo_source(tmp_path / "demo", identities=6, photos_per_identity=2)
+    workspace = Workspace.open(tmp_path / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+
+    report = train_recognizer(workspace=str(workspace.root), name="map", mode="procrustes",
+                              real_pairs=[str(demo / "pairs.csv")], dataset=["sketches"])
+    assert report.mode == "procrustes" and report.validation["identities"]["validation"] >= 2
+    assert report.examples == {"photo": 12, "sketch": 6, "synthetic": 12}
+    summary = asyncio.run(_artifacts("train-recognizer-map-summary"))
+    assert summary and "chosen on" in summary[0].data and "alpha" in summary[0].data
+
+    evaluated = evaluate(pairs=str(demo / "pairs.csv"), workspace=str(workspace.root),
+                         recognizers=["baseline", report.recognizer_dir], bootstrap=50)
+    assert evaluated.recognizers["map"]["ci95"]["n_resamples"] == 50
+    # photos are the frozen encoder's: the same gallery vectors give the same impostor
+    # scores between photos, so only sketch-photo pairs can differ from the baseline
+    assert evaluated.recognizers["map"]["n_gallery"] == evaluated.recognizers["baseline"][
+        "n_gallery"]

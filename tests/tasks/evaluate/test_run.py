@@ -191,3 +191,36 @@ def test_cuhk_baseline_sface_reproduces_the_known_figures(shared_data: Path, tmp
     assert summary["n_failed_probes"] == 0 and summary["n_failed_gallery"] == 0
     assert summary["rank1"] >= 0.70
     assert summary["tar_at_far"]["1e-02"] >= 0.75  # measured 0.803
+
+
+def test_metrics_carry_bootstrap_intervals_in_json_and_markdown(clean: EvaluateReport):
+    summary = _summary(clean)
+    ci = summary["ci95"]
+    assert ci["n_resamples"] == 1000 and ci["unit"] == "probe" and ci["level"] == 0.95
+    assert ci["rank1"][0] <= summary["rank1"] <= ci["rank1"][1]
+    for far, (low, high) in ci["tar_at_far"].items():
+        assert low <= summary["tar_at_far"][far] <= high, far
+    markdown = Path(clean.metrics_md).read_text()
+    assert f"{summary['rank1']:.3f} [{ci['rank1'][0]:.3f}, {ci['rank1'][1]:.3f}]" in markdown
+    assert "resampled 1000 times" in markdown
+
+
+def test_old_runs_gallery_tables_are_dropped_past_keep_galleries(root: Path):
+    from tasks import storage
+    from tasks.evaluate.gallery import run_of
+    from tasks.storage import Workspace
+
+    first = evaluate(EvaluateRequest(
+        workspace=str(root / "retention"), pairs=str(root / "demo" / "pairs.csv"),
+        out=str(root / "ret-1"), identity_encoder=SFACE, run_id="run-1", bootstrap=0))
+    assert "ci95" not in _summary(first) and first.dropped_galleries == []
+    second = evaluate(EvaluateRequest(
+        workspace=str(root / "retention"), pairs=str(root / "demo" / "pairs.csv"),
+        out=str(root / "ret-2"), identity_encoder=SFACE, run_id="run-2", keep_galleries=1,
+        bootstrap=0))
+    assert second.dropped_galleries == ["gallery_run_1__baseline"]
+    runs = {run_of(t) for t in storage.table_names(Workspace.open(root / "retention"))}
+    assert runs - {None} == {"run_2"}
+    # the dropped run's figures are still all in its files
+    assert rebuild(first.scores, first.inputs)["baseline"].summary()["rank1"] == \
+        _summary(first)["rank1"]

@@ -18,6 +18,7 @@ from tasks.ingest.run import ingest_source
 from tasks.recognize.data import DataError
 from tasks.recognize.recognizer import RecognizerError, load_recognizer
 from tasks.recognize.sketch_side import (
+    EVAL_EVERY,
     VectorSet,
     fit_adapter,
     fit_procrustes,
@@ -92,7 +93,7 @@ def test_adapter_starts_at_identity_and_learns_the_gap_on_validation_identities(
     fitted = fit_adapter(data, seed=0, max_steps=300, lambdas=(0.1,), hidden=64)
     best, base = fitted.validation["best"], fitted.validation["baseline"]
     assert best["score"] > base["score"]
-    assert fitted.chosen["steps"] > 0 and fitted.chosen["steps"] % 50 == 0
+    assert fitted.chosen["steps"] > 0 and fitted.chosen["steps"] % EVAL_EVERY == 0
     assert fitted.validation["history"][0]["step"] == 0  # the identity map is a candidate
     # without a gap nothing beats the identity map on validation: it is kept (0 steps)
     same, _ = gap_data(gap=0.0, seed=3)
@@ -223,3 +224,9 @@ def test_several_sources_mix_real_and_synthetic(site: dict):
     assert report.examples["synthetic"] == 2 * IDENTITIES  # the same rows twice: deduplicated
     assert report.skipped["duplicate"] == 2 * IDENTITIES
     assert isinstance(report.inputs["synthetic"], list) and len(report.inputs["synthetic"]) == 2
+    # a style filter keeps one style of a source that holds several
+    other = train_recognizer(request(
+        site, "styled", mode="procrustes", real_pairs=[str(site["demo"] / "pairs.csv")],
+        dataset=["sketches"], synthetic_styles=["xdog-lines"]))
+    assert "synthetic" not in other.examples
+    assert other.inputs["synthetic"]["other_styles"] == 2 * IDENTITIES
