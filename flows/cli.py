@@ -101,10 +101,12 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sampling (default: the settings, see README)")
     group.add_argument("--samples-per-face", type=int, default=None, help="default 2")
     group.add_argument("--shard-size", type=int, default=None, help="default 256")
-    group.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    group.add_argument("--steps", type=int, default=None,
+                       help="sampling steps (default: the generator's own; bridge 4, DDIM 50)")
     group.add_argument("--guidance", type=float, default=None,
-                       help="classifier-free guidance (default 2.0)")
-    group.add_argument("--eta", type=float, default=0.0)
+                       help="classifier-free guidance (default: the generator's own)")
+    group.add_argument("--eta", type=float, default=None,
+                       help="sampling noise (default: the generator's own; bridge 1, DDIM 0)")
     group.add_argument("--batch-size", type=int, default=None, help="default 16")
     group.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
                        help="run the shards on an existing Dask cluster "
@@ -214,7 +216,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         thresholds=args.thresholds, dry_run=args.dry_run, **_specs(args)), args.dry_run)
 
 
-DEMO_GENERATION = {"STEPS": "20", "SAMPLES_PER_FACE": "2"}
+DEMO_GENERATION = {"SAMPLES_PER_FACE": "2"}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -229,8 +231,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.generate.catalog import DEFAULT_GENERATOR
 
     started = time.perf_counter()
-    # The demo's sampling budget, unless the user set one: 20 DDIM steps keep the whole DAG
-    # within minutes on a laptop CPU (the nightly default is 50).
+    # The demo's sampling budget, unless the user set one (steps: the generator's own).
     for key, value in DEMO_GENERATION.items():
         os.environ.setdefault(f"CLIP4SKETCH_GENERATE_{key}", value)
     source = make_demo_source(args.workspace / "demo-source", identities=args.identities,
@@ -367,7 +368,8 @@ def cmd_train_recognizer(args: argparse.Namespace) -> int:
         samples_per_identity=args.samples_per_identity, lr=args.lr, seed=args.seed,
         resume=args.resume, split=args.split, checkpoint_every=args.checkpoint_every,
         device=args.device, identity_encoder=specs.get("identity_encoder"),
-        drop_test_identities=args.drop_test_identities, hidden=args.hidden)
+        drop_test_identities=args.drop_test_identities, hidden=args.hidden,
+        synthetic_styles=args.synthetic_style)
     loss = f"{report.final_loss:.4f}" if report.final_loss is not None else "n/a"
     print(f"recognizer {report.recognizer_dir}: {report.steps} steps, final loss {loss}")
     print(f"  loss curve: {report.loss_png}")
@@ -420,6 +422,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize_mugshots(args: argparse.Namespace) -> int:
+    """Check the optional extra first (no Prefect start-up for a missing install), then run
+    the flow; a folder drawn with other values is a user error, told in one line."""
+    from tasks.synthesize.generator import SyntheticExtraMissing, check_extra
+
+    try:
+        check_extra()
+    except SyntheticExtraMissing as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from flows.synthesize import synthesize_mugshots
+    from tasks.synthesize.source import SourceMismatchError
+
+    options = {k: getattr(args, k) for k in (
+        "seed", "truncation", "images_per_identity", "sigma", "size", "shard_size", "workers",
+        "threads", "dask_address", "thresholds", "max_identity_similarity",
+        "max_alignment_error", "min_detection_score", "max_candidates") if getattr(args, k)
+        is not None}
+    try:
+        report = synthesize_mugshots(out=args.out, identities=args.identities,
+                                     workspace=str(args.workspace), **options)
+    except SourceMismatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    refused = ", ".join(f"{k} {v}" for k, v in report.refused.items()) or "none"
+    print(f"{report.out}: {report.kept} identities, {report.images} images "
+          f"({report.kept_new} new; {report.candidates_judged} candidates judged, refused: "
+          f"{refused}; surplus {report.surplus})")
+    if report.seconds_per_image is not None:
+        print(f"  {report.seconds_per_image:.3f} s an image in the generator, "
+              f"{report.seconds_per_candidate:.3f} s a candidate with all checks; "
+              f"{report.seconds:.0f} s in all")
+    imp = report.impostor
+    if imp.pairs:
+        print(f"  SFace between kept identities: median {imp.median:.3f}, "
+              f"{imp.share_above_match:.2%} of {imp.pairs} pairs above 0.363, max {imp.max:.3f}")
+    print(f"  manifest: {report.manifest}\n  ingest it with: clip4sketch nightly {report.out}")
+    if report.short_by:
+        print(f"short by {report.short_by} identities: the candidate budget ran out (raise "
+              "--truncation, --max-identity-similarity or --max-candidates)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clip4sketch",
@@ -428,11 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workspace", type=Path, default=None,
                         help="workspace folder (default $CLIP4SKETCH_WORKSPACE or ./workspace)")
+    # The same global options after the command (`clip4sketch ingest SRC --workspace W`), as
+    # git and pip take them. SUPPRESS: a sub-command that is not given one must not overwrite
+    # the value given before the command with its own default.
+    global_options = argparse.ArgumentParser(add_help=False)
+    global_options.add_argument("--workspace", type=Path, default=argparse.SUPPRESS,
+                                help="workspace folder (also accepted before the command)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str,
             runs_flow: bool = False):
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=[global_options])
         sub.set_defaults(handler=handler, runs_flow=runs_flow)
         return sub
 
@@ -469,9 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a style to train (repeatable; default: every style with examples)")
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--split", default=None,
-                       help="identities to hold out: a bundled split (cuhk) or a CSV "
-                            "identity_id,split; only 'train' identities are used")
+    train.add_argument("--split", action="append", default=None,
+                       help="identities to hold out: a bundled split (cuhk, cufsf) or a CSV "
+                            "identity_id,split; repeatable (their union); only 'train' "
+                            "identities are used")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last checkpoint of --name")
     train.add_argument("--name", default="default", help="generators/<name>/ in the workspace")
@@ -546,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     recognizer.add_argument("--dataset", action="append", default=None,
                             help="repeatable: published version, sketches table, Parquet, "
                                  "export folder or workspace (default: the sketches table)")
+    recognizer.add_argument("--synthetic-style", action="append", default=None,
+                            help="repeatable: train only on synthetic sketches of this style")
     recognizer.add_argument("--real-pairs", action="append", default=None,
                             help="repeatable: pairs manifest of real sketches")
     recognizer.add_argument("--real-pairs-root", action="append", default=None,
@@ -582,6 +637,43 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument("--layout", choices=["cuhk", "cufsf"], default="cuhk",
                           help="cuhk: sketches/NAME-sz1.jpg; cufsf: sketches/NAME.jpg")
     manifest.add_argument("--style", default="artist", help="style name of the real sketches")
+    synth = add("synthesize-mugshots", cmd_synthesize_mugshots,
+                "draw N new, photo-realistic people (MobileStyleGAN, offline) as a folder "
+                "source for ingest/nightly; needs the 'synthetic' extra", True)
+    synth.add_argument("identities", type=int, metavar="N", help="identities to keep")
+    synth.add_argument("--out", required=True, metavar="DIR",
+                       help="the source folder (keep it outside any repository: drawn faces "
+                            "are never committed); an earlier DIR is resumed or extended")
+    synth.add_argument("--seed", type=int, default=None, help="default 0")
+    synth.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                       help="pull toward the average face (default 1.0: at 0.7 drawn people "
+                            "look too alike for 1,000 distinct identities; see README)")
+    synth.add_argument("--images-per-identity", type=int, default=None, metavar="K",
+                       help="default 1. K > 1 adds small latent nudges (--sigma) of each "
+                            "person: near-duplicates (SFace ~0.7-0.9 to the first), not new "
+                            "poses or lighting; the model has no noise input")
+    synth.add_argument("--sigma", type=float, default=None,
+                       help="latent nudge for images 2..K (default 0.3; recorded)")
+    synth.add_argument("--size", type=int, default=None, help="saved side in px (default 512)")
+    synth.add_argument("--shard-size", type=int, default=None, help="candidates a task "
+                       "(default 32; fixed by a folder's first run)")
+    synth.add_argument("--workers", type=int, default=None,
+                       help="shards at once on this machine (default 1)")
+    synth.add_argument("--threads", type=int, default=None,
+                       help="OpenVINO threads per worker (default 1; fixed per folder)")
+    synth.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                       help="run the shards on an existing Dask cluster")
+    synth.add_argument("--thresholds", default=None, metavar="YAML",
+                       help="thresholds file (default: data_contracts/thresholds.yaml)")
+    synth.add_argument("--max-identity-similarity", type=float, default=None,
+                       help="refuse a face whose SFace cosine to one already drawn or stored "
+                            "exceeds this (default 0.5, reviewed)")
+    synth.add_argument("--max-alignment-error", type=float, default=None,
+                       help="refuse faces whose landmarks miss the template by more (px)")
+    synth.add_argument("--min-detection-score", type=float, default=None,
+                       help="refuse broken faces YuNet scores below this (default off)")
+    synth.add_argument("--max-candidates", type=int, default=None,
+                       help="bound on candidates judged (default 3N + a shard)")
     add("encoders", cmd_encoders, "list the registered encoders")
     add("status", cmd_status, "list the workspace's tables and row counts")
     return parser
