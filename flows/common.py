@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,8 @@ from pydantic import BaseModel
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings, load_settings
-from tasks.locking import workspace_lock
-from tasks.storage import Workspace, write_bytes_atomic
+from tasks.locking import LockHold, workspace_lock
+from tasks.storage import SweepReport, Workspace, sweep_leftovers, write_bytes_atomic
 
 
 def resolve(workspace: str | None) -> tuple[Settings, Workspace]:
@@ -20,10 +23,41 @@ def resolve(workspace: str | None) -> tuple[Settings, Workspace]:
     return settings, Workspace.open(settings.workspace)
 
 
-def hold_workspace(settings: Settings, workspace: Workspace, flow: str, run_id: str):
-    """The workspace lock for this run (see tasks.locking): one writer per workspace."""
-    return workspace_lock(workspace.root, f"{flow} run {run_id}",
-                          timeout=settings.lock_timeout_seconds, reentrant=True)
+# What each run's sweep removed, by (workspace, run id), until its run record takes it.
+_SWEEPS: dict[tuple[str, str], SweepReport] = {}
+
+
+@contextlib.contextmanager
+def hold_workspace(settings: Settings, workspace: Workspace, flow: str,
+                   run_id: str) -> Iterator[LockHold]:
+    """The workspace lock for this run (see tasks.locking): one writer per workspace.
+
+    Taking it, a run first sweeps the temp files that killed writers left behind (older than
+    the lock and held by no live process; see ``tasks.storage.sweep_leftovers``), logs how
+    many, and its run record says so (``leftovers_swept``). A sub-flow re-entering its
+    parent's hold does not sweep again.
+    """
+    with workspace_lock(workspace.root, f"{flow} run {run_id}",
+                        timeout=settings.lock_timeout_seconds, reentrant=True) as hold:
+        if hold.outermost:
+            swept = sweep_leftovers(workspace.root, older_than=hold.acquired_at)
+            _SWEEPS[(str(workspace.root), run_id)] = swept
+            _logger().info(
+                "swept %d temp file(s) left by killed writers (%d bytes); kept %d held by a "
+                "live process and %d newer than this run's lock", len(swept.removed),
+                swept.bytes_freed, swept.kept_live, swept.kept_recent)
+        yield hold
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger (its lines reach Prefect's UI), or a plain one outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:
@@ -74,5 +108,8 @@ def write_run_record(workspace: Workspace, flow: str, run_id: str, parameters: d
         "summary": summary,
         "stages": {name: report.model_dump(mode="json") for name, report in reports.items()},
     }
+    swept = _SWEEPS.pop((str(workspace.root), run_id), None)
+    # None: this run held no lock of its own (a sub-flow, or a flow that takes none).
+    record["leftovers_swept"] = swept.summary() if swept is not None else None
     path = workspace.root / "runs" / f"{flow}-{run_id}.json"
     return write_bytes_atomic(json.dumps(record, indent=2, default=str).encode(), path)

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -35,7 +36,22 @@ def _holder(path: Path) -> str:
     return f"{info.get('what', 'a run')} (pid {info.get('pid')}, since {info.get('since')})"
 
 
+@dataclass(frozen=True)
+class LockHold:
+    """What a holder gets: when the lock was taken (the lock file's mtime, on the same clock
+    as the files the run will meet) and whether this ``with`` took it or re-entered it.
+
+    Files left by killed writers are the ones older than ``acquired_at``: while the lock is
+    held no other run of a writing flow can have begun (see ``tasks.storage.sweep_leftovers``).
+    """
+
+    path: Path
+    acquired_at: float
+    outermost: bool
+
+
 _held: dict[Path, int] = {}  # lock file -> nesting depth, in this process
+_acquired: dict[Path, float] = {}  # lock file -> when this process took it
 _held_guard = threading.Lock()
 
 
@@ -56,12 +72,12 @@ def _leave_held(path: Path) -> None:
 
 @contextlib.contextmanager
 def workspace_lock(root: Path, what: str, timeout: float = 0.0,
-                   poll: float = 0.5, reentrant: bool = False) -> Iterator[None]:
+                   poll: float = 0.5, reentrant: bool = False) -> Iterator[LockHold]:
     root.mkdir(parents=True, exist_ok=True)
     path = (root / ".lock").resolve()
     if reentrant and _enter_held(path):
         try:
-            yield
+            yield LockHold(path, _acquired.get(path, time.time()), outermost=False)
         finally:
             _leave_held(path)
         return
@@ -84,15 +100,18 @@ def workspace_lock(root: Path, what: str, timeout: float = 0.0,
         handle.write(json.dumps({"what": what, "pid": os.getpid(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
         handle.flush()
+        acquired_at = os.fstat(handle.fileno()).st_mtime
         if reentrant:
             with _held_guard:
                 _held[path] = 1
+                _acquired[path] = acquired_at
         try:
-            yield
+            yield LockHold(path, acquired_at, outermost=True)
         finally:
             if reentrant:
                 with _held_guard:
                     _held.pop(path, None)
+                    _acquired.pop(path, None)
     finally:
         with contextlib.suppress(OSError):
             fcntl.flock(handle, fcntl.LOCK_UN)

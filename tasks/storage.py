@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -298,13 +300,14 @@ def _write_atomic(path: Path, write: Callable[[str], object]) -> Path:
     """Write to a temp file in the same folder, fsync, then rename over ``path``.
 
     On any failure (a full disk included) the temp file is removed and ``path`` keeps its
-    previous content, so no half-written file is ever visible under a final name.
+    previous content, so no half-written file is ever visible under a final name. Only a
+    killed process leaves its temp file (``.<name>.<8 random>.tmp``) behind; the writer holds
+    an ``flock`` on it until the rename, so ``sweep_leftovers`` can tell a dead writer's file
+    (unlocked: the kernel drops the lock with the process) from a live one's.
     """
     with disk_space(path, "writing"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                        dir=path.parent)
-        os.close(handle)
+        handle, temp = _locked_temp(path)
         try:
             write(temp)
             with open(temp, "rb") as written:
@@ -313,7 +316,92 @@ def _write_atomic(path: Path, write: Callable[[str], object]) -> Path:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
+        finally:
+            os.close(handle)  # releases the flock, after the rename
     return path
+
+
+def _locked_temp(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path``, open and flock-ed by this process.
+
+    A sweeper that lists the file between its creation and the lock would find it unlocked;
+    it only removes files older than its own workspace lock, so that takes a writer stalled
+    across another run's start, and then this notices the file is gone and makes another.
+    """
+    while True:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if os.fstat(handle).st_nlink:
+            return handle, temp
+        os.close(handle)
+
+
+# What ``_write_atomic`` names its temp files: mkstemp's 8 characters between name and suffix.
+LEFTOVER_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+# Folders a sweep never enters: LanceDB manages its own files, Prefect its home.
+_NOT_SWEPT = frozenset({"lancedb", ".prefect"})
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What ``sweep_leftovers`` did: small, for run records and logs."""
+
+    removed: list[str] = field(default_factory=list)  # paths relative to the root
+    kept_live: int = 0  # temp files a live process still holds (another run's write)
+    kept_recent: int = 0  # unlocked but not older than the lock: left for a later sweep
+    bytes_freed: int = 0
+
+    def summary(self) -> dict[str, object]:
+        return {"removed": len(self.removed), "kept_live": self.kept_live,
+                "kept_recent": self.kept_recent, "bytes_freed": self.bytes_freed,
+                "paths": self.removed[:50]}
+
+
+def sweep_leftovers(root: Path, older_than: float) -> SweepReport:
+    """Remove temp files that killed writers left under ``root``: those named like
+    ``_write_atomic``'s, last modified before ``older_than`` (the time the caller took the
+    workspace lock) and held by no process.
+
+    Both conditions guard another run's work: a live writer holds an flock on its temp file
+    (a training run writing a checkpoint, a Dask worker still drawing an orphaned shard), and
+    a file touched since the lock was taken may be a write that just began. Symlinks, FIFOs
+    and anything not a regular file are never opened or removed.
+    """
+    removed: list[str] = []
+    kept_live = kept_recent = freed = 0
+    for folder, dirs, files in os.walk(root):
+        if Path(folder) == root:
+            dirs[:] = [d for d in dirs if d not in _NOT_SWEPT]
+        for name in files:
+            if not LEFTOVER_NAME.match(name):
+                continue
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if info.st_mtime >= older_than:
+                kept_recent += 1
+                continue
+            try:
+                handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except OSError:
+                continue  # gone meanwhile, or not ours to open
+            try:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    kept_live += 1
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(str(path.relative_to(root)))
+                    freed += info.st_size
+            finally:
+                os.close(handle)
+    return SweepReport(sorted(removed), kept_live, kept_recent, freed)
 
 
 def rows_sha256(rows: pa.Table) -> str:
