@@ -49,9 +49,28 @@ class GenerationContext(_Frozen):
     # claims a free one. On Dask, ["auto"]: each worker owns one GPU (CUDA_VISIBLE_DEVICES).
     devices: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
     run_id: str = "local"
+    # Intra-op threads every CPU shard samples with, wherever it runs (a local thread, a Dask
+    # worker): fixed once, where the run is planned, so all shards round alike.
+    cpu_threads: int = Field(default_factory=lambda: planned_cpu_threads(), ge=1)
 
     def expected_encoders(self) -> dict[str, tuple[int, str]]:
         return {role: (c.dim, c.version) for role, c in self.conditions.items()}
+
+
+def planned_cpu_threads() -> int:
+    """``CLIP4SKETCH_GENERATE_CPU_THREADS``, else this process's torch thread count.
+
+    Read in the process that builds the context (the flow's), never in a worker: a Dask
+    worker's own default (one thread) is exactly what must not decide the pixels.
+    """
+    from schemas.settings import GenerationSettings
+
+    configured = GenerationSettings().cpu_threads
+    if configured is not None:
+        return configured
+    import torch
+
+    return torch.get_num_threads()
 
 
 class ShardRef(_Frozen):

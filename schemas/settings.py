@@ -47,6 +47,11 @@ class GenerationSettings(BaseSettings):
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     dask_address: str | None = None
+    # Intra-op threads of CPU sampling, set inside every shard (torch.set_num_threads, restored
+    # after): CPU convolutions round differently with another thread count, and Dask workers
+    # start with one (OMP_NUM_THREADS=1), so without one count for all a local run and a Dask
+    # run draw different pixels. None: the count of the process that plans the run.
+    cpu_threads: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):

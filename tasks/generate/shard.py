@@ -104,6 +104,28 @@ def claim_device(devices: list[str]) -> Iterator[str]:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def cpu_threads(count: int, device: str) -> Iterator[None]:
+    """Sample a CPU shard with ``count`` intra-op threads, then give the thread its own back.
+
+    The count is the run's (``GenerationContext.cpu_threads``), so a shard drawn in a local
+    thread and one drawn on a one-thread Dask worker round alike and give identical pixels;
+    ``_device_label`` records it. GPU shards are left alone: their pixels do not depend on it,
+    and two GPU shards run at once in one process would race on the setting.
+    """
+    if not device.startswith("cpu"):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _device_label(device: str) -> str:
     """The device as provenance: on CPU the intra-op thread count changes the rounding of
     convolutions (about one sample in ten differs by a grey level between 1 and 2 threads),
@@ -377,7 +399,8 @@ def run_shard(context: GenerationContext, shard: ShardRef, *,
     rows = {sid: row for sid, row in previous.items() if sid in good}
     generated: set[str] = set()
     not_reproduced = 0
-    with claim_device(context.devices) as claimed:
+    with claim_device(context.devices) as claimed, \
+            cpu_threads(context.cpu_threads, resolve_device(claimed)):
         device = resolve_device(claimed)
         generator = load_generator(context.generator_path, device, context.expected_encoders())
         provenance = _provenance(context, generator, sampling, device, shard)
