@@ -177,7 +177,8 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     request = TrainRecognizerRequest(
         workspace=str(workspace.root), out=str(out), mode=kind, split=str(split), seed=seed,
         identity_encoder=EncoderSpec(role="identity", name="sface"),
-        steps=head_steps if kind == "head" else 1500, **sources)
+        steps=head_steps if kind == "head" else 1500,
+        vectors_cache=str(out.parent / "vectors-cache"), **sources)
     key = request.model_dump_json(exclude={"run_id"})
     stamp = out / "request.json"
     if not retrain and stamp.is_file() and stamp.read_text() == key and \
@@ -304,6 +305,9 @@ def main() -> int:
     parser.add_argument("--synthetic-style", action="append", default=None,
                         help="keep only synthetic sketches of this style (repeatable; "
                              "rows 3-4 of the issue: cufsf-artist)")
+    parser.add_argument("--drop-test-identities", action="store_true",
+                        help="drop (and count) synthetic sketches of test identities instead "
+                             "of refusing the source")
     parser.add_argument("--rows", default=None,
                         help="comma-separated rows (default: 1,2,5,6, plus 3,4 with "
                              "--synthetic)")
@@ -353,9 +357,11 @@ def main() -> int:
     for row in (r for r in rows if r != 1):
         for kind in kinds:
             directory = work / "recognizers" / f"row{row}-{kind}"
-            train(workspace, directory, kind,
-                  row_sources(row, manifests, data, args.synthetic, rendered,
-                              args.synthetic_style), split_path,
+            sources = row_sources(row, manifests, data, args.synthetic, rendered,
+                                  args.synthetic_style)
+            if args.drop_test_identities:
+                sources["drop_test_identities"] = True
+            train(workspace, directory, kind, sources, split_path,
                   args.seed, args.head_steps, args.retrain)
             names[directory.name] = (row, kind)
             refs.append(str(directory))

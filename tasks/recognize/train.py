@@ -90,6 +90,9 @@ class TrainRecognizerRequest(BaseModel):
     # identities of a source in the split's test part: refused, unless this drops them
     drop_test_identities: bool = False
     synthetic_styles: list[str] | None = None  # keep only synthetic sketches of these styles
+    # where encoder vectors of a training set are cached (default <out>/cache); keyed by the
+    # data fingerprint and encoder version, so recognizers trained on one set can share it
+    vectors_cache: str | None = None
     include_synthetic: bool = True
     mode: Mode = "head"
     loss: Loss = "adaface"
@@ -246,6 +249,10 @@ def _unusable_counts(inputs: dict[str, Any]) -> dict[str, int]:
                 key = f"unusable_{kind}_{reason}"
                 out[key] = out.get(key, 0) + n
     return out
+
+
+def _cache_dir(request: TrainRecognizerRequest, out: Path) -> Path:
+    return Path(request.vectors_cache).expanduser() if request.vectors_cache else out / "cache"
 
 
 def _cached_vectors(workspace: Workspace, request: TrainRecognizerRequest,
@@ -465,7 +472,7 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
     in_dim = encoder_version = None
     if request.mode == "head":
         training.vectors, encoder_version = _cached_vectors(workspace, request, training,
-                                                            out / "cache")
+                                                            _cache_dir(request, out))
         in_dim = training.vectors.shape[1]
     else:
         training.crops = load_crops(workspace, training.examples)
@@ -576,7 +583,7 @@ def _train_sketch_side(request: TrainRecognizerRequest, workspace: Workspace,
     from tasks.recognize.sketch_side import fit_sketch_side
 
     training.vectors, encoder_version = _cached_vectors(workspace, request, training,
-                                                        out / "cache")
+                                                        _cache_dir(request, out))
     in_dim = training.vectors.shape[1]
     timed = time.perf_counter()
     fitted = fit_sketch_side(request.mode, training.identities, training.labels,
