@@ -217,6 +217,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 DEMO_GENERATION = {"SAMPLES_PER_FACE": "2"}
+DEMO_STYLE = "demo-pencil"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -241,9 +242,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not (args.workspace / DEFAULT_GENERATOR).exists():
         first = nightly(sources=sources, workspace=str(args.workspace))
         _print_stages("first night (no generator yet):", first)
+        # Only the demo's own paired style: the night then draws what the generator learned
+        # in its three minutes (renderer styles add nothing a renderer does not do already).
         trained = train_generator(workspace=str(args.workspace), config=args.config,
-                                  steps=args.train_steps, name="default", seed=args.seed,
-                                  sample_every=args.train_steps)
+                                  styles=[DEMO_STYLE], steps=args.train_steps, name="default",
+                                  seed=args.seed, sample_every=args.train_steps)
         print(f"trained the demo generator: {trained.steps} steps, final loss "
               f"{trained.final_loss:.4f}; samples: {trained.report_html}")
     rejected = None
