@@ -82,6 +82,7 @@ class Tally:
         self.unaccounted = 0
         self.crashes: list[str] = []
         self.manifests: Counter[str] = Counter()
+        self.manifest_rows: Counter[str] = Counter()  # what became of the manifests' rows
         self.changed: set = set()
 
     def add(self, report) -> None:
@@ -119,9 +120,10 @@ def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally
     from tests.tasks.ingest.fuzzing import changed_rows, file_cases, stored_rows, write_files
 
     settings = IngestSettings()
-    started = time.perf_counter()
+    began = time.perf_counter()
     cases = draw(file_cases(identities=("fuzz-a", "fuzz-b", "stored-0")), args.files, args.seed)
-    print(f"drew {len(cases):,} file recipes in {time.perf_counter() - started:.1f} s")
+    print(f"drew {len(cases):,} file recipes in {time.perf_counter() - began:.1f} s")
+    started = time.perf_counter()  # files/s counts writing and ingesting, not drawing
     if not args.direct:
         from flows.ingest import ingest as ingest_flow
     for number, start in enumerate(range(0, len(cases), args.batch)):
@@ -161,6 +163,7 @@ def run_manifests(args, temp: Path, workspace_root: Path, before: dict, tally: T
         changed_rows,
         manifest_cases,
         stored_rows,
+        unaccounted,
         write_manifest,
     )
 
@@ -170,8 +173,12 @@ def run_manifests(args, temp: Path, workspace_root: Path, before: dict, tally: T
     for number, case in enumerate(draw(manifest_cases(), args.manifests, args.seed)):
         try:
             manifest = write_manifest(case, root.root, root.outside, name=f"m{number:05d}")
-            tally.add(ingest_source(workspace, manifest, run_id=f"fuzz-m{number}"))
+            report = ingest_source(workspace, manifest, run_id=f"fuzz-m{number}")
             tally.manifests["ingested (a report)"] += 1
+            tally.manifest_rows.update(report.ingested)
+            tally.manifest_rows.update(report.skipped)
+            tally.manifest_rows.update(report.quarantined)
+            tally.unaccounted += unaccounted(report)
         except ManifestError:
             tally.manifests["refused (ManifestError naming it)"] += 1
         except Exception as error:
@@ -221,8 +228,9 @@ def main() -> int:
         print(f"quarantined by reason:     {sum(tally.quarantined.values()):,}")
         for reason, n in sorted(tally.quarantined.items(), key=lambda kv: -kv[1]):
             print(f"  {reason:24} {n:6,}")
-        print(f"manifests tried:           {args.manifests}: {dict(tally.manifests)}")
-        print(f"files unaccounted for:     {tally.unaccounted} (must be 0)")
+        print(f"manifests tried:           {args.manifests}: {dict(tally.manifests)}; their "
+              f"rows: {dict(sorted(tally.manifest_rows.items()))}")
+        print(f"files or rows unaccounted: {tally.unaccounted} (must be 0)")
         print(f"crashes:                   {len(tally.crashes)} (must be 0; recipes in "
               f"{crashes_file})")
         print(f"stored rows changed:       {len(tally.changed)} of {len(before)} stored before "
