@@ -200,6 +200,9 @@ def test_shards_on_a_dask_cluster_publish_the_local_dataset(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     address = dask_cluster.address
     thresholds = accept_all_thresholds(tmp_path / "thresholds.yaml")
+    # One thread count for the whole run, set in every shard wherever it runs (otherwise
+    # each run takes its planning process's count, and pixels may differ by a grey level).
+    monkeypatch.setenv("CLIP4SKETCH_GENERATE_CPU_THREADS", str(THREADS))
 
     local = copy_workspace(embedded, tmp_path / "local")
     with torch_threads(THREADS):

@@ -100,7 +100,8 @@ def test_flow_trains_saves_and_reports(workspace: Path, split: Path) -> None:
     assert asyncio.run(_artifacts("train-generator-demo-report"))
     record = json.loads((workspace / "runs" / f"train-generator-{report.run_id}.json")
                         .read_text())
-    assert record["stages"]["style_texts"]["reused"] == 4  # the template embedded them
+    # the template embedded them: every registry style (cufsf-artist among them)
+    assert record["stages"]["style_texts"]["reused"] == 5
     assert record["stages"]["train"]["generator_dir"] == str(final)
 
 
@@ -150,7 +151,7 @@ def test_a_second_run_on_the_same_generator_is_refused(workspace: Path) -> None:
 
 
 def test_requested_styles_are_checked(workspace: Path) -> None:
-    with pytest.raises(StyleError, match="unknown style 'crayon'; known: demo-pencil"):
+    with pytest.raises(StyleError, match="unknown style 'crayon'; known: cufsf-artist, demo-pencil"):
         fit_generator(request(workspace, styles=["crayon"]))
     with pytest.raises(DatasetError, match="no training examples for style.*forensic-artist"):
         fit_generator(request(workspace, styles=["forensic-artist", "pencil-dodge"]))

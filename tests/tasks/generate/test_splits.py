@@ -49,5 +49,5 @@ def test_bad_split_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_unknown_bundled_split_lists_known() -> None:
-    with pytest.raises(SplitError, match="unknown split 'lfw'; bundled: cuhk"):
+    with pytest.raises(SplitError, match="unknown split 'lfw'; bundled: cufsf, cuhk"):
         load_split("lfw")

@@ -101,8 +101,9 @@ def test_missing_folder_is_an_error(tmp_path: Path) -> None:
 
 
 def test_unknown_style_lists_known() -> None:
-    with pytest.raises(StyleError, match="unknown style 'crayon'; known: demo-pencil, "
-                                         "forensic-artist, pencil-dodge, xdog-lines"):
+    with pytest.raises(StyleError, match="unknown style 'crayon'; known: cufsf-artist, "
+                                         "demo-pencil, forensic-artist, pencil-dodge, "
+                                         "xdog-lines"):
         get_style("crayon", load_styles())
 
 
