@@ -63,13 +63,15 @@ def main() -> None:
     parser.add_argument("--identities", type=int, default=40)
     parser.add_argument("--photos", type=int, default=2)
     parser.add_argument("--new-share", type=float, default=0.05)
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps per sketch")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps per sketch (default: the generator's own)")
     parser.add_argument("--samples", type=int, default=2, help="sketches per face and style")
     parser.add_argument("--keep", default=None, help="keep the workspace in this folder")
     args = parser.parse_args()
 
-    os.environ.update({"CLIP4SKETCH_GENERATE_STEPS": str(args.steps),
-                       "CLIP4SKETCH_GENERATE_SAMPLES_PER_FACE": str(args.samples)})
+    os.environ["CLIP4SKETCH_GENERATE_SAMPLES_PER_FACE"] = str(args.samples)
+    if args.steps:
+        os.environ["CLIP4SKETCH_GENERATE_STEPS"] = str(args.steps)
     temp = Path(args.keep or tempfile.mkdtemp(prefix="nightly-bench-"))
     os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
     (temp / "prefect-home").mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,8 @@ def main() -> None:
 
     faces = len(base) * args.photos
     print(f"\nnightly over {faces} faces ({len(base)} identities x {args.photos} photos), "
-          f"styles {', '.join(styles)}, {args.samples} samples, {args.steps} DDIM steps; "
+          f"styles {', '.join(styles)}, {args.samples} samples, "
+          f"{args.steps or 'the generator default'} steps; "
           f"then {len(new) * args.photos} new faces ({args.new_share:.0%}), then nothing new\n")
     rows = [("full night", full), (f"+{args.new_share:.0%} new faces", more),
             ("nothing new", quiet)]
