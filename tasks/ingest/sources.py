@@ -13,6 +13,7 @@ import io
 import os
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,20 +263,27 @@ def read_source(source: str | Path, root: str | Path | None = None) -> list[Sour
     return read_manifest(source, Path(root).expanduser() if root else None)
 
 
-def write_cuhk_manifest(cuhk: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE) -> int:
-    """Pairs manifest for the CUHK layout: photos/NAME.jpg with sketches/NAME-sz1.jpg."""
-    photos = sorted((cuhk / "photos").glob("*.jpg"))
+def _write_pairs_manifest(root: Path, out: Path, style: str, layout: str,
+                          sketch_name: Callable[[Path], str]) -> int:
+    """Pairs manifest for a photos/ + sketches/ layout; a photo without its sketch keeps an
+    empty sketch_path (a mugshot is still a mugshot)."""
+    photos = sorted((root / "photos").glob("*.jpg"))
     if not photos:
-        raise ManifestError(f"{cuhk}/photos has no .jpg files: not the CUHK layout")
+        raise ManifestError(f"{root}/photos has no .jpg files: not the {layout} layout")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["identity_id", "photo_path", "sketch_path", "style"])
         for photo in photos:
-            sketch = cuhk / "sketches" / f"{photo.stem}-sz1.jpg"
+            sketch = root / "sketches" / sketch_name(photo)
             writer.writerow([photo.stem, str(photo.resolve()),
                              str(sketch.resolve()) if sketch.exists() else "", style])
     return len(photos)
+
+
+def write_cuhk_manifest(cuhk: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE) -> int:
+    """Pairs manifest for the CUHK layout: photos/NAME.jpg with sketches/NAME-sz1.jpg."""
+    return _write_pairs_manifest(cuhk, out, style, "CUHK", lambda p: f"{p.stem}-sz1.jpg")
 
 
 def write_cufsf_manifest(cufsf: Path, out: Path, style: str = DEFAULT_SKETCH_STYLE) -> int:
@@ -284,18 +292,7 @@ def write_cufsf_manifest(cufsf: Path, out: Path, style: str = DEFAULT_SKETCH_STY
     CUFSF's sketches are by other artists than CUHK's; give them their own ``style`` label
     (e.g. ``cufsf-artist``) so a generator can learn the two apart.
     """
-    photos = sorted((cufsf / "photos").glob("*.jpg"))
-    if not photos:
-        raise ManifestError(f"{cufsf}/photos has no .jpg files: not the CUFSF layout")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["identity_id", "photo_path", "sketch_path", "style"])
-        for photo in photos:
-            sketch = cufsf / "sketches" / photo.name
-            writer.writerow([photo.stem, str(photo.resolve()),
-                             str(sketch.resolve()) if sketch.exists() else "", style])
-    return len(photos)
+    return _write_pairs_manifest(cufsf, out, style, "CUFSF", lambda p: p.name)
 
 
 MANIFEST_LAYOUTS = {"cuhk": write_cuhk_manifest, "cufsf": write_cufsf_manifest}
