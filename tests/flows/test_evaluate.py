@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.evaluate import evaluate
 from tasks.demo.faces import make_demo_source
@@ -19,8 +20,10 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 async def _artifacts(key: str):
     async with get_client() as client:
+        # Newest first: the nightly DAG tests publish under the same keys on the shared server.
         return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC)
 
 
 def test_evaluate_flow_reports_metrics_failures_and_a_run_record(tmp_path: Path):

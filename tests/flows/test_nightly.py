@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.cli import main
 from flows.embed import embed
@@ -28,9 +29,12 @@ def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _artifacts(key: str):
+    """Artifacts of ``key``, newest first: other flow tests of the session (any ``ingest``)
+    publish under the same keys on the shared test server."""
     async with get_client() as client:
         return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC)
 
 
 def test_nightly_ingests_embeds_and_reports(demo_source: Path, tmp_path: Path):

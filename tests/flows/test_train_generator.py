@@ -151,7 +151,8 @@ def test_a_second_run_on_the_same_generator_is_refused(workspace: Path) -> None:
 
 
 def test_requested_styles_are_checked(workspace: Path) -> None:
-    with pytest.raises(StyleError, match="unknown style 'crayon'; known: cufsf-artist, demo-pencil"):
+    with pytest.raises(StyleError,
+                       match="unknown style 'crayon'; known: cufsf-artist, demo-pencil"):
         fit_generator(request(workspace, styles=["crayon"]))
     with pytest.raises(DatasetError, match="no training examples for style.*forensic-artist"):
         fit_generator(request(workspace, styles=["forensic-artist", "pencil-dodge"]))
