@@ -42,6 +42,7 @@ from tasks.evaluate.gallery import (  # noqa: E402
     blocked_top_k,
     brute_force_top_k,
     build_gallery,
+    lance_positions,
     load_gallery,
     plan_index,
     unit_rows,
@@ -75,18 +76,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean share of each probe's exact top-k that ``found`` holds (rows = probes)."""
     return float(np.mean([np.isin(t[t >= 0], f).mean() for f, t in zip(found, truth,
                                                                         strict=True)]))
-
-
-def lance_positions(table_rows, n_queries: int, k: int) -> np.ndarray:
-    positions = np.full((n_queries, k), -1, dtype=np.int64)
-    query = table_rows.column("query_index").to_numpy()
-    where = table_rows.column("position").to_numpy()
-    order = np.argsort(query, kind="stable")
-    query, where = query[order], where[order]
-    slot = np.arange(len(query)) - np.searchsorted(query, query, side="left")
-    keep = slot < k
-    positions[query[keep], slot[keep]] = where[keep]
-    return positions
 
 
 def main() -> int:

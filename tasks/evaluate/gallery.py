@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -305,15 +306,21 @@ def search(workspace: Workspace, gallery: Gallery, probes: np.ndarray, k: int, *
         exact=exact, nprobes=None if exact or plan is None else plan.nprobes,
         refine_factor=None if exact or plan is None else plan.refine_factor)
     seconds = time.perf_counter() - started
-    positions = np.full((len(probes), k), -1, dtype=np.int64)
-    query = found.column("query_index").to_numpy()
-    where = found.column("position").to_numpy()
+    return _rescore(gallery, probes, lance_positions(found, len(probes), k), seconds)
+
+
+def lance_positions(rows: Any, n_queries: int, k: int) -> np.ndarray:
+    """(n_queries, k) gallery positions from a batched LanceDB search's rows (query_index,
+    position, in rank order per query); -1 where a query found fewer than k."""
+    positions = np.full((n_queries, k), -1, dtype=np.int64)
+    query = rows.column("query_index").to_numpy()
+    where = rows.column("position").to_numpy()
     order = np.argsort(query, kind="stable")
     query, where = query[order], where[order]
     slot = np.arange(len(query)) - np.searchsorted(query, query, side="left")
     keep = slot < k
     positions[query[keep], slot[keep]] = where[keep]
-    return _rescore(gallery, probes, positions, seconds)
+    return positions
 
 
 def _rescore(gallery: Gallery, probes: np.ndarray, positions: np.ndarray,

@@ -224,14 +224,10 @@ def score_recognizer(
     return Scored(evaluation, pairs, search_info, verification_info)
 
 
-def evaluation_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
-                          probe_identities: Sequence[str], failed_identities: Sequence[str],
-                          gallery_identities: Sequence[str]) -> Evaluation:
-    """Metrics from a scores table: the one path both the run and ``rebuild`` take.
-
-    ``probe_ids`` / ``probe_identities`` are the usable probes; ``failed_identities`` one
-    entry per failed probe; ``gallery_identities`` one per usable gallery row.
-    """
+def _read_pairs(pairs: pa.Table, probe_ids: Sequence[str]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(probe index, score, genuine, verification mask, rank) from a scores table: the one
+    reading that metrics and their bootstrap share."""
     index_of = {probe: i for i, probe in enumerate(probe_ids)}
     probe_index = np.array([index_of[p] for p in pairs.column("probe_id").to_pylist()],
                            dtype=np.int64)
@@ -240,6 +236,18 @@ def evaluation_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
     top = pairs.column("in_top_k").to_numpy(zero_copy_only=False)
     check = pairs.column("verification").to_numpy(zero_copy_only=False)
     ranks = ranks_from_pairs(probe_index[top], score[top], genuine[top], len(probe_ids))
+    return probe_index, score, genuine, check, ranks
+
+
+def evaluation_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
+                          probe_identities: Sequence[str], failed_identities: Sequence[str],
+                          gallery_identities: Sequence[str]) -> Evaluation:
+    """Metrics from a scores table: the one path both the run and ``rebuild`` take.
+
+    ``probe_ids`` / ``probe_identities`` are the usable probes; ``failed_identities`` one
+    entry per failed probe; ``gallery_identities`` one per usable gallery row.
+    """
+    probe_index, score, genuine, check, ranks = _read_pairs(pairs, probe_ids)
     ranks = np.concatenate([ranks, np.full(len(failed_identities), np.inf)])
     genuine_scores = np.concatenate([score[check & genuine],
                                      failed_genuine(failed_identities, gallery_identities)])
@@ -255,14 +263,7 @@ def probe_data_from_pairs(pairs: pa.Table, probe_ids: Sequence[str],
     """Per-probe hits and verification pairs for ``bootstrap``; the same reading of the
     scores table as ``evaluation_from_pairs``, failed probes appended after the usable ones.
     """
-    index_of = {probe: i for i, probe in enumerate(probe_ids)}
-    probe_index = np.array([index_of[p] for p in pairs.column("probe_id").to_pylist()],
-                           dtype=np.int64)
-    score = pairs.column("score").to_numpy()
-    genuine = pairs.column("genuine").to_numpy(zero_copy_only=False)
-    top = pairs.column("in_top_k").to_numpy(zero_copy_only=False)
-    check = pairs.column("verification").to_numpy(zero_copy_only=False)
-    ranks = ranks_from_pairs(probe_index[top], score[top], genuine[top], len(probe_ids))
+    probe_index, score, genuine, check, ranks = _read_pairs(pairs, probe_ids)
     hit = np.concatenate([ranks <= 1, np.zeros(len(failed_identities), bool)])
     per_identity = Counter(gallery_identities)
     failed_probe = np.array([len(probe_ids) + j for j, identity in enumerate(failed_identities)

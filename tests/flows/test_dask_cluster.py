@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from distributed import Client
 from flows.generate import generate
 from flows.validate import validate
 from tasks import storage
+from tasks.generate.shard import cpu_threads
 from tasks.storage import SKETCHES, Workspace
 from tasks.validate import publish
 
@@ -163,20 +163,6 @@ def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
         _stop(processes[:1])
 
 
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """What ``OMP_NUM_THREADS=count`` does for a fresh process, for this (already started)
-    one; threads started inside pick the count up on their first parallel op."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _published(workspace: Workspace, thresholds: Path) -> dict[str, tuple[str, bool, tuple]]:
     """``{sketch_id: (png_sha256, accepted, reasons)}`` of the version validate published."""
     outcome = validate(workspace=str(workspace.root), thresholds=str(thresholds))
@@ -205,7 +191,7 @@ def test_shards_on_a_dask_cluster_publish_the_local_dataset(
     monkeypatch.setenv("CLIP4SKETCH_GENERATE_CPU_THREADS", str(THREADS))
 
     local = copy_workspace(embedded, tmp_path / "local")
-    with torch_threads(THREADS):
+    with cpu_threads(THREADS, "cpu"):  # what a fresh one-thread process would use
         local_report = generate(workspace=str(local.root), generator=str(generator), **OPTIONS)
     assert local_report.task_runner == "threads:1" and not local_report.failed_shards
 
