@@ -163,6 +163,23 @@ class LossSpec(_Strict):
     adversarial_from_step: int = Field(default=0, ge=0)
     discriminator_lr: float = Field(default=2e-4, gt=0.0)
     discriminator_channels: int = Field(default=32, ge=4)
+    # The critic also reads the style (a projection of its text vector) and learns that a real
+    # sketch under another style's text is fake: without it one artist's look passes for
+    # every style, and the style condition never has to show.
+    critic_style: bool = False
+    # Each style's real sketches come with one dataset's photos, so a critic that also sees
+    # the start image can tell styles by the photos and never look at the drawing: a style
+    # critic should judge the sketch alone.
+    critic_sees_start: bool = True
+    # The first N items are also drawn from their start image (the sampler's first step) in
+    # another style of the batch, which has no real sketch of them: only the style critic
+    # judges those. This is what makes one mugshot come out differently per style.
+    style_swap_items: int = Field(default=0, ge=0)
+    # SFace judges the sketch shrunk by this factor (and back), shifted by up to this many
+    # pixels: a recognizer's gradient otherwise paints high-frequency textures that fool it
+    # (and dlib) but are no drawing.
+    identity_downsample: int = Field(default=1, ge=1, le=8)
+    identity_jitter: int = Field(default=0, ge=0, le=16)
 
 
 class AugmentSpec(_Strict):

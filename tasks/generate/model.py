@@ -527,14 +527,15 @@ class SketchGenerator(nn.Module):
             raise ValueError(f"spatial must be ({batch_size}, 1, {size}, {size}), got {s.shape}")
         return s.to(self.device)
 
-    def training_outputs(self, batch: Mapping[str, torch.Tensor],
-                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_outputs(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator,
+                         at: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(the formulation's regression loss, the clean sketch the prediction implies).
 
         All randomness (noise, times, condition drops) comes from ``generator`` so the
         training loop can make a step a pure function of its step index, which is what makes
         a resumed run identical to an uninterrupted one. The second value feeds losses on
-        the picture itself (identity, adversarial: tasks.generate.objectives).
+        the picture itself (identity, adversarial: tasks.generate.objectives). ``at`` fixes
+        the formulation's time (1: the sampler's first step), see ``Formulation.noise``.
         """
         device = self.device
         sketch = torch.as_tensor(batch["sketch"], dtype=torch.float32)
@@ -543,7 +544,7 @@ class SketchGenerator(nn.Module):
             raise ValueError(f"sketch must be (B, 1, {size}, {size}), got {tuple(sketch.shape)}")
         b = sketch.shape[0]
         start = self._start(batch.get("start"), b)
-        noised = self.formulation.noise(sketch.to(device), start, generator)
+        noised = self.formulation.noise(sketch.to(device), start, generator, at)
         drop = self.projector.sample_drop(b, generator)
         vectors = {r: torch.as_tensor(batch[r]) for r in ROLES}
         tokens = self.projector(vectors, drop=drop)

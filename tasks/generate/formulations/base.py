@@ -52,8 +52,12 @@ class Formulation(ABC):
 
     @abstractmethod
     def noise(self, x0: torch.Tensor, start: torch.Tensor | None,
-              generator: torch.Generator) -> Noised:
-        """x_t and the target for a clean batch; all randomness from ``generator`` (CPU)."""
+              generator: torch.Generator, at: float | None = None) -> Noised:
+        """x_t and the target for a clean batch; all randomness from ``generator`` (CPU).
+
+        ``at`` (0..1, 1 = where sampling begins) fixes the time for every item instead of
+        drawing it: losses that judge what the sampler's first step draws use ``at=1``.
+        """
 
     @abstractmethod
     def loss(self, pred: torch.Tensor, noised: Noised) -> torch.Tensor:

@@ -27,11 +27,13 @@ class Bridge(Formulation):
     eta = 1.0
 
     def noise(self, x0: torch.Tensor, start: torch.Tensor | None,
-              generator: torch.Generator) -> Noised:
+              generator: torch.Generator, at: float | None = None) -> Noised:
         if start is None:
             raise ValueError(f"the bridge needs its start image ({self.spec.start}) per item")
         b = x0.shape[0]
         t = self.spec.t_min + (1.0 - self.spec.t_min) * torch.rand((b,), generator=generator)
+        if at is not None:
+            t = torch.full((b,), float(at))
         eps = torch.randn(x0.shape, generator=generator)
         t, eps = t.to(x0.device), eps.to(x0.device)
         tt = t.view(-1, 1, 1, 1)

@@ -24,10 +24,13 @@ class DDPM(Formulation):
         self._train = DDPMScheduler(**config.scheduler.diffusers_config())
 
     def noise(self, x0: torch.Tensor, start: torch.Tensor | None,
-              generator: torch.Generator) -> Noised:
+              generator: torch.Generator, at: float | None = None) -> Noised:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        t = torch.randint(0, self.config.scheduler.num_train_timesteps, (x0.shape[0],),
-                          generator=generator).to(x0.device)
+        steps = self.config.scheduler.num_train_timesteps
+        t = torch.randint(0, steps, (x0.shape[0],), generator=generator)
+        if at is not None:
+            t = torch.full((x0.shape[0],), round(float(at) * (steps - 1)), dtype=torch.long)
+        t = t.to(x0.device)
         x_t = self._train.add_noise(x0, noise, t)
         return Noised(x_t=x_t, timestep=t, target=noise, x0=x0, noise=noise, t=t)
 

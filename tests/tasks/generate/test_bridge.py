@@ -159,6 +159,103 @@ def test_losses_wait_for_their_first_step() -> None:
     assert "critic" in objective.critic_step(make_batch(0))
 
 
+def test_style_critic_learns_a_real_sketch_under_another_style_as_fake() -> None:
+    """The projection critic scores (sketch, style); a batch of two styles gives it a
+    mismatch term, and after a few updates the same real sketch scores higher under its own
+    style's vector than under the other's."""
+    gen = SketchGenerator.build(config_with(adversarial=0.5, critic_style=True,
+                                            discriminator_lr=0.01), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu", style_dim=DIMS["text"])
+    styles = torch.nn.functional.normalize(torch.randn(2, DIMS["text"],
+                                                       generator=torch.Generator().manual_seed(5)))
+
+    def two_styles(step: int) -> dict[str, torch.Tensor]:
+        batch = make_batch(step)
+        own = torch.tensor([0, 1, 0, 1])
+        batch["text"] = styles[own]
+        # Style 1's real sketches are the photo inverted: something a critic can see.
+        batch["sketch"] = torch.where(own.view(-1, 1, 1, 1) == 1, -batch["sketch"],
+                                      batch["sketch"])
+        return batch
+
+    for step in range(30):
+        _, terms = objective.generator_loss(gen, two_styles(step),
+                                            torch.Generator().manual_seed(step), step)
+        assert "adversarial" in terms
+        critic_terms = objective.critic_step(two_styles(step))
+        assert set(critic_terms) == {"critic", "critic_mismatch"}
+    batch = two_styles(99)
+    with torch.no_grad():
+        own = objective.critic(batch["start"], batch["sketch"], batch["text"]).mean(dim=(1, 2, 3))
+        swapped = objective.critic(batch["start"], batch["sketch"],
+                                   batch["text"].flip(0)).mean(dim=(1, 2, 3))
+    assert bool((own > swapped).all())
+    with pytest.raises(ValueError, match="style"):
+        Objective(gen.config.training.losses, "cpu", style_dim=None)
+
+
+def test_style_swap_draws_a_mugshot_in_another_style_for_the_critic_alone() -> None:
+    gen = SketchGenerator.build(config_with(adversarial=0.5, critic_style=True,
+                                            critic_sees_start=False, style_swap_items=2),
+                                DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu", style_dim=DIMS["text"])
+    assert objective.critic is not None and objective.critic.net[0].in_channels == 1
+    batch = make_batch(0)
+    styles = torch.nn.functional.normalize(torch.randn(2, DIMS["text"]))
+    batch["text"] = styles[torch.tensor([0, 0, 1, 1])]
+    swapped = objective._swap_styles(batch)
+    assert swapped is not None and len(swapped["text"]) == 2
+    # Each swapped item keeps its mugshot and takes the next item's different style.
+    assert torch.equal(swapped["start"], batch["start"][:2])
+    assert torch.equal(swapped["text"], styles[torch.tensor([1, 1])])
+    loss, terms = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
+    assert {"adversarial", "adversarial_swapped"} <= set(terms)
+    loss.backward()
+    assert any(p.grad is not None for p in gen.unet.parameters())
+    assert "critic" in objective.critic_step(batch)
+    one_style = make_batch(1)
+    one_style["text"] = styles[torch.zeros(4, dtype=torch.long)]
+    assert objective._swap_styles(one_style) is None
+
+
+def test_a_fixed_time_of_one_is_where_the_sampler_begins() -> None:
+    """``at=1`` puts every item at the start image (the bridge) or at the last noise level
+    (ddpm): what the style swap draws from."""
+    from tasks.generate.formulations import build_formulation
+
+    x0 = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    start = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
+    bridge = build_formulation(load_config("tiny-bridge"))
+    noised = bridge.noise(x0, start, torch.Generator().manual_seed(0), at=1.0)
+    assert torch.allclose(noised.x_t, start) and torch.all(noised.t == 1.0)
+    drawn = bridge.noise(x0, start, torch.Generator().manual_seed(0))
+    assert not torch.all(drawn.t == 1.0)
+    ddpm = build_formulation(load_config("tiny"))
+    last = ddpm.config.scheduler.num_train_timesteps - 1
+    assert torch.all(ddpm.noise(x0, None, torch.Generator().manual_seed(0), at=1.0).t == last)
+
+
+def test_identity_loss_reads_a_blurred_shifted_copy() -> None:
+    from tasks.generate.objectives import jitter_and_blur
+
+    checker = (torch.arange(32).view(1, 1, 1, 32) + torch.arange(32).view(1, 1, 32, 1)) % 2
+    picture = checker.float().expand(2, 1, 32, 32) * 2 - 1
+    blurred = jitter_and_blur(picture, downsample=2, jitter=0)
+    assert blurred.abs().max() < 1e-6  # a one-pixel checker carries nothing after the blur
+    ramp = torch.linspace(-1, 1, 32).view(1, 1, 1, 32).expand(2, 1, 32, 32).contiguous()
+    shifted = jitter_and_blur(ramp, downsample=1, jitter=3,
+                              generator=torch.Generator().manual_seed(0))
+    assert shifted.shape == ramp.shape and not torch.allclose(shifted, ramp)
+    assert torch.equal(jitter_and_blur(ramp, 1, 0), ramp)
+    gen = SketchGenerator.build(config_with(identity=1.0, identity_items=2, identity_downsample=2,
+                                            identity_jitter=2), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    loss, terms = objective.generator_loss(gen, make_batch(0), torch.Generator().manual_seed(0),
+                                           step=0)
+    assert 0.0 < terms["identity"] < 2.0
+    loss.backward()
+
+
 def test_resume_after_kill_continues_generator_and_critic_exactly(tmp_path: Path) -> None:
     config = config_with(adversarial=0.5, adversarial_from_step=1)
 
