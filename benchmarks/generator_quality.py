@@ -8,7 +8,9 @@ mugshots are drawn by the generator in STYLE (fixed seeds) and judged with
 tasks.generate.quality against the real artist sketches and the pencil-dodge renders:
 SFace genuine / impostor medians and gap, SFace and dlib rank-1 among the held-out photos
 (dlib is in no training loss), sharpness (mean |Laplacian|), mean |pixel - artist| and the
-validate stage's Fréchet distance to the artist sketches. Writes quality.md, quality.json and a
+validate stage's Fréchet distance to the artist sketches; and a second sample of each photo
+(another seed), with the SFace cosine between the two (the validate stage's diversity
+contract: at most 0.97). Writes quality.md, quality.json and a
 contact sheet per style (mugshot | render | generated | artist) under
 <generator>/quality/ (or --out); never commit those images.
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("LANCEDB_LOG", "error")
+SECOND_SEED_OFFSET = 10_000  # each photo's second sample: the diversity figure
 
 
 def main() -> None:
@@ -33,13 +36,18 @@ def main() -> None:
     parser.add_argument("--part", default="test")
     parser.add_argument("--steps", type=int, default=None, help="default: the generator's")
     parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--eta", type=float, default=None, help="default: the generator's")
+    parser.add_argument("--no-second-seed", action="store_true",
+                        help="skip drawing a second sample of each photo (the diversity figure)")
     parser.add_argument("--limit", type=int, default=None, help="at most N identities a style")
     parser.add_argument("--no-dlib", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    from tasks.generate.held_out import draw, held_out, renders
-    from tasks.generate.quality import contact_sheet, judge_sources
+    import numpy as np
+
+    from tasks.generate.held_out import SEED_BASE, draw, held_out, renders
+    from tasks.generate.quality import contact_sheet, judge_sources, seed_similarity
     from tasks.storage import Workspace
 
     workspace = Workspace.open(args.workspace)
@@ -51,8 +59,16 @@ def main() -> None:
         data = held_out(workspace, style, [split], args.part, args.limit)
         began = time.perf_counter()
         generated = draw(workspace, args.generator, data.photo_ids, data.photos, style,
-                         args.steps, args.guidance)
+                         args.steps, args.guidance, eta=args.eta)
         seconds = time.perf_counter() - began
+        seeds = None
+        if not args.no_second_seed:
+            second = draw(workspace, args.generator, data.photo_ids, data.photos, style,
+                          args.steps, args.guidance, eta=args.eta,
+                          seed_base=SEED_BASE + SECOND_SEED_OFFSET)
+            between = seed_similarity(generated, second)
+            seeds = {"median": float(np.median(between)), "mean": float(np.mean(between)),
+                     "share_above_0.97": float(np.mean(between > 0.97))}
         sources = {"render": renders(data.photos), "generated": generated,
                    "artist": data.artists}
         report = judge_sources(data.photos, sources, use_dlib=not args.no_dlib)
@@ -60,10 +76,15 @@ def main() -> None:
                               order=["render", "generated", "artist"])
         results[style] = {"split": split, "identities": len(data.identities),
                           "draw_seconds": seconds, "sources": report.to_dicts(),
-                          "contact_sheet": str(sheet)}
+                          "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
-                  f"({seconds:.1f} s to draw)", "", report.to_markdown(), "",
-                  f"contact sheet: {sheet}", ""]
+                  f"({seconds:.1f} s to draw)", "", report.to_markdown(), ""]
+        if seeds is not None:
+            lines += [f"two seeds of one photo, SFace between them: median "
+                      f"{seeds['median']:.3f}, mean {seeds['mean']:.3f}, "
+                      f"{seeds['share_above_0.97']:.0%} above 0.97 (the diversity contract's "
+                      f"ceiling)", ""]
+        lines += [f"contact sheet: {sheet}", ""]
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     (out / "quality.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -71,9 +71,11 @@ def held_out(workspace: Workspace, style_name: str, splits: Sequence[str | Path]
 
 def draw(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[str],
          photos: np.ndarray, style: str, steps: int | None = None,
-         guidance: float | None = None, batch_size: int = 16) -> np.ndarray:
+         guidance: float | None = None, batch_size: int = 16, eta: float | None = None,
+         seed_base: int = SEED_BASE) -> np.ndarray:
     """uint8 (N, H, W): one sketch per photo in ``style``, as the generate stage draws it
-    (the same condition tables, spatial and start images; fixed seeds)."""
+    (the same condition tables, spatial and start images; fixed seeds from ``seed_base``:
+    another base draws each photo's second sample)."""
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
     from tasks.generate.model import SketchGenerator, read_manifest
 
@@ -101,8 +103,9 @@ def draw(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[st
         if generator.needs_start:
             conditions["start"] = start_inputs(crops, config.formulation.start,
                                                config.resolution)
-        seeds = [SEED_BASE + at + i for i in range(len(crops))]
-        out.append(generator.sample(conditions, seeds, steps=steps, guidance=guidance))
+        seeds = [seed_base + at + i for i in range(len(crops))]
+        out.append(generator.sample(conditions, seeds, steps=steps, guidance=guidance,
+                                    eta=eta))
     return np.concatenate(out)
 
 

@@ -176,6 +176,16 @@ def mean_abs_difference(grey: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() / 255.0)
 
 
+def seed_similarity(first: np.ndarray, second: np.ndarray, identity_encoder=None) -> np.ndarray:
+    """SFace cosine between two samples of each photo: the validate stage's diversity figure
+    (its contract wants the mean of a face's samples at most 0.97, else they add nothing)."""
+    a, b = _grey(first), _grey(second, "second samples")
+    if a.shape != b.shape:
+        raise ValueError(f"need one second sample per first, got {a.shape} and {b.shape}")
+    sface = identity_encoder or _encoder(SFACE_SPEC)
+    return np.sum(sface.encode(_bgr(a)) * sface.encode(_bgr(b)), axis=1)
+
+
 def image_features(grey: np.ndarray, encoder=None) -> np.ndarray:
     """The validate stage's image-encoder features of grey sketches (to_aligned, then encode)."""
     encoder = encoder or _encoder(IMAGE_SPEC)

@@ -23,6 +23,7 @@ from tasks.generate.quality import (
     judge_sources,
     mean_abs_difference,
     rank1,
+    seed_similarity,
     sharpness,
 )
 from tasks.ingest.align import align_face, detect_faces
@@ -135,6 +136,17 @@ def test_bad_inputs_are_refused(demo):
         judge_sources(demo["photos"], {"a": demo["artist"][:3]}, use_dlib=False)
     with pytest.raises(ValueError, match="unknown"):
         contact_sheet("x.png", demo["photos"], {"a": demo["artist"]}, order=["b"])
+
+
+def test_seed_similarity_tells_a_copy_from_another_drawing(demo):
+    """Two identical samples score 1 (no diversity); a sketch against the photo's grey scores
+    lower; mismatched counts are refused."""
+    same = seed_similarity(demo["artist"], demo["artist"])
+    assert np.allclose(same, 1.0, atol=1e-4)
+    other = seed_similarity(demo["artist"], demo["photo-grey"])
+    assert other.shape == (IDENTITIES,) and np.all(other < 0.99)
+    with pytest.raises(ValueError, match="second sample"):
+        seed_similarity(demo["artist"], demo["artist"][:2])
 
 
 @pytest.mark.slow
