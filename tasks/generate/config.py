@@ -127,9 +127,11 @@ class FormulationSpec(_Strict):
     # Sampling defaults when a caller does not say (bridge: few steps; ddpm: DDIM steps).
     default_steps: int = Field(default=50, ge=1)
     default_guidance: float = Field(default=2.0, ge=0.0)
-    # Sampling noise: DDIM's eta, or the bridge's posterior noise (eta * noise * sqrt(s (t -
-    # s) / t)); None: the formulation's own (ddpm 0, deterministic; bridge 1, the posterior).
-    default_eta: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Sampling noise: DDIM's eta (at most 1), or the bridge's posterior noise (eta * noise *
+    # sqrt(s (t - s) / t)); None: the formulation's own (ddpm 0, deterministic; bridge 1, the
+    # posterior). A bridge trained with little noise draws near-copies at eta 1; more noise
+    # at sampling is what makes two samples of one mugshot differ (README: measured).
+    default_eta: float | None = Field(default=None, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> FormulationSpec:
@@ -138,6 +140,8 @@ class FormulationSpec(_Strict):
         if self.kind not in known_formulations():
             raise ValueError(f"unknown formulation {self.kind!r}; known: "
                              f"{', '.join(known_formulations())}")
+        if self.kind == "ddpm" and self.default_eta is not None and self.default_eta > 1:
+            raise ValueError(f"DDIM's eta is at most 1 (got {self.default_eta})")
         if self.start not in known_starts():
             raise ValueError(f"unknown start image {self.start!r}; known: "
                              f"{', '.join(known_starts())}")

@@ -291,3 +291,14 @@ def test_start_images_render_the_aligned_photo() -> None:
     assert grey.shape == pencil.shape == (2, 1, 32, 32)
     assert grey.min() >= -1 and grey.max() <= 1
     assert not np.allclose(grey, pencil)
+
+
+def test_sampling_noise_above_one_is_a_bridge_setting_only() -> None:
+    """A bridge may sample with more than its posterior's noise (diversity); DDIM's eta is
+    at most 1, and a config saying otherwise fails on load."""
+    bridge = load_config("tiny-bridge")
+    spec = bridge.formulation.model_copy(update={"default_eta": 4.0})
+    assert type(spec).model_validate(spec.model_dump()).default_eta == 4.0
+    ddpm = load_config("tiny").formulation.model_dump()
+    with pytest.raises(ValueError, match="at most 1"):
+        type(spec).model_validate({**ddpm, "default_eta": 2.0})
