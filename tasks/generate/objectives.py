@@ -36,6 +36,7 @@ from torch import nn
 from tasks.generate.config import LossSpec
 
 _CRITIC_SEED_SALT = 0xC217
+_OLD_OUT = "net.6."
 SFACE_SIZE = 112
 
 
@@ -264,7 +265,11 @@ class Objective:
              optimizer: Mapping[str, Any] | None) -> None:
         if self.critic is None:
             return
-        self.critic.load_state_dict(dict(tensors), strict=True)
+        # Checkpoints written before the critic had a style projection kept its last conv
+        # as net.6; it is ``out`` now, so a run started then still resumes.
+        state = {(f"out.{k[len(_OLD_OUT):]}" if k.startswith(_OLD_OUT) else k): v
+                 for k, v in tensors.items()}
+        self.critic.load_state_dict(state, strict=True)
         if optimizer is not None and self.critic_optimizer is not None:
             self.critic_optimizer.load_state_dict(dict(optimizer))
 

@@ -302,3 +302,15 @@ def test_sampling_noise_above_one_is_a_bridge_setting_only() -> None:
     ddpm = load_config("tiny").formulation.model_dump()
     with pytest.raises(ValueError, match="at most 1"):
         type(spec).model_validate({**ddpm, "default_eta": 2.0})
+
+
+def test_a_critic_checkpointed_before_the_style_projection_still_loads() -> None:
+    """The critic's last conv was ``net.6``; a run checkpointed then resumes with it."""
+    gen = SketchGenerator.build(config_with(adversarial=0.5), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    saved = objective.tensors()
+    old = {(f"net.6.{k[4:]}" if k.startswith("out.") else k): v for k, v in saved.items()}
+    assert any(k.startswith("net.6.") for k in old)
+    fresh = Objective(gen.config.training.losses, "cpu", seed=9)
+    fresh.load(old, None)
+    assert all(torch.equal(fresh.tensors()[k], v) for k, v in saved.items())
