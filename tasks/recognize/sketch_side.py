@@ -15,7 +15,8 @@ vectors as little as the data justifies:
   the frozen photo vectors of every training identity (positives: its own identity's photos)
   plus a preservation term lambda * (1 - cos(adapter(s), s)) that keeps it near the encoder.
 
-Hyper-parameters (alpha, kind weighting, lambda, the number of steps) are chosen on a
+Hyper-parameters (alpha, kind weighting, lambda, the real sketches' share of an adapter's
+batches, the number of steps) are chosen on a
 validation part of the *training* identities (``validation_split``), never on test: then the
 chosen setting is refit on every training identity. Only vectors are touched, so fitting
 takes seconds on a CPU and is deterministic for a seed.
@@ -38,6 +39,11 @@ MIN_VALIDATION = 2
 ALPHAS = tuple(float(round(a, 2)) for a in np.linspace(0.0, 1.0, 21))
 WEIGHTINGS = ("balanced", "pooled")  # per-kind equal weight, or every sketch equal
 LAMBDAS = (0.1, 0.3, 1.0)
+# Share of an adapter's batch drawn from real sketches when other kinds are mixed in: None is
+# kind-balanced (each kind equally likely). Many synthetic identities can pull the adapter
+# toward the generator's sketches; validation (real sketches when there are any) chooses.
+REAL_SHARES: tuple[float | None, ...] = (None, 0.8)
+REAL_KIND = "sketch"
 TAU = 0.07
 ADAPTER_HIDDEN = 256
 ADAPTER_LR = 1e-3
@@ -283,16 +289,31 @@ def one_thread() -> Iterator[None]:
 
 
 
-def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int) -> np.ndarray:
-    """Sketch indices, kind-balanced (each kind equally likely, then a member uniformly)."""
-    groups = [np.flatnonzero(kinds == k) for k in np.unique(kinds)]
-    which = rng.integers(0, len(groups), size)
+def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int,
+            real_share: float | None = None) -> np.ndarray:
+    """Sketch indices, kind-balanced (each kind equally likely, then a member uniformly), or
+    with ``real_share`` of the items from real sketches and the rest spread over the others."""
+    names = list(np.unique(kinds))
+    groups = [np.flatnonzero(kinds == k) for k in names]
+    if real_share is None or REAL_KIND not in names or len(names) == 1:
+        which = rng.integers(0, len(groups), size)
+    else:
+        real = names.index(REAL_KIND)
+        others = [g for g in range(len(groups)) if g != real]
+        which = np.where(rng.random(size) < real_share, real,
+                         np.asarray(others)[rng.integers(0, len(others), size)])
     return np.asarray([groups[g][rng.integers(len(groups[g]))] for g in which], np.int64)
+
+
+def real_shares(kinds: np.ndarray) -> tuple[float | None, ...]:
+    """The batch mixes worth trying: only kind-balanced unless real and other kinds mix."""
+    names = set(np.unique(kinds).tolist())
+    return REAL_SHARES if REAL_KIND in names and len(names) > 1 else (None,)
 
 
 def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
                   validate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
-                  hidden: int = ADAPTER_HIDDEN,
+                  hidden: int = ADAPTER_HIDDEN, real_share: float | None = None,
                   ) -> tuple[Any, list[float], list[dict[str, Any]], int]:
     """Train one adapter; with ``validate`` stop early and return the best step's weights.
 
@@ -321,7 +342,8 @@ def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
     module.train()
     for step in range(1, steps + 1):
         index = torch.from_numpy(_sample(rng, data.sketch_kinds,
-                                         min(ADAPTER_BATCH, 4 * len(data.sketch_kinds))))
+                                         min(ADAPTER_BATCH, 4 * len(data.sketch_kinds)),
+                                         real_share))
         x = sketches[index]
         y, _ = module(x)
         logits = y @ photos.T / TAU  # (B, P)
@@ -381,25 +403,29 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     vs, vl = _validation_probes(data, val, probes)
     gallery, gallery_labels = _validation_gallery(data, val)
     runs = []
-    for lam in lambdas:
-        _, losses, history, best_step = train_adapter(train, lam, seed, max_steps,
-                                                      (vs, vl, gallery, gallery_labels), hidden)
-        best = next(h for h in history if h["step"] == best_step)
-        runs.append({"lambda": lam, "best_step": best_step, "best": best, "history": history,
-                     "steps_run": len(losses)})
-    chosen = max(runs, key=lambda r: (round(r["best"]["score"], 9), r["lambda"]))
+    for share in real_shares(train.sketch_kinds):
+        for lam in lambdas:
+            _, losses, history, best_step = train_adapter(
+                train, lam, seed, max_steps, (vs, vl, gallery, gallery_labels), hidden, share)
+            best = next(h for h in history if h["step"] == best_step)
+            runs.append({"lambda": lam, "real_share": share, "best_step": best_step,
+                         "best": best, "history": history, "steps_run": len(losses)})
+    # Ties: the larger lambda (closer to the encoder), then the kind-balanced mix.
+    chosen = max(runs, key=lambda r: (round(r["best"]["score"], 9), r["lambda"],
+                                      r["real_share"] is None))
     # The refit sees (1 / (1 - share)) more identities; keep the step count it was chosen at.
     module, losses, _, _ = train_adapter(data, chosen["lambda"], seed, chosen["best_step"],
-                                         None, hidden)
+                                         None, hidden, chosen["real_share"])
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     baseline = runs[0]["history"][0]
     return Fitted("adapter", state,
-                  {"lambda": chosen["lambda"], "steps": chosen["best_step"], "tau": TAU,
+                  {"lambda": chosen["lambda"], "real_share": chosen["real_share"],
+                   "steps": chosen["best_step"], "tau": TAU,
                    "hidden": hidden, "lr": ADAPTER_LR, "batch": ADAPTER_BATCH},
                   {"identities": {"fit": len(fit), "validation": len(val)}, "probes": probes,
                    "n_probes": len(vl), "n_gallery": len(gallery_labels),
-                   "runs": [{k: r[k] for k in ("lambda", "best_step", "best", "steps_run")}
-                            for r in runs],
+                   "runs": [{k: r[k] for k in ("lambda", "real_share", "best_step", "best",
+                                               "steps_run")} for r in runs],
                    "history": chosen["history"], "best": chosen["best"],
                    "baseline": {k: baseline[k] for k in ("rank1", "tar_at_far_1e-2", "score")}},
                   losses)

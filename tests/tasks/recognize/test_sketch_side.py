@@ -107,6 +107,24 @@ def test_adapter_starts_at_identity_and_learns_the_gap_on_validation_identities(
         assert kept.validation["best"]["score"] > kept.validation["baseline"]["score"]
 
 
+def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_kinds():
+    from tasks.recognize.sketch_side import REAL_KIND, _sample, real_shares
+
+    kinds = np.array([REAL_KIND] * 10 + ["synthetic"] * 90)
+    rng = np.random.default_rng(0)
+    balanced = _sample(rng, kinds, 4000)
+    heavy = _sample(rng, kinds, 4000, real_share=0.8)
+    assert abs(np.mean(kinds[balanced] == REAL_KIND) - 0.5) < 0.03
+    assert abs(np.mean(kinds[heavy] == REAL_KIND) - 0.8) < 0.03
+    assert real_shares(kinds) == (None, 0.8)
+    assert real_shares(np.array([REAL_KIND] * 5)) == (None,)
+    assert real_shares(np.array(["synthetic"] * 5)) == (None,)
+    # one kind only: the share changes nothing
+    only = np.array(["synthetic"] * 7)
+    assert np.array_equal(_sample(np.random.default_rng(1), only, 50, real_share=0.8),
+                          _sample(np.random.default_rng(1), only, 50))
+
+
 # --------------------------------------------------------------------------- end to end
 
 IDENTITIES = 8
