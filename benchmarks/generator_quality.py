@@ -46,7 +46,7 @@ def main() -> None:
 
     import numpy as np
 
-    from tasks.generate.held_out import SEED_BASE, draw, held_out, renders
+    from tasks.generate.held_out import SEED_BASE, draw_samples, held_out, renders
     from tasks.generate.quality import contact_sheet, judge_sources, seed_similarity
     from tasks.storage import Workspace
 
@@ -58,15 +58,15 @@ def main() -> None:
         style, _, split = judge.partition("=")
         data = held_out(workspace, style, [split], args.part, args.limit)
         began = time.perf_counter()
-        generated = draw(workspace, args.generator, data.photo_ids, data.photos, style,
-                         args.steps, args.guidance, eta=args.eta)
+        bases = [SEED_BASE] if args.no_second_seed else [SEED_BASE,
+                                                         SEED_BASE + SECOND_SEED_OFFSET]
+        generated, *second = draw_samples(workspace, args.generator, data.photo_ids,
+                                          data.photos, style, args.steps, args.guidance,
+                                          eta=args.eta, seed_bases=bases)
         seconds = time.perf_counter() - began
         seeds = None
-        if not args.no_second_seed:
-            second = draw(workspace, args.generator, data.photo_ids, data.photos, style,
-                          args.steps, args.guidance, eta=args.eta,
-                          seed_base=SEED_BASE + SECOND_SEED_OFFSET)
-            between = seed_similarity(generated, second)
+        if second:
+            between = seed_similarity(generated, second[0])
             seeds = {"median": float(np.median(between)), "mean": float(np.mean(between)),
                      "share_above_0.97": float(np.mean(between > 0.97))}
         sources = {"render": renders(data.photos), "generated": generated,
@@ -75,10 +75,12 @@ def main() -> None:
         sheet = contact_sheet(out / f"contact-{style}.png", data.photos, sources, n=10,
                               order=["render", "generated", "artist"])
         results[style] = {"split": split, "identities": len(data.identities),
-                          "draw_seconds": seconds, "sources": report.to_dicts(),
+                          "draw_seconds": seconds, "samples_per_photo": len(bases),
+                          "sources": report.to_dicts(),
                           "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
-                  f"({seconds:.1f} s to draw)", "", report.to_markdown(), ""]
+                  f"({seconds:.1f} s to draw {len(bases)} per photo)", "", report.to_markdown(),
+                  ""]
         if seeds is not None:
             lines += [f"two seeds of one photo, SFace between them: median "
                       f"{seeds['median']:.3f}, mean {seeds['mean']:.3f}, "

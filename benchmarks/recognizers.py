@@ -141,8 +141,11 @@ def synthetic_identities(workspace: Any, sources: list[str],
     for source in sources:
         examples, provenance = synthetic_source(workspace, source, styles)
         found |= {e.identity_id for e in examples}
-        say(f"synthetic source {source}: {provenance.get('usable')} usable sketches, "
-            f"{len({e.identity_id for e in examples})} identities")
+        kept = sum(1 for e in examples if e.kind == "synthetic")
+        other = provenance.get("other_styles")
+        say(f"synthetic source {source}: {kept} sketches"
+            + (f" of {', '.join(styles)} ({other} of other styles left out)" if styles else "")
+            + f", {len({e.identity_id for e in examples})} identities")
     return found
 
 

@@ -217,7 +217,6 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 DEMO_GENERATION = {"SAMPLES_PER_FACE": "2"}
-DEMO_STYLE = "demo-pencil"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -228,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from flows.nightly import NightlyRejectedError, nightly
     from flows.train_generator import train_generator
-    from tasks.demo.faces import MANIFEST_NAME, PHOTO_DIR, make_demo_source
+    from tasks.demo.faces import DEMO_STYLE, MANIFEST_NAME, PHOTO_DIR, make_demo_source
     from tasks.generate.catalog import DEFAULT_GENERATOR
 
     started = time.perf_counter()

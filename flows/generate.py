@@ -41,6 +41,7 @@ from schemas.generation import (
 )
 from schemas.settings import Settings
 from tasks.generate.catalog import find_generator
+from tasks.generate.formulations import check_eta
 from tasks.runtime import current_run_id
 
 
@@ -196,10 +197,8 @@ def generate(
     steps = steps or manifest.get("default_steps") or 50
     guidance = manifest.get("default_guidance", 2.0) if guidance is None else guidance
     eta = manifest.get("default_eta", 0.0) if eta is None else eta
-    if eta > 1 and manifest.get("formulation", "ddpm") != "bridge":
-        raise ValueError(f"eta {eta} > 1 is a bridge's setting; DDIM's eta is at most 1 "
-                         f"({generator_path} is a {manifest.get('formulation', 'ddpm')} "
-                         f"generator)")
+    # Generators saved before formulations recorded none are ddpm.
+    check_eta(manifest.get("formulation", "ddpm"), eta)
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.
     with hold_workspace(settings, ws, "generate", run_id):

@@ -22,7 +22,8 @@ class SamplingParams(_Frozen):
     steps: int = Field(50, ge=1, le=1000)
     guidance: float = Field(2.0, ge=0.0)
     # DDIM's eta (at most 1) or a bridge's posterior-noise scale (more than 1 draws samples
-    # of one face further apart); the generate flow refuses eta > 1 for a ddpm generator.
+    # of one face further apart); the formulation's own limit is checked where eta is chosen
+    # (tasks.generate.formulations.check_eta).
     eta: float = Field(0.0, ge=0.0, le=10.0)
     batch_size: int = Field(16, ge=1)
     # A sample whose pixel standard deviation (0-255 scale) is below this is "blank": a

@@ -135,13 +135,13 @@ class FormulationSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FormulationSpec:
-        from tasks.generate.formulations import known_formulations, known_starts
+        from tasks.generate.formulations import check_eta, known_formulations, known_starts
 
         if self.kind not in known_formulations():
             raise ValueError(f"unknown formulation {self.kind!r}; known: "
                              f"{', '.join(known_formulations())}")
-        if self.kind == "ddpm" and self.default_eta is not None and self.default_eta > 1:
-            raise ValueError(f"DDIM's eta is at most 1 (got {self.default_eta})")
+        if self.default_eta is not None:
+            check_eta(self.kind, self.default_eta)
         if self.start not in known_starts():
             raise ValueError(f"unknown start image {self.start!r}; known: "
                              f"{', '.join(known_starts())}")

@@ -73,9 +73,19 @@ def draw(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[st
          photos: np.ndarray, style: str, steps: int | None = None,
          guidance: float | None = None, batch_size: int = 16, eta: float | None = None,
          seed_base: int = SEED_BASE) -> np.ndarray:
-    """uint8 (N, H, W): one sketch per photo in ``style``, as the generate stage draws it
-    (the same condition tables, spatial and start images; fixed seeds from ``seed_base``:
-    another base draws each photo's second sample)."""
+    """uint8 (N, H, W): one sketch per photo in ``style`` (see ``draw_samples``)."""
+    return draw_samples(workspace, generator_dir, photo_ids, photos, style, steps, guidance,
+                        batch_size, eta, [seed_base])[0]
+
+
+def draw_samples(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[str],
+                 photos: np.ndarray, style: str, steps: int | None = None,
+                 guidance: float | None = None, batch_size: int = 16,
+                 eta: float | None = None, seed_bases: Sequence[int] = (SEED_BASE,)
+                 ) -> list[np.ndarray]:
+    """One uint8 (N, H, W) array per seed base: each photo drawn in ``style`` as the generate
+    stage draws it (the same condition tables, spatial and start images; seeds from the
+    base), with one load of the generator and its conditions for all of them."""
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
     from tasks.generate.model import SketchGenerator, read_manifest
 
@@ -89,7 +99,7 @@ def draw(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[st
     config = generator.config
     steps = steps or generator.default_steps
     guidance = config.formulation.default_guidance if guidance is None else guidance
-    out = []
+    out: list[list[np.ndarray]] = [[] for _ in seed_bases]
     for at in range(0, len(photo_ids), batch_size):
         part = slice(at, at + batch_size)
         crops = list(photos[part])
@@ -103,10 +113,11 @@ def draw(workspace: Workspace, generator_dir: str | Path, photo_ids: Sequence[st
         if generator.needs_start:
             conditions["start"] = start_inputs(crops, config.formulation.start,
                                                config.resolution)
-        seeds = [seed_base + at + i for i in range(len(crops))]
-        out.append(generator.sample(conditions, seeds, steps=steps, guidance=guidance,
-                                    eta=eta))
-    return np.concatenate(out)
+        for drawn, base in zip(out, seed_bases, strict=True):
+            seeds = [base + at + i for i in range(len(crops))]
+            drawn.append(generator.sample(conditions, seeds, steps=steps, guidance=guidance,
+                                          eta=eta))
+    return [np.concatenate(drawn) for drawn in out]
 
 
 def renders(photos: np.ndarray, renderer: str = "pencil-dodge") -> np.ndarray:

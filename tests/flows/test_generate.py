@@ -92,7 +92,7 @@ def test_bad_generator_fails_before_any_shard(embedded: Path, generator: Path, t
         generate(workspace=str(workspace.root), generator=str(truncated), **OPTIONS)
     with pytest.raises(GeneratorLoadError, match="not a saved sketch generator"):
         generate(workspace=str(workspace.root), **OPTIONS)  # no default generator yet
-    with pytest.raises(ValueError, match="bridge's setting"):  # a ddpm generator, eta > 1
+    with pytest.raises(ValueError, match="at most 1"):  # a ddpm generator, eta > 1
         generate(workspace=str(workspace.root), generator=str(generator), **OPTIONS, eta=2.0)
     empty = Workspace.open(tmp_path / "empty")
     with pytest.raises(ConditionError, match="no identity vectors"):

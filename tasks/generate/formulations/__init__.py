@@ -24,8 +24,20 @@ FORMULATIONS: dict[str, str] = {
     "bridge": "tasks.generate.formulations.bridge:Bridge",
 }
 
+# The most sampling noise (eta) a formulation takes: DDIM's eta interpolates between DDIM
+# (0) and DDPM (1); a bridge may add more than its posterior's noise (diversity).
+MAX_ETA: dict[str, float] = {"ddpm": 1.0}
+
 # Start images a bridge can begin from: the aligned photo's luma, or a registered renderer.
 GREY_START = "grey"
+
+
+def check_eta(kind: str, eta: float) -> None:
+    """Refuse sampling noise a formulation does not define, wherever eta is set."""
+    limit = MAX_ETA.get(kind)
+    if limit is not None and eta > limit:
+        raise ValueError(f"eta {eta} is more than a {kind} generator takes (at most {limit}); "
+                         f"only a bridge samples with eta above 1")
 
 
 def known_formulations() -> list[str]:
