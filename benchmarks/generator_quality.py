@@ -10,7 +10,8 @@ SFace genuine / impostor medians and gap, SFace and dlib rank-1 among the held-o
 (dlib is in no training loss), sharpness (mean |Laplacian|), mean |pixel - artist| and the
 validate stage's Fréchet distance to the artist sketches; and a second sample of each photo
 (another seed), with the SFace cosine between the two (the validate stage's diversity
-contract: at most 0.97). Writes quality.md, quality.json and a
+contract: at most 0.97); and the share of each source's sketches that the validate stage's
+style judge (the workspace's style classifier) calls STYLE. Writes quality.md, quality.json and a
 contact sheet per style (mugshot | render | generated | artist) under
 <generator>/quality/ (or --out); never commit those images.
 """
@@ -41,16 +42,25 @@ def main() -> None:
                         help="skip drawing a second sample of each photo (the diversity figure)")
     parser.add_argument("--limit", type=int, default=None, help="at most N identities a style")
     parser.add_argument("--no-dlib", action="store_true")
+    parser.add_argument("--no-style", action="store_true",
+                        help="skip the validate stage's style verdicts")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
     import numpy as np
 
     from tasks.generate.held_out import SEED_BASE, draw_samples, held_out, renders
-    from tasks.generate.quality import contact_sheet, judge_sources, seed_similarity
+    from tasks.generate.quality import (
+        IMAGE_SPEC,
+        contact_sheet,
+        judge_sources,
+        seed_similarity,
+        style_verdicts,
+    )
     from tasks.storage import Workspace
 
     workspace = Workspace.open(args.workspace)
+    verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC)
     out = Path(args.out or Path(args.generator) / "quality")
     out.mkdir(parents=True, exist_ok=True)
     results, lines = {}, [f"generator {Path(args.generator).resolve()}", ""]
@@ -74,9 +84,10 @@ def main() -> None:
         report = judge_sources(data.photos, sources, use_dlib=not args.no_dlib)
         sheet = contact_sheet(out / f"contact-{style}.png", data.photos, sources, n=10,
                               order=["render", "generated", "artist"])
+        verdicts = None if verdict is None else style_verdicts(verdict, sources, style)
         results[style] = {"split": split, "identities": len(data.identities),
                           "draw_seconds": seconds, "samples_per_photo": len(bases),
-                          "sources": report.to_dicts(),
+                          "sources": report.to_dicts(), "style_verdicts": verdicts,
                           "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
                   f"({seconds:.1f} s to draw {len(bases)} per photo)", "", report.to_markdown(),
@@ -86,10 +97,25 @@ def main() -> None:
                       f"{seeds['median']:.3f}, mean {seeds['mean']:.3f}, "
                       f"{seeds['share_above_0.97']:.0%} above 0.97 (the diversity contract's "
                       f"ceiling)", ""]
+        if verdicts is not None:
+            lines += ["the validate stage's style judge calls them " + style + ": " + "; ".join(
+                f"{name} {v['right']:.0%} ({v['called']})" if v["right"] is not None
+                else f"{name} not judged" for name, v in verdicts.items()), ""]
         lines += [f"contact sheet: {sheet}", ""]
     (out / "quality.json").write_text(json.dumps(results, indent=2))
     (out / "quality.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def style_judge(workspace, image_spec):
+    """The validate stage's style judge for 112-px sketches of this workspace."""
+    from tasks.styles.registry import load_styles, unique_dirs, workspace_styles
+    from tasks.validate.compute import StyleJudge
+    from tasks.validate.vectors import resolve_source
+
+    registry = load_styles(unique_dirs(workspace_styles(workspace.root)))
+    image = resolve_source(workspace, image_spec)
+    return StyleJudge.for_workspace(workspace, registry, image, 112, None).judge
 
 
 if __name__ == "__main__":

@@ -184,6 +184,20 @@ class LossSpec(_Strict):
     # (and dlib) but are no drawing.
     identity_downsample: int = Field(default=1, ge=1, le=8)
     identity_jitter: int = Field(default=0, ge=0, le=16)
+    # The critic also judges the sketch shrunk 2x, 4x ... (pix2pixHD's multi-scale critic):
+    # one ~22-px patch critic pushes local texture only, while a style is also the drawing's
+    # whole tone and outline, which a patch covering most of the face can see.
+    critic_scales: int = Field(default=1, ge=1, le=4)
+    # The start render (under each item's style) is one more kind of fake for the critic:
+    # a bridge's output that still looks like its start image is not the artist's drawing.
+    critic_start_as_fake: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> LossSpec:
+        if self.critic_start_as_fake and self.critic_sees_start:
+            raise ValueError("losses.critic_start_as_fake needs critic_sees_start: false (a "
+                             "critic that is shown the start image beside it sees they match)")
+        return self
 
 
 class AugmentSpec(_Strict):

@@ -18,6 +18,9 @@ on from a step by ``config.training.losses``:
   the start image (``critic_sees_start``), and ``style_swap_items`` also draws a few mugshots
   in another style (from the start image, as the sampler's first step does) for the critic
   alone to judge: the way one mugshot is made to come out differently per style.
+  ``critic_scales`` adds the same critic on the sketch shrunk 2x, 4x ... (pix2pixHD), so
+  tone and outline count, not only texture; ``critic_start_as_fake`` shows it the start
+  render as a fake, so an output that still looks like its start image does not pass.
 
 ``Objective`` is what the training loop calls; with both weights at zero it is exactly the
 formulation's loss, so older configs train as before.
@@ -37,6 +40,7 @@ from tasks.generate.config import LossSpec
 
 _CRITIC_SEED_SALT = 0xC217
 _OLD_OUT = "net.6."
+_SCALES = "scales."
 SFACE_SIZE = 112
 
 
@@ -70,6 +74,47 @@ class PatchCritic(nn.Module):
             projection = self.style(style.to(features))[:, :, None, None]
             score = score + (features * projection).sum(dim=1, keepdim=True)
         return score
+
+
+class MultiScaleCritic(nn.Module):
+    """One PatchCritic per scale, the sketch (and condition) halved between them: a list of
+    score maps, finest first. At 4x a patch covers ~88 of 112 px: the whole face."""
+
+    def __init__(self, in_channels: int, channels: int, style_dim: int | None = None,
+                 scales: int = 1):
+        super().__init__()
+        self.scales = nn.ModuleList(PatchCritic(in_channels, channels, style_dim)
+                                    for _ in range(scales))
+
+    @property
+    def style(self) -> nn.Module | None:
+        return self.scales[0].style
+
+    def forward(self, condition: torch.Tensor | None, sketch: torch.Tensor,
+                style: torch.Tensor | None = None) -> list[torch.Tensor]:
+        scores = []
+        for i, critic in enumerate(self.scales):
+            if i:
+                sketch = F.avg_pool2d(sketch, 2)
+                condition = None if condition is None else F.avg_pool2d(condition, 2)
+            scores.append(critic(condition, sketch, style))
+        return scores
+
+
+def critic_mean(scores: list[torch.Tensor]) -> torch.Tensor:
+    """Mean score, each scale weighing the same however many patches it has."""
+    return torch.stack([s.mean() for s in scores]).mean()
+
+
+def critic_hinge(scores: list[torch.Tensor], real: bool) -> torch.Tensor:
+    """Hinge loss per patch (real: relu(1 - s), fake: relu(1 + s)), averaged per scale."""
+    sign = -1.0 if real else 1.0
+    return torch.stack([F.relu(1.0 + sign * s).mean() for s in scores]).mean()
+
+
+def critic_per_item(scores: list[torch.Tensor]) -> torch.Tensor:
+    """(B,) mean score of each item over patches and scales."""
+    return torch.stack([s.mean(dim=(1, 2, 3)) for s in scores]).mean(dim=0)
 
 
 def jitter_and_blur(picture: torch.Tensor, downsample: int, jitter: int,
@@ -116,7 +161,7 @@ class Objective:
             from tasks.encoders.sface_torch import load_sface_torch
 
             self.identity_model = load_sface_torch().to(self.device)
-        self.critic: PatchCritic | None = None
+        self.critic: MultiScaleCritic | None = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
         if spec.adversarial > 0:
             with torch.random.fork_rng(devices=[]):
@@ -124,9 +169,9 @@ class Objective:
                 if spec.critic_style and style_dim is None:
                     raise ValueError("losses.critic_style needs the style text's dimension")
                 seen = condition_channels if spec.critic_sees_start else 0
-                self.critic = PatchCritic(seen + 1, spec.discriminator_channels,
-                                          style_dim if spec.critic_style else None
-                                          ).to(self.device)
+                self.critic = MultiScaleCritic(seen + 1, spec.discriminator_channels,
+                                               style_dim if spec.critic_style else None,
+                                               spec.critic_scales).to(self.device)
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(),
                                                      lr=spec.discriminator_lr, betas=(0.5, 0.999))
         self._fake: torch.Tensor | None = None
@@ -176,14 +221,15 @@ class Objective:
         if self.critic is not None and self._active(spec.adversarial,
                                                     spec.adversarial_from_step, step):
             condition = self._condition(batch, self.device)
-            adversarial = -self.critic(condition, x0_hat.float(), self._style(batch)).mean()
+            adversarial = -critic_mean(self.critic(condition, x0_hat.float(),
+                                                   self._style(batch)))
             terms["adversarial"] = float(adversarial.detach())
             self._fake = x0_hat.detach()
             swapped = self._swap_styles(batch)
             if swapped is not None:
                 _, drawn = generator.training_outputs(swapped, rng, at=1.0)
-                other = -self.critic(self._condition(swapped, self.device), drawn.float(),
-                                     self._style(swapped)).mean()
+                other = -critic_mean(self.critic(self._condition(swapped, self.device),
+                                                 drawn.float(), self._style(swapped)))
                 terms["adversarial_swapped"] = float(other.detach())
                 adversarial = 0.5 * (adversarial + other)
                 self._swapped = (swapped, drawn.detach())
@@ -221,23 +267,35 @@ class Objective:
         condition = self._condition(batch, self.device)
         real = torch.as_tensor(batch["sketch"], dtype=torch.float32).to(self.device)
         style = self._style(batch)
-        fake = F.relu(1.0 + self.critic(condition, self._fake, style)).mean()
+        fake = critic_hinge(self.critic(condition, self._fake, style), real=False)
         if self._swapped is not None:
             swapped, drawn = self._swapped
-            fake = 0.5 * (fake + F.relu(1.0 + self.critic(
-                self._condition(swapped, self.device), drawn, self._style(swapped))).mean())
-        loss = F.relu(1.0 - self.critic(condition, real, style)).mean() + fake
+            fake = 0.5 * (fake + critic_hinge(self.critic(
+                self._condition(swapped, self.device), drawn, self._style(swapped)), real=False))
+        # The kinds of "no", averaged: fakes, real sketches under another style, start renders.
+        negatives = [fake]
         terms: dict[str, float] = {}
         if style is not None:
             # Real sketches under the next item's style: fake wherever that style differs.
             other = style.roll(1, dims=0)
             differs = (other - style).abs().amax(dim=1) > 0
             if bool(differs.any()):
-                scores = self.critic(condition, real, other).mean(dim=(1, 2, 3))
+                scores = critic_per_item(self.critic(condition, real, other))
                 mismatch = F.relu(1.0 + scores[differs]).mean()
-                # Half fakes, half mismatches (GAN-CLS): the critic's two kinds of "no".
-                loss = loss - 0.5 * fake + 0.5 * mismatch
+                negatives.append(mismatch)
                 terms["critic_mismatch"] = float(mismatch.detach())
+        if self.spec.critic_start_as_fake and batch.get("start") is not None:
+            start = torch.as_tensor(batch["start"], dtype=torch.float32).to(self.device)
+            # A style whose target is the start render itself has no such fake.
+            drawn_apart = (start - real).abs().mean(dim=(1, 2, 3)) > 1e-3
+            if bool(drawn_apart.any()):
+                own = None if style is None else style[drawn_apart]
+                start_fake = critic_hinge(self.critic(None, start[drawn_apart], own),
+                                          real=False)
+                negatives.append(start_fake)
+                terms["critic_start"] = float(start_fake.detach())
+        loss = critic_hinge(self.critic(condition, real, style), real=True)
+        loss = loss + torch.stack(negatives).mean()
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_optimizer.step()
@@ -266,9 +324,15 @@ class Objective:
         if self.critic is None:
             return
         # Checkpoints written before the critic had a style projection kept its last conv
-        # as net.6; it is ``out`` now, so a run started then still resumes.
-        state = {(f"out.{k[len(_OLD_OUT):]}" if k.startswith(_OLD_OUT) else k): v
-                 for k, v in tensors.items()}
+        # as net.6, and before it had scales its keys had no ``scales.0.`` prefix: a run
+        # started then still resumes.
+        state = {}
+        for key, value in tensors.items():
+            if key.startswith(_OLD_OUT):
+                key = f"out.{key[len(_OLD_OUT):]}"
+            if not key.startswith(_SCALES):
+                key = f"{_SCALES}0.{key}"
+            state[key] = value
         self.critic.load_state_dict(state, strict=True)
         if optimizer is not None and self.critic_optimizer is not None:
             self.critic_optimizer.load_state_dict(dict(optimizer))

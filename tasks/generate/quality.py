@@ -12,7 +12,9 @@ by several figures that fail in different ways, all on in-memory arrays:
 - sharpness, mean |Laplacian| -- regression outputs are soft, artists draw lines;
 - mean |pixel - artist| in [0, 1], and the Fréchet distance to the artist sketches in the
   validate stage's own feature space (its image encoder and ``frechet_reduced``), because
-  sharpness alone is gameable by a dotted grid.
+  sharpness alone is gameable by a dotted grid;
+- style: what the validate stage's style judge calls each sketch (``style_verdicts``), the
+  figure a dataset is accepted on.
 
 Inputs are aligned 112x112 uint8 crops, identity i at index i in every array: ``photos``
 (N, 112, 112, 3) BGR and ``sketches`` name -> (N, 112, 112) grey (BGR is accepted and made
@@ -24,7 +26,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,8 @@ IMAGE_SPEC = EncoderSpec(role="image", name="effnet-lite0")
 # on the 112-px aligned crop, a full-image box at 2x measured best (CUHK, 188 artist sketches
 # vs photos, rank-1: 112 px 0.202, 2x 0.250, 2x with a detector box 0.223; STACK.md 0.271).
 DLIB_UPSCALE = 2
+# (image vectors, styles) -> (predicted style or None, probability of the own style or None)
+StyleVerdict = Callable[[np.ndarray, Sequence[str]], tuple[list[str | None], list[float | None]]]
 
 
 # --------------------------------------------------------------------------- inputs
@@ -190,6 +195,26 @@ def image_features(grey: np.ndarray, encoder=None) -> np.ndarray:
     """The validate stage's image-encoder features of grey sketches (to_aligned, then encode)."""
     encoder = encoder or _encoder(IMAGE_SPEC)
     return np.asarray(encoder.encode(_bgr(_grey(grey))), np.float64)
+
+
+def style_verdicts(judge: StyleVerdict, sketches: Mapping[str, np.ndarray], style: str,
+                   image_encoder=None) -> dict[str, dict[str, object]]:
+    """What the validate stage's style judge calls each source's sketches, all meant as
+    ``style``: the share it calls ``style`` and the count per class it called.
+
+    ``judge`` is ``StyleJudge.judge`` (vectors, styles) -> (predicted, own probability); a
+    source the judge cannot place (no examples of ``style``) gets share None.
+    """
+    encoder = image_encoder or _encoder(IMAGE_SPEC)
+    out: dict[str, dict[str, object]] = {}
+    for name, images in sketches.items():
+        grey = _grey(images, name)
+        predicted, _ = judge(image_features(grey, encoder), [style] * len(grey))
+        called = Counter(p for p in predicted if p is not None)
+        judged = sum(called.values())
+        out[name] = {"right": called[style] / judged if judged else None,
+                     "called": dict(called.most_common())}
+    return out
 
 
 # --------------------------------------------------------------------------- report

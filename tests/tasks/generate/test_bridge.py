@@ -19,7 +19,7 @@ from tasks.generate.model import (
     GeneratorMismatchError,
     SketchGenerator,
 )
-from tasks.generate.objectives import Objective
+from tasks.generate.objectives import Objective, critic_per_item
 from tasks.generate.training import list_checkpoints, train
 
 DIMS = {"identity": 8, "image": 12, "text": 6}
@@ -186,9 +186,9 @@ def test_style_critic_learns_a_real_sketch_under_another_style_as_fake() -> None
         assert set(critic_terms) == {"critic", "critic_mismatch"}
     batch = two_styles(99)
     with torch.no_grad():
-        own = objective.critic(batch["start"], batch["sketch"], batch["text"]).mean(dim=(1, 2, 3))
-        swapped = objective.critic(batch["start"], batch["sketch"],
-                                   batch["text"].flip(0)).mean(dim=(1, 2, 3))
+        own = critic_per_item(objective.critic(batch["start"], batch["sketch"], batch["text"]))
+        swapped = critic_per_item(objective.critic(batch["start"], batch["sketch"],
+                                                   batch["text"].flip(0)))
     assert bool((own > swapped).all())
     with pytest.raises(ValueError, match="style"):
         Objective(gen.config.training.losses, "cpu", style_dim=None)
@@ -199,7 +199,7 @@ def test_style_swap_draws_a_mugshot_in_another_style_for_the_critic_alone() -> N
                                             critic_sees_start=False, style_swap_items=2),
                                 DIMS, seed=2)
     objective = Objective(gen.config.training.losses, "cpu", style_dim=DIMS["text"])
-    assert objective.critic is not None and objective.critic.net[0].in_channels == 1
+    assert objective.critic is not None and objective.critic.scales[0].net[0].in_channels == 1
     batch = make_batch(0)
     styles = torch.nn.functional.normalize(torch.randn(2, DIMS["text"]))
     batch["text"] = styles[torch.tensor([0, 0, 1, 1])]
@@ -305,12 +305,60 @@ def test_sampling_noise_above_one_is_a_bridge_setting_only() -> None:
 
 
 def test_a_critic_checkpointed_before_the_style_projection_still_loads() -> None:
-    """The critic's last conv was ``net.6``; a run checkpointed then resumes with it."""
+    """The critic's last conv was ``net.6`` and its keys had no ``scales.0.``; a run
+    checkpointed then resumes with it."""
     gen = SketchGenerator.build(config_with(adversarial=0.5), DIMS, seed=2)
     objective = Objective(gen.config.training.losses, "cpu")
     saved = objective.tensors()
-    old = {(f"net.6.{k[4:]}" if k.startswith("out.") else k): v for k, v in saved.items()}
+    assert all(k.startswith("scales.0.") for k in saved)
+    unscaled = {k[len("scales.0."):]: v for k, v in saved.items()}
+    old = {(f"net.6.{k[4:]}" if k.startswith("out.") else k): v for k, v in unscaled.items()}
     assert any(k.startswith("net.6.") for k in old)
     fresh = Objective(gen.config.training.losses, "cpu", seed=9)
     fresh.load(old, None)
     assert all(torch.equal(fresh.tensors()[k], v) for k, v in saved.items())
+
+
+def test_a_multi_scale_critic_judges_the_sketch_shrunk_too() -> None:
+    """``critic_scales`` critics, each on the sketch halved once more; a generator step is
+    scored by all of them and every scale's critic learns."""
+    gen = SketchGenerator.build(config_with(adversarial=0.5, critic_scales=3), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    assert objective.critic is not None and len(objective.critic.scales) == 3
+    batch = make_batch(0)
+    scores = objective.critic(batch["start"], batch["sketch"])
+    assert [s.shape[-1] for s in scores] == [SIZE // 8, SIZE // 16, SIZE // 32]
+    before = {k: v.clone() for k, v in objective.tensors().items()}
+    loss, terms = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
+    loss.backward()
+    assert "adversarial" in terms and "critic" in objective.critic_step(batch)
+    after = objective.tensors()
+    for scale in range(3):
+        key = f"scales.{scale}.out.parametrizations.weight.original"
+        assert not torch.equal(before[key], after[key])
+
+
+def test_the_start_render_is_a_fake_for_the_critic() -> None:
+    """With ``critic_start_as_fake`` the critic learns the start image as fake beside the
+    real sketch (items whose target is the start itself are left out); it must not also be
+    shown the start, or it would see the two match."""
+    with pytest.raises(ValueError, match="critic_sees_start"):
+        LossSpec(adversarial=0.5, critic_start_as_fake=True)
+    gen = SketchGenerator.build(config_with(adversarial=0.5, critic_sees_start=False,
+                                            critic_start_as_fake=True, discriminator_lr=0.01),
+                                DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    for step in range(30):
+        objective.generator_loss(gen, make_batch(step), torch.Generator().manual_seed(step),
+                                 step)
+        terms = objective.critic_step(make_batch(step))
+        assert "critic_start" in terms
+    batch = make_batch(99)
+    with torch.no_grad():
+        real = critic_per_item(objective.critic(None, batch["sketch"]))
+        start = critic_per_item(objective.critic(None, batch["start"]))
+    assert bool((real > start).all())
+    same = make_batch(0)
+    same["start"] = same["sketch"].clone()
+    objective.generator_loss(gen, same, torch.Generator().manual_seed(0), 0)
+    assert "critic_start" not in objective.critic_step(same)

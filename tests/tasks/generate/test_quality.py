@@ -25,9 +25,11 @@ from tasks.generate.quality import (
     rank1,
     seed_similarity,
     sharpness,
+    style_verdicts,
 )
 from tasks.ingest.align import align_face, detect_faces
 from tasks.validate.metrics import frechet_reduced
+from tasks.validate.style_classifier import StyleClassifier
 
 IDENTITIES = 6
 
@@ -147,6 +149,21 @@ def test_seed_similarity_tells_a_copy_from_another_drawing(demo):
     assert other.shape == (IDENTITIES,) and np.all(other < 0.99)
     with pytest.raises(ValueError, match="second sample"):
         seed_similarity(demo["artist"], demo["artist"][:2])
+
+
+def test_style_verdicts_share_called_the_meant_style(demo):
+    """A classifier fit on the validate stage's features of artist sketches and grey photos
+    calls the artist sketches "artist" and the photos not; a style it has no examples of
+    is not judged."""
+    features = np.concatenate([image_features(demo["artist"]), image_features(demo["photo-grey"])])
+    labels = np.repeat([0, 1], IDENTITIES)
+    classifier = StyleClassifier.fit(features, labels, ["artist", "photo"], {}, "test")
+    sources = {"artist": demo["artist"], "photo-grey": demo["photo-grey"]}
+    verdicts = style_verdicts(classifier.judge, sources, "artist")
+    assert verdicts["artist"] == {"right": 1.0, "called": {"artist": IDENTITIES}}
+    assert verdicts["photo-grey"]["right"] == 0.0
+    unknown = style_verdicts(classifier.judge, sources, "xdog-lines")
+    assert unknown["artist"] == {"right": None, "called": {}}
 
 
 @pytest.mark.slow
