@@ -60,7 +60,7 @@ def main() -> None:
     from tasks.storage import Workspace
 
     workspace = Workspace.open(args.workspace)
-    verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC)
+    verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC, args.generator)
     out = Path(args.out or Path(args.generator) / "quality")
     out.mkdir(parents=True, exist_ok=True)
     results, lines = {}, [f"generator {Path(args.generator).resolve()}", ""]
@@ -107,15 +107,18 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def style_judge(workspace, image_spec):
-    """The validate stage's style judge for 112-px sketches of this workspace."""
+def style_judge(workspace, image_spec, generator_dir):
+    """The validate stage's style judge for this generator's sketches in this workspace: its
+    classifier's examples are shrunk to the generator's resolution, as validate does."""
+    from tasks.generate.model import read_manifest
     from tasks.styles.registry import load_styles, unique_dirs, workspace_styles
     from tasks.validate.compute import StyleJudge
     from tasks.validate.vectors import resolve_source
 
     registry = load_styles(unique_dirs(workspace_styles(workspace.root)))
     image = resolve_source(workspace, image_spec)
-    return StyleJudge.for_workspace(workspace, registry, image, 112, None).judge
+    size = int(read_manifest(generator_dir)["resolution"])
+    return StyleJudge.for_workspace(workspace, registry, image, size, None).judge
 
 
 if __name__ == "__main__":
