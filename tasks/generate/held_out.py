@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from schemas.settings import load_settings
 from schemas.styles import PairedSource
 from tasks import storage
 from tasks.generate.dataset import read_crops, spatial_inputs, start_inputs, to_grey
 from tasks.generate.splits import load_splits
 from tasks.storage import FACES, Workspace
-from tasks.styles.registry import get_style, load_styles, unique_dirs, workspace_styles
+from tasks.styles.registry import get_style, styles_for
 from tasks.styles.rendering import render
 
 SEED_BASE = 50_000  # fixed seeds: two runs of the judge draw the same sketches
@@ -40,7 +41,7 @@ class HeldOut:
 def held_out(workspace: Workspace, style_name: str, splits: Sequence[str | Path],
              part: str = "test", limit: int | None = None) -> HeldOut:
     """The ``part`` identities of ``splits`` that have a photo and a real ``style`` sketch."""
-    styles = load_styles(unique_dirs(workspace_styles(workspace.root)))
+    styles = styles_for(load_settings(workspace.root))  # as generate builds it
     style = get_style(style_name, styles)
     if not isinstance(style.source, PairedSource):
         raise ValueError(f"style {style_name} has no real sketches to judge against "
