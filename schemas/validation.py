@@ -163,6 +163,9 @@ class StyleFigures(BaseModel):
     mean_identity_similarity: float | None = None
     mean_identity_margin: float | None = None
     wrong_style: int = 0
+    # What the style judge called this style's sketches (judged ones only), most first: a
+    # wrong-style count says that they fail, this says what they look like instead.
+    style_calls: dict[str, int] = Field(default_factory=dict)
     frechet: float | None = None
     frechet_reference: str | None = None  # "real" (paired sketches) or "rendered"
     frechet_samples: tuple[int, int] | None = None  # (generated, reference)

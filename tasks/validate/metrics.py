@@ -212,6 +212,8 @@ def dataset_metrics(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, li
             mean_identity_margin=_mean(r.get("identity_margin") for r in members),
             wrong_style=sum(Reason.WRONG_STYLE.value in verdicts[r["sketch_id"]]
                             for r in members),
+            style_calls=dict(Counter(r["style_predicted"] for r in members
+                                     if r.get("style_predicted") is not None).most_common()),
             frechet=score, frechet_reference=reference, frechet_samples=samples,
         )
     reason_counts = Counter(r for found in verdicts.values() for r in found)

@@ -85,6 +85,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return escape(str(value))
 
 
+def _calls(calls: Mapping[str, int], top: int = 3) -> str:
+    """'pencil-dodge 47 %, forensic-artist 46 %': the judge's calls as shares, most first."""
+    total = sum(calls.values())
+    if not total:
+        return "–"
+    return ", ".join(f"{name} {count / total:.0%}"
+                     for name, count in list(calls.items())[:top])
+
+
 def _sketch_figure(workspace: Workspace, row: Mapping[str, Any], caption: str) -> str:
     bad = not row["accepted"]
     title = escape(", ".join(row["reasons"]) or "accepted")
@@ -262,7 +271,8 @@ def render_report(workspace: Workspace, outcome: ValidationReport, thresholds: T
         f"<tr><td>{escape(s)}</td><td class='n'>{f.sketches}</td><td class='n'>{f.accepted}"
         f"</td><td class='n'>{f.identities}</td><td class='n'>"
         f"{_fmt(f.mean_identity_similarity)}</td><td class='n'>{_fmt(f.mean_identity_margin)}"
-        f"</td><td class='n'>{f.wrong_style}</td><td class='n'>{_fmt(f.frechet, 2)}</td>"
+        f"</td><td class='n'>{f.wrong_style}</td><td>{escape(_calls(f.style_calls))}</td>"
+        f"<td class='n'>{_fmt(f.frechet, 2)}</td>"
         f"<td>{_fmt(f.frechet_reference)} {_fmt(f.frechet_samples)}</td></tr>"
         for s, f in d.per_style.items())
     div = d.diversity
@@ -305,7 +315,8 @@ load their styles from the network and look unstyled offline)</td></tr>
 <h3>Rejections by reason</h3><table><tr><th>reason</th><th>sketches</th></tr>{reasons or
 '<tr><td colspan=2>none</td></tr>'}</table>
 <h3>Per style</h3><table><tr><th>style</th><th>sketches</th><th>accepted</th><th>identities</th>
-<th>mean similarity</th><th>mean margin</th><th>wrong style</th><th>Fréchet</th>
+<th>mean similarity</th><th>mean margin</th><th>wrong style</th><th>judge called</th>
+<th>Fréchet</th>
 <th>reference (generated, reference n)</th></tr>{styles}</table></section>
 <section id="histograms"><h2>Metric histograms</h2><p>Dashed red lines are the thresholds of
 <code>data_contracts/thresholds.yaml</code>.</p><div class="charts">

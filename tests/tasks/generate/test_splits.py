@@ -10,6 +10,7 @@ import pytest
 from tasks.generate.splits import (
     SplitError,
     load_split,
+    load_splits,
     make_split,
     prefix_stratum,
     resolve_split,
@@ -37,6 +38,14 @@ def test_round_trip_and_bundled_cuhk(tmp_path: Path) -> None:
     assert Counter(cuhk.values()) == {"train": 131, "test": 57}
 
 
+def test_bundled_att_is_all_train_and_merges_with_the_sketch_splits() -> None:
+    # AT&T has no sketches: every identity trains, none is a probe, none collides.
+    att = load_split("att")
+    assert att == {f"s{i}": "train" for i in range(1, 41)}
+    merged = load_splits(["cuhk", "cufsf", "att"])
+    assert len(merged) == 188 + 423 + 40 and Counter(merged.values())["test"] == 57 + 200
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("id,split\na,train\n", "header must be identity_id,split"),
     ("identity_id,split\na,validation\n", r":2: split must be train or test"),
@@ -49,5 +58,5 @@ def test_bad_split_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_unknown_bundled_split_lists_known() -> None:
-    with pytest.raises(SplitError, match="unknown split 'lfw'; bundled: cufsf, cuhk"):
+    with pytest.raises(SplitError, match="unknown split 'lfw'; bundled: att, cufsf, cuhk"):
         load_split("lfw")

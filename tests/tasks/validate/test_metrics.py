@@ -117,6 +117,17 @@ def test_dataset_metrics_counts_acceptance_reasons_and_identities_without_any():
     assert summary.reasons == {"low_identity_similarity": 1, "noise": 1, "wrong_style": 1}
     assert per_identity == {"a": 1, "b": 0} and summary.accepted_per_identity == (0, 1, 1)
     assert summary.per_style["ink"].wrong_style == 1
+    assert summary.per_style["ink"].style_calls == {"pencil": 1}
+    assert summary.per_style["pencil"].style_calls == {"pencil": 2}
     assert summary.per_style["pencil"].frechet == 1.5
     assert (summary.diversity.groups, summary.diversity.too_similar,
             summary.diversity.single_sample) == (1, 1, 1)
+
+
+def test_style_calls_count_judged_sketches_most_common_first():
+    rows = [_row(sketch_id=str(i), style="ink", style_predicted=p)
+            for i, p in enumerate(["pencil", "ink", "pencil", None, "pencil"])]
+    verdicts = {r["sketch_id"]: [] for r in rows}
+    summary, _ = dataset_metrics(rows, verdicts, [], T, {})
+    calls = summary.per_style["ink"].style_calls
+    assert calls == {"pencil": 3, "ink": 1} and list(calls) == ["pencil", "ink"]

@@ -95,6 +95,7 @@ def test_the_report_renders_offline_in_chromium(broken_run):
     workspace, broken, _, outcome = broken_run
     report = Path(outcome.report_path)
     html = report.read_text()
+    assert "judge called" in html  # what each style's sketches were called (per style table)
     assert "REJECTED" in html and "identity_confusion" in html and "http" not in html.replace(
         "http://www.w3.org/2000/svg", "")
     if find_chromium() is None:
