@@ -74,6 +74,12 @@ def main() -> None:
     source = {f["face_id"]: photo_source(f["source_path"]) for f in faces}
     # Feature rows follow the plan: classes in order, examples in order, copies together.
     group_face = [face for name in classifier.classes for face in plan.examples[name]]
+    group_label = [i for i, name in enumerate(classifier.classes) for _ in plan.examples[name]]
+    if (len(group_face) != len(np.unique(classifier.groups))
+            or any(group_label[g] != y for g, y in zip(classifier.groups, classifier.labels,
+                                                        strict=True))):
+        raise SystemExit("the judge's feature rows do not follow its example plan: "
+                         "style_classifier changed how it lays them out")
     row_source = np.array([source[group_face[g]] for g in classifier.groups])
     sketches = storage.read(workspace, SKETCHES, columns=["sketch_id", "face_id", "style",
                                                           "png_sha256", "status"],
