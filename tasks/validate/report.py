@@ -86,7 +86,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _calls(calls: Mapping[str, int], top: int = 3) -> str:
-    """'pencil-dodge 47 %, forensic-artist 46 %': the judge's calls as shares, most first."""
+    """'pencil-dodge 47%, forensic-artist 46%': the judge's calls as shares, most first."""
     total = sum(calls.values())
     if not total:
         return "–"
