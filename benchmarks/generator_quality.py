@@ -110,17 +110,11 @@ def main() -> None:
 def style_judge(workspace, image_spec, generator_dir):
     """The validate stage's style judge for this generator's sketches in this workspace: its
     classifier's examples are shrunk to the generator's resolution, as validate does."""
-    from schemas.settings import load_settings
     from tasks.generate.model import read_manifest
-    from tasks.styles.registry import styles_for
-    from tasks.validate.compute import StyleJudge
-    from tasks.validate.vectors import resolve_source
+    from tasks.validate.compute import validate_judge
 
-    # The registry exactly as the validate flow builds it (configured folder included).
-    registry = styles_for(load_settings(workspace.root))
-    image = resolve_source(workspace, image_spec)
     size = int(read_manifest(generator_dir)["resolution"])
-    return StyleJudge.for_workspace(workspace, registry, image, size, None).judge
+    return validate_judge(workspace, size, image_spec).judge
 
 
 if __name__ == "__main__":

@@ -49,23 +49,16 @@ def main() -> None:
 
     import numpy as np
 
-    from flows.common import encoder_spec
-    from schemas.records import SKETCHES_SCHEMA
-    from schemas.settings import load_settings
     from schemas.validation import Scope
     from tasks import storage
-    from tasks.storage import FACES, SKETCHES, Workspace
-    from tasks.styles.registry import styles_for
-    from tasks.validate.compute import StyleJudge, _resolution, read_scope
+    from tasks.storage import FACES, Workspace
+    from tasks.validate.compute import read_scope, sketch_resolution, validate_judge
     from tasks.validate.style_classifier import StyleClassifier
-    from tasks.validate.vectors import resolve_source, stored_sketch_vectors
+    from tasks.validate.vectors import stored_sketch_vectors
 
     workspace = Workspace.open(args.workspace)
-    settings = load_settings(workspace.root)
-    image = resolve_source(workspace, encoder_spec(settings, "image", None))
     rows = read_scope(workspace, Scope()).to_pylist()
-    judge = StyleJudge.for_workspace(workspace, styles_for(settings), image,
-                                     _resolution(rows), None)
+    judge = validate_judge(workspace, sketch_resolution(rows))
     classifier, plan = judge.classifier, judge.plan
     if classifier is None or plan is None:
         raise SystemExit("this workspace's judge is not a classifier (fewer than two styles "
@@ -81,11 +74,8 @@ def main() -> None:
         raise SystemExit("the judge's feature rows do not follow its example plan: "
                          "style_classifier changed how it lays them out")
     row_source = np.array([source[group_face[g]] for g in classifier.groups])
-    sketches = storage.read(workspace, SKETCHES, columns=["sketch_id", "face_id", "style",
-                                                          "png_sha256", "status"],
-                            schema=SKETCHES_SCHEMA).to_pylist()
-    sketches = [s for s in sketches if s["status"] == "ok"]
-    stored = stored_sketch_vectors(workspace, image,
+    sketches = [r for r in rows if r["status"] == "ok"]
+    stored = stored_sketch_vectors(workspace, judge.image,
                                    [(s["sketch_id"], s["png_sha256"]) for s in sketches])
     sketches = [s for s in sketches if s["sketch_id"] in stored]
     vectors = np.stack([stored[s["sketch_id"]] for s in sketches]) if sketches else None

@@ -134,6 +134,20 @@ class StyleJudge:
         return [None] * len(styles), [None] * len(styles)
 
 
+def validate_judge(workspace: Workspace, size: int,
+                   image_spec: EncoderSpec | None = None) -> StyleJudge:
+    """The style judge ``clip4sketch validate`` builds for ``size``-px sketches (the registry
+    with any configured styles folder, the settings' image encoder unless ``image_spec``
+    names one): for measurements that must judge exactly as the validate stage does."""
+    from schemas.settings import load_settings
+    from tasks.styles.registry import styles_for
+
+    settings = load_settings(workspace.root)
+    spec = image_spec or EncoderSpec(role="image", name=settings.image_encoder)
+    return StyleJudge.for_workspace(workspace, styles_for(settings),
+                                    resolve_source(workspace, spec), size, None)
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -144,7 +158,8 @@ def metrics_version(identity: VectorSource, image: VectorSource, gallery_key: st
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _resolution(rows: Sequence[Mapping[str, Any]]) -> int:
+def sketch_resolution(rows: Sequence[Mapping[str, Any]]) -> int:
+    """The sketches' most common width: the judge's examples are shrunk to it."""
     widths = Counter(r["width"] for r in rows if r["status"] == "ok" and r["width"])
     return int(widths.most_common(1)[0][0]) if widths else 64
 
@@ -176,7 +191,8 @@ def compute_metrics(
     identity = resolve_source(workspace, identity_spec)
     image = resolve_source(workspace, image_spec)
     g_faces, g_identities, g_vectors = gallery(workspace, identity)
-    judge = StyleJudge.for_workspace(workspace, registry, image, _resolution(rows), text_spec)
+    judge = StyleJudge.for_workspace(workspace, registry, image, sketch_resolution(rows),
+                                      text_spec)
     version = metrics_version(identity, image, gallery_fingerprint(g_faces, g_identities),
                               judge.fingerprint)
     stored = {r["sketch_id"]: r for r in storage.read(

@@ -187,3 +187,17 @@ def test_a_changed_png_is_measured_again(sketch_workspace: Workspace):
     stored = storage.read(workspace, "sketch_metrics", columns=["file_problem"],
                           where=f"sketch_id = '{row['sketch_id']}'").to_pylist()
     assert stored == [{"file_problem": "checksum_mismatch"}]
+
+
+def test_measurements_build_the_judge_validate_used(broken_run):
+    # Benchmarks that report "what the validate stage's judge calls them" go through
+    # validate_judge; it must be the same classifier (examples, encoder, resolution).
+    from schemas.validation import Scope
+    from tasks.validate.compute import read_scope, sketch_resolution, validate_judge
+
+    workspace, _, metrics, _ = broken_run
+    rows = read_scope(workspace, Scope()).to_pylist()
+    judge = validate_judge(workspace, sketch_resolution(rows), IMAGE)
+    assert metrics.style_method == "classifier" and judge.method == metrics.style_method
+    assert judge.fingerprint == metrics.style_fingerprint
+    assert judge.classifier is not None and judge.source == "cached"
