@@ -2,6 +2,7 @@
 artist drew? And where do a generator's sketches fail it?
 
 Run: .venv/bin/python benchmarks/style_judge.py --workspace WS [--project 0 4]
+         [--features pooled gram gram-effnet] [--seed 0]
 
 Each artist's examples are drawings of one dataset's people (CUHK students, FERET faces), so
 a judge could learn the faces instead of the strokes and call every drawing of a CUHK face
@@ -19,6 +20,15 @@ the same way whatever dataset the photo came from. This prints, for the workspac
 a renderer's drawings differ by photo source (nuisance attribute projection, as speaker
 verification removes channel directions): if the dataset confound were what fails the
 sketches, their verdicts would rise once the control leans the same way on every source.
+``--features`` refits the judge on the same examples (faces, jittered copies, shrinking) read
+another way, side by side with the validate stage's pooled image vectors: ``gram``, the Gram
+matrices of three layers of seeded random filters, and ``gram-effnet``, those of the image
+encoder's first blocks (the style representation of neural style transfer). A Gram matrix is
+orderless: it keeps the pencil's texture and tone and drops the face's layout, so it should
+not read the people drawn (the control says whether it does). ``tone``, the grey-level
+histogram alone, says how much of a verdict darkness explains. Where the judges disagree,
+the style verdict is a property of the judge as much as of the drawings.
+
 A photo's source is the folder two above its file (``cuhk/photos/x.jpg`` -> ``cuhk``,
 ``orl/s1/1.pgm`` -> ``orl``), i.e. the dataset folder of ../shared/data's layouts.
 """
@@ -45,6 +55,12 @@ def main() -> None:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--project", type=int, nargs="+", default=[0],
                         help="numbers of photo-source directions to project out (0: the judge)")
+    parser.add_argument("--features", nargs="+", default=["pooled"], choices=sorted(FEATURES),
+                        help="what the judge reads: pooled (the validate stage's image "
+                             "vectors), gram (Gram matrices of random filters), gram-effnet "
+                             "(Gram matrices of the image encoder's first blocks), tone (the "
+                             "grey-level histogram alone)")
+    parser.add_argument("--seed", type=int, default=0, help="the random filters' seed (gram)")
     args = parser.parse_args()
 
     import numpy as np
@@ -53,7 +69,6 @@ def main() -> None:
     from tasks import storage
     from tasks.storage import FACES, Workspace
     from tasks.validate.compute import read_scope, sketch_resolution, validate_judge
-    from tasks.validate.style_classifier import StyleClassifier
     from tasks.validate.vectors import stored_sketch_vectors
 
     workspace = Workspace.open(args.workspace)
@@ -75,33 +90,51 @@ def main() -> None:
                          "style_classifier changed how it lays them out")
     row_source = np.array([source[group_face[g]] for g in classifier.groups])
     sketches = [r for r in rows if r["status"] == "ok"]
-    stored = stored_sketch_vectors(workspace, judge.image,
-                                   [(s["sketch_id"], s["png_sha256"]) for s in sketches])
-    sketches = [s for s in sketches if s["sketch_id"] in stored]
-    vectors = np.stack([stored[s["sketch_id"]] for s in sketches]) if sketches else None
+    print(f"{workspace.root}: judge {classifier.classes}, {len(group_face)} examples; "
+          f"{len(sketches)} generated sketches")
+    for kind in args.features:
+        if kind == "pooled":
+            stored = stored_sketch_vectors(workspace, judge.image,
+                                           [(s["sketch_id"], s["png_sha256"]) for s in sketches])
+            judged = [s for s in sketches if s["sketch_id"] in stored]
+            vectors = np.stack([stored[s["sketch_id"]] for s in judged]) if judged else None
+            features = classifier.features
+        else:
+            encoder = FEATURES[kind](args.seed)
+            features = _example_features(workspace, judge, encoder)
+            judged = sketches
+            vectors = _sketch_features(workspace, judged, encoder) if judged else None
+        print(f"\n##### the judge reading {kind} features ({features.shape[1]}-d)")
+        _verdicts(classifier, features, row_source, judged, vectors, source, args.project)
+
+
+def _verdicts(classifier, features, row_source, sketches, vectors, source, project) -> None:
+    """The control and the generated sketches' verdicts of a judge on ``features`` (rows
+    laid out as ``classifier``'s), for each number of projected photo-source directions."""
+    import numpy as np
+
+    from tasks.validate.style_classifier import StyleClassifier
+
+    labels = classifier.labels
     artists = [i for i, c in enumerate(classifier.classes)
                if classifier.reference[c] == "real"]
     renders = [i for i, c in enumerate(classifier.classes)
                if classifier.reference[c] == "rendered"]
-    features, labels = classifier.features, classifier.labels
-    print(f"{workspace.root}: judge {classifier.classes}, {len(group_face)} examples, "
-          f"cross-validated accuracy {classifier.cv_accuracy}; {len(sketches)} generated "
-          f"sketches with stored image vectors")
-    for k in args.project:
+    for k in project:
         directions = _source_directions(features, labels, row_source, renders, k)
 
         def project(x, directions=directions):
             x = np.asarray(x, np.float64)
             return x if directions is None else x - (x @ directions.T) @ directions
 
-        fitted = classifier if directions is None else StyleClassifier.fit(
-            project(features), labels, classifier.classes, classifier.reference, "probe",
-            classifier.groups)
+        fitted = StyleClassifier.fit(project(features), labels, classifier.classes,
+                                     classifier.reference, "probe", classifier.groups)
         print(f"\n== {k} photo-source directions projected out "
               f"(cross-validated accuracy {fitted.cv_accuracy:.3f})")
-        probs = fitted.probabilities(project(features))
         if len(artists) >= 2:
-            share = probs[:, artists] / probs[:, artists].sum(axis=1, keepdims=True)
+            logits = fitted.logits(project(features))[:, artists]
+            share = np.exp(logits - logits.max(axis=1, keepdims=True))
+            share /= share.sum(axis=1, keepdims=True)
             names = [classifier.classes[a] for a in artists]
             print("control, a renderer's drawings: the artists' probability split "
                   f"({' / '.join(names)}) by photo source")
@@ -123,6 +156,142 @@ def main() -> None:
             n = sum(counts.values())
             top = ", ".join(f"{c} {v / n:.0%}" for c, v in counts.most_common(3))
             print(f"  {style:16s} {src:6s} n={n:5d} right {counts[style] / n:5.1%}   ({top})")
+
+
+# --------------------------------------------------------------------------- texture judges
+
+
+class RandomGram:
+    """Gram matrices of three layers of seeded random 3x3 filters (Ustyuzhaninov et al.
+    2017: random filters suffice for texture statistics). Orderless, so the face's layout,
+    the people drawn, should not count; no weights to ship or trust."""
+
+    widths = (32, 64, 128)
+
+    def __init__(self, seed: int = 0):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        self.filters, before = [], 1
+        for width in self.widths:
+            scale = (2.0 / (before * 9)) ** 0.5
+            self.filters.append(torch.randn(width, before, 3, 3, generator=generator) * scale)
+            before = width
+
+    def layers(self, x):
+        import torch.nn.functional as F
+
+        for i, weights in enumerate(self.filters):
+            x = F.relu(F.conv2d(x, weights, stride=1 if i == 0 else 2, padding=1))
+            yield x
+
+    def encode(self, batch):
+        """(N, 112, 112[, 3]) uint8 -> (N, dim) signed-log Gram entries of every layer."""
+        import numpy as np
+        import torch
+
+        x = torch.as_tensor(_grey(batch), dtype=torch.float32)[:, None] / 127.5 - 1.0
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), 64):
+                out.append(torch.cat([_gram(h) for h in self.layers(x[start:start + 64])],
+                                     dim=1).numpy())
+        return np.concatenate(out)
+
+
+class EffNetGram(RandomGram):
+    """Gram matrices of the image encoder's (EfficientNet-Lite0) blocks 1, 3 and 6: the
+    ImageNet texture statistics of neural style transfer (Gatys et al. 2016)."""
+
+    def __init__(self, seed: int = 0):
+        import torch
+
+        from tasks.encoders.effnet import EffNetLite0Encoder
+
+        encoder = EffNetLite0Encoder(device="cpu")
+        self.model = encoder.model.float().to(memory_format=torch.contiguous_format)
+        self.size = encoder.image_size
+        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def layers(self, x):
+        import torch.nn.functional as F
+
+        m = self.model
+        x = F.interpolate((x + 1.0) / 2.0, size=self.size, mode="bilinear",
+                          align_corners=False)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        x = m._swish(m._bn0(m._conv_stem(x)))
+        for i, block in enumerate(m._blocks[:6]):
+            x = block(x)
+            if i in (0, 2, 5):
+                yield x
+
+
+class Tone:
+    """The grey-level histogram (32 bins) alone: what a judge that passes on it reads is
+    how dark the drawing is, not how it is drawn."""
+
+    def __init__(self, seed: int = 0):
+        self.bins = 32
+
+    def encode(self, batch):
+        import numpy as np
+
+        grey = _grey(batch).reshape(len(batch), -1)
+        return np.stack([np.bincount(row >> 3, minlength=self.bins) / row.size
+                         for row in grey]).astype(np.float32)
+
+
+FEATURES = {"pooled": None, "gram": RandomGram, "gram-effnet": EffNetGram, "tone": Tone}
+
+
+def _grey(batch):
+    import cv2
+    import numpy as np
+
+    return np.stack([cv2.cvtColor(b, cv2.COLOR_BGR2GRAY) if b.ndim == 3 else b for b in batch])
+
+
+def _gram(h):
+    import torch
+
+    b, c, height, width = h.shape
+    flat = h.reshape(b, c, height * width)
+    gram = flat @ flat.transpose(1, 2) / (height * width)
+    upper = torch.triu_indices(c, c)
+    entries = gram[:, upper[0], upper[1]]
+    return torch.sign(entries) * torch.log1p(entries.abs())
+
+
+def _example_features(workspace, judge, encoder):
+    """The judge's own examples (same faces, copies, shrinking) in ``encoder``'s features,
+    rows laid out as the judge's."""
+    import numpy as np
+
+    from tasks.validate.style_classifier import encode_examples
+
+    rows = []
+    for name in judge.classifier.classes:
+        ids = judge.plan.examples[name]
+        encoded = encode_examples(workspace, judge.registry[name], ids, judge.plan.size,
+                                  encoder)
+        rows += [encoded[face] for face in ids]
+    return np.concatenate(rows)
+
+
+def _sketch_features(workspace, sketches, encoder):
+    import cv2
+    import numpy as np
+
+    from tasks.validate.vectors import to_aligned
+
+    out = []
+    for start in range(0, len(sketches), 256):
+        pictures = [cv2.imread(str(workspace.root / s["png_path"]), cv2.IMREAD_GRAYSCALE)
+                    for s in sketches[start:start + 256]]
+        out.append(encoder.encode(np.stack([to_aligned(p) for p in pictures])))
+    return np.concatenate(out)
 
 
 def _source_directions(features, labels, sources, renders, k):

@@ -191,6 +191,13 @@ class LossSpec(_Strict):
     # The start render (under each item's style) is one more kind of fake for the critic:
     # a bridge's output that still looks like its start image is not the artist's drawing.
     critic_start_as_fake: bool = False
+    # Weight of a Gram-matrix texture loss (tasks/generate/texture.py) on the first
+    # ``texture_items`` outputs against their own real sketch, and on as many style-swapped
+    # drawings against a real sketch of the style they were asked for: pencil texture, which
+    # an orderless statistic can compare across people the artist never drew.
+    texture: float = Field(default=0.0, ge=0.0)
+    texture_from_step: int = Field(default=0, ge=0)
+    texture_items: int = Field(default=4, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:

@@ -21,8 +21,12 @@ on from a step by ``config.training.losses``:
   ``critic_scales`` adds the same critic on the sketch shrunk 2x, 4x ... (pix2pixHD), so
   tone and outline count, not only texture; ``critic_start_as_fake`` shows it the start
   render as a fake, so an output that still looks like its start image does not pass.
+- texture: the Gram matrices of an ImageNet network's first blocks (tasks.generate.texture)
+  of the first outputs against their own real sketch, and of the style-swapped drawings
+  against a real sketch of the style they were asked for: the swapped drawings' only
+  signal that is not a critic's, and one the people drawn cannot satisfy.
 
-``Objective`` is what the training loop calls; with both weights at zero it is exactly the
+``Objective`` is what the training loop calls; with every weight at zero it is exactly the
 formulation's loss, so older configs train as before.
 """
 
@@ -174,6 +178,11 @@ class Objective:
                                                spec.critic_scales).to(self.device)
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(),
                                                      lr=spec.discriminator_lr, betas=(0.5, 0.999))
+        self.texture_model: nn.Module | None = None
+        if spec.texture > 0:
+            from tasks.generate.texture import TextureFeatures
+
+            self.texture_model = TextureFeatures().to(self.device)
         self._fake: torch.Tensor | None = None
         self._swapped: tuple[dict[str, Any], torch.Tensor] | None = None
 
@@ -218,6 +227,7 @@ class Objective:
             terms["identity"] = float(identity.detach())
             total = total + spec.identity * identity
         self._fake = self._swapped = None
+        swap: tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None = None
         if self.critic is not None and self._active(spec.adversarial,
                                                     spec.adversarial_from_step, step):
             condition = self._condition(batch, self.device)
@@ -225,22 +235,61 @@ class Objective:
                                                    self._style(batch)))
             terms["adversarial"] = float(adversarial.detach())
             self._fake = x0_hat.detach()
-            swapped = self._swap_styles(batch)
-            if swapped is not None:
-                _, drawn = generator.training_outputs(swapped, rng, at=1.0)
+            if self.critic.style is not None:
+                swap = self._draw_swapped(generator, batch, rng)
+            if swap is not None:
+                swapped, _, drawn = swap
                 other = -critic_mean(self.critic(self._condition(swapped, self.device),
                                                  drawn.float(), self._style(swapped)))
                 terms["adversarial_swapped"] = float(other.detach())
                 adversarial = 0.5 * (adversarial + other)
                 self._swapped = (swapped, drawn.detach())
             total = total + spec.adversarial * adversarial
+        if self.texture_model is not None and self._active(spec.texture,
+                                                           spec.texture_from_step, step):
+            if swap is None:
+                swap = self._draw_swapped(generator, batch, rng)
+            texture = self._texture(batch, x0_hat, swap)
+            terms["texture"] = float(texture.detach())
+            total = total + spec.texture * texture
         return total, terms
 
-    def _swap_styles(self, batch: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _draw_swapped(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator
+                      ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None:
+        """(swapped batch, donor rows, drawings): see ``_swap_styles``."""
+        picked = self._swap_styles(batch)
+        if picked is None:
+            return None
+        swapped, donors = picked
+        _, drawn = generator.training_outputs(swapped, rng, at=1.0)
+        return swapped, donors, drawn
+
+    def _texture(self, batch: Mapping[str, Any], x0_hat: torch.Tensor,
+                 swap: tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None
+                 ) -> torch.Tensor:
+        """Texture distance of the first outputs to their own sketch and of the swapped
+        drawings to the sketch of the item whose style they were given."""
+        from tasks.generate.texture import texture_distance
+
+        assert self.texture_model is not None
+        k = min(self.spec.texture_items, x0_hat.shape[0])
+        drawn, rows = [x0_hat[:k]], [torch.arange(k)]
+        if swap is not None:
+            _, donors, swapped_drawn = swap
+            m = min(k, swapped_drawn.shape[0])
+            drawn.append(swapped_drawn[:m])
+            rows.append(donors[:m])
+        real = torch.as_tensor(batch["sketch"], dtype=torch.float32)[torch.cat(rows)]
+        with torch.no_grad():
+            target = self.texture_model.grams(real.to(self.device))
+        return texture_distance(self.texture_model.grams(torch.cat(drawn).float()), target)
+
+    def _swap_styles(self, batch: Mapping[str, Any]
+                     ) -> tuple[dict[str, Any], torch.Tensor] | None:
         """The first ``style_swap_items`` items under the style of the nearest later item
-        whose style differs (None when the batch holds one style)."""
+        whose style differs, and those items' rows (None when the batch holds one style)."""
         k = min(self.spec.style_swap_items, len(batch["text"]))
-        if k == 0 or self.critic is None or self.critic.style is None:
+        if k == 0:
             return None
         text = torch.as_tensor(batch["text"])
         n = text.shape[0]
@@ -256,8 +305,9 @@ class Objective:
         index = torch.as_tensor(picked)
         swapped = {key: (torch.as_tensor(value)[index] if value is not None else None)
                    for key, value in batch.items()}
-        swapped["text"] = text[torch.as_tensor(rows)]
-        return swapped
+        donors = torch.as_tensor(rows)
+        swapped["text"] = text[donors]
+        return swapped, donors
 
     def critic_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One hinge update of the critic on this step's real sketches and fakes."""

@@ -163,9 +163,14 @@ class StyleClassifier:
                    cross_validated_accuracy(features, labels, len(classes), groups),
                    fingerprint)
 
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        """Unnormalised log-probabilities: a softmax over a subset of the classes (how two
+        of them share a sketch) stays defined where their probabilities underflow to 0."""
+        standard = _standardise(np.asarray(vectors, np.float64), self.mean, self.scale)
+        return standard @ self.weights + self.bias
+
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        logits = _standardise(np.asarray(vectors, np.float64), self.mean, self.scale)
-        logits = logits @ self.weights + self.bias
+        logits = self.logits(vectors)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -262,8 +267,8 @@ def _read_features(path: Path) -> dict[str, np.ndarray]:
         return {}  # missing or damaged: recomputed, not trusted
 
 
-def _encode_examples(workspace: Workspace, style: Style, ids: list[str], size: int,
-                     encoder) -> dict[str, np.ndarray]:
+def encode_examples(workspace: Workspace, style: Style, ids: list[str], size: int,
+                    encoder) -> dict[str, np.ndarray]:
     """(1 + AUGMENTED_COPIES, dim) features per face: the example and its augmented copies."""
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(ids), ENCODE_CHUNK):
@@ -297,8 +302,8 @@ def _example_features(workspace: Workspace, plan: ExamplePlan, registry: Mapping
         cached = _read_features(path)
         missing = [face for face in ids if face not in cached]
         if missing:
-            cached.update(_encode_examples(workspace, registry[name], missing, plan.size,
-                                           encoder))
+            cached.update(encode_examples(workspace, registry[name], missing, plan.size,
+                                          encoder))
             kept = sorted(cached)
             buffer = io.BytesIO()
             np.savez(buffer, ids=np.array(kept), features=np.stack([cached[k] for k in kept]))

@@ -203,8 +203,10 @@ def test_style_swap_draws_a_mugshot_in_another_style_for_the_critic_alone() -> N
     batch = make_batch(0)
     styles = torch.nn.functional.normalize(torch.randn(2, DIMS["text"]))
     batch["text"] = styles[torch.tensor([0, 0, 1, 1])]
-    swapped = objective._swap_styles(batch)
-    assert swapped is not None and len(swapped["text"]) == 2
+    picked = objective._swap_styles(batch)
+    assert picked is not None
+    swapped, donors = picked
+    assert len(swapped["text"]) == 2 and donors.tolist() == [2, 2]
     # Each swapped item keeps its mugshot and takes the next item's different style.
     assert torch.equal(swapped["start"], batch["start"][:2])
     assert torch.equal(swapped["text"], styles[torch.tensor([1, 1])])
@@ -216,6 +218,51 @@ def test_style_swap_draws_a_mugshot_in_another_style_for_the_critic_alone() -> N
     one_style = make_batch(1)
     one_style["text"] = styles[torch.zeros(4, dtype=torch.long)]
     assert objective._swap_styles(one_style) is None
+
+
+def test_texture_features_are_frozen_and_compare_texture_not_layout() -> None:
+    from tasks.generate.texture import TextureFeatures, texture_distance
+
+    features = TextureFeatures()
+    assert not any(p.requires_grad for p in features.parameters())
+    features.train()
+    assert not features.training  # ImageNet's BatchNorm statistics stay
+    g = torch.Generator().manual_seed(0)
+    stripes = torch.sin(torch.arange(64.0) * 1.3).view(1, 1, 1, 64).expand(1, 1, 64, 64)
+    shifted = torch.roll(stripes, shifts=7, dims=3)  # same texture, moved
+    blobs = torch.nn.functional.avg_pool2d(torch.randn(1, 1, 64, 64, generator=g), 9, 1, 4)
+    blobs = blobs / blobs.abs().max()
+    grams = [features.grams(x) for x in (stripes, shifted, blobs)]
+    assert [tuple(m.shape[1:]) for m in grams[0]] == [(16, 16), (24, 24), (40, 40)]
+    assert float(texture_distance(grams[0], grams[0])) == 0.0
+    assert float(texture_distance(grams[1], grams[0])) < 0.1 * float(
+        texture_distance(grams[2], grams[0]))
+    picture = blobs.clone().requires_grad_(True)
+    texture_distance(features.grams(picture), grams[0]).backward()
+    assert picture.grad is not None and picture.grad.abs().sum() > 0
+
+
+def test_texture_loss_compares_swapped_drawings_with_the_style_they_were_given() -> None:
+    gen = SketchGenerator.build(config_with(texture=1.0, texture_from_step=3, texture_items=2,
+                                            style_swap_items=2), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu", style_dim=DIMS["text"])
+    assert objective.critic is None and objective.texture_model is not None
+    batch = make_batch(0)
+    styles = torch.nn.functional.normalize(torch.randn(2, DIMS["text"]))
+    batch["text"] = styles[torch.tensor([0, 0, 1, 1])]
+    _, early = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 2)
+    assert set(early) == {"regression"}
+    loss, terms = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 3)
+    assert set(terms) == {"regression", "texture"} and terms["texture"] > 0
+    loss.backward()
+    assert any(p.grad is not None for p in gen.unet.parameters())
+    # Outputs equal to their own sketches cost nothing; swapped drawings are held to the
+    # donor's sketch (item 2's), so drawing the donor's sketch costs nothing either.
+    sketch = batch["sketch"]
+    own = objective._texture(batch, sketch, None)
+    donor = objective._texture(batch, sketch, (batch, torch.tensor([2, 2]), sketch[[2, 2]]))
+    other = objective._texture(batch, sketch, (batch, torch.tensor([2, 2]), sketch[[0, 1]]))
+    assert float(own) == 0.0 and float(donor) == 0.0 and float(other) > 0
 
 
 def test_a_fixed_time_of_one_is_where_the_sampler_begins() -> None:

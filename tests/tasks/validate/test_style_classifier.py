@@ -39,6 +39,21 @@ def test_a_style_without_examples_is_not_judged_and_the_cache_round_trips():
     assert len(again.reference_features("a")) == 10  # one per group of three copies
 
 
+def test_logits_split_two_classes_where_their_probabilities_underflow():
+    features, labels = _clusters()
+    classifier = sc.StyleClassifier.fit(features, labels, ["a", "b", "c"], {}, "fp")
+    far = features[labels == 2][:1] * 200  # far out along class c: a and b underflow to 0
+    assert classifier.probabilities(far)[0, :2].sum() == 0.0
+    logits = classifier.logits(far)[:, :2]
+    share = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert np.isfinite(share).all() and share.sum() == pytest.approx(1.0)
+    near = features[:5]
+    probs = classifier.probabilities(near)
+    pair = classifier.logits(near)[:, :2]
+    expected = probs[:, :2] / probs[:, :2].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.exp(pair) / np.exp(pair).sum(axis=1, keepdims=True), expected)
+
+
 def test_zero_shot_picks_the_closest_prompt():
     prompts = {"ink": np.array([1.0, 0.0]), "pencil": np.array([0.0, 1.0])}
     predicted, own = sc.zero_shot(np.array([[0.9, 0.1], [0.2, 0.8]]), prompts, ["ink", "ink"])
