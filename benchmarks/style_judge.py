@@ -2,7 +2,7 @@
 artist drew? And where do a generator's sketches fail it?
 
 Run: .venv/bin/python benchmarks/style_judge.py --workspace WS [--project 0 4]
-         [--features pooled gram gram-effnet] [--seed 0]
+         [--features pooled gram gram-effnet tone] [--seed 0]
 
 Each artist's examples are drawings of one dataset's people (CUHK students, FERET faces), so
 a judge could learn the faces instead of the strokes and call every drawing of a CUHK face
@@ -200,32 +200,23 @@ class RandomGram:
 
 
 class EffNetGram(RandomGram):
-    """Gram matrices of the image encoder's (EfficientNet-Lite0) blocks 1, 3 and 6: the
-    ImageNet texture statistics of neural style transfer (Gatys et al. 2016)."""
+    """Gram matrices of the image encoder's (EfficientNet-Lite0) blocks 1, 3 and 6 at its
+    224-px input: the ImageNet texture statistics of neural style transfer (Gatys et al.
+    2016); the generator's texture loss reads blocks 1, 3 and 5 at 112 px."""
 
     def __init__(self, seed: int = 0):
-        import torch
-
         from tasks.encoders.effnet import EffNetLite0Encoder
+        from tasks.generate.texture import TextureFeatures
 
         encoder = EffNetLite0Encoder(device="cpu")
-        self.model = encoder.model.float().to(memory_format=torch.contiguous_format)
+        self.features = TextureFeatures(encoder.model, blocks=(0, 2, 5))
         self.size = encoder.image_size
-        self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
     def layers(self, x):
         import torch.nn.functional as F
 
-        m = self.model
-        x = F.interpolate((x + 1.0) / 2.0, size=self.size, mode="bilinear",
-                          align_corners=False)
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
-        x = m._swish(m._bn0(m._conv_stem(x)))
-        for i, block in enumerate(m._blocks[:6]):
-            x = block(x)
-            if i in (0, 2, 5):
-                yield x
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        yield from self.features.activations(x)
 
 
 class Tone:
@@ -256,9 +247,10 @@ def _grey(batch):
 def _gram(h):
     import torch
 
-    b, c, height, width = h.shape
-    flat = h.reshape(b, c, height * width)
-    gram = flat @ flat.transpose(1, 2) / (height * width)
+    from tasks.generate.texture import gram_matrix
+
+    c = h.shape[1]
+    gram = gram_matrix(h)
     upper = torch.triu_indices(c, c)
     entries = gram[:, upper[0], upper[1]]
     return torch.sign(entries) * torch.log1p(entries.abs())

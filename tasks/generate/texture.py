@@ -25,15 +25,17 @@ _STD = (0.229, 0.224, 0.225)
 class TextureFeatures(nn.Module):
     """Frozen EfficientNet-Lite0 stem and first blocks, in eval mode whatever the caller's."""
 
-    def __init__(self, model: nn.Module | None = None):
+    def __init__(self, model: nn.Module | None = None,
+                 blocks: tuple[int, ...] = TEXTURE_BLOCKS):
         super().__init__()
+        self.texture_blocks = tuple(blocks)
         if model is None:
             from tasks.encoders.effnet import EffNetLite0Encoder
 
             model = EffNetLite0Encoder(device="cpu").model
         model = model.float().to(memory_format=torch.contiguous_format)
         self.stem, self.bn0, self.swish = model._conv_stem, model._bn0, model._swish
-        self.blocks = nn.ModuleList(model._blocks[:max(TEXTURE_BLOCKS) + 1])
+        self.blocks = nn.ModuleList(model._blocks[:max(self.texture_blocks) + 1])
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -43,17 +45,24 @@ class TextureFeatures(nn.Module):
     def train(self, mode: bool = True) -> TextureFeatures:
         return super().train(False)  # BatchNorm statistics stay ImageNet's
 
-    def grams(self, sketch: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 1, H, W) grey in [-1, 1] -> one (B, C, C) Gram matrix per texture block."""
+    def activations(self, sketch: torch.Tensor):
+        """(B, 1, H, W) grey in [-1, 1] -> each texture block's output, in order."""
         x = ((sketch.float() + 1.0) / 2.0).expand(-1, 3, -1, -1)
         x = self.swish(self.bn0(self.stem((x - self.mean) / self.std)))
-        out = []
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i in TEXTURE_BLOCKS:
-                flat = x.flatten(2)
-                out.append(flat @ flat.transpose(1, 2) / flat.shape[2])
-        return out
+            if i in self.texture_blocks:
+                yield x
+
+    def grams(self, sketch: torch.Tensor) -> list[torch.Tensor]:
+        """One (B, C, C) Gram matrix per texture block."""
+        return [gram_matrix(x) for x in self.activations(sketch)]
+
+
+def gram_matrix(activations: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) channel co-activations averaged over positions."""
+    flat = activations.flatten(2)
+    return flat @ flat.transpose(1, 2) / flat.shape[2]
 
 
 def texture_distance(drawn: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
