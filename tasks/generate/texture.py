@@ -13,6 +13,8 @@ sketch as it is (its first blocks are convolutions, so no resize to its 224-px i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -45,7 +47,7 @@ class TextureFeatures(nn.Module):
     def train(self, mode: bool = True) -> TextureFeatures:
         return super().train(False)  # BatchNorm statistics stay ImageNet's
 
-    def activations(self, sketch: torch.Tensor):
+    def activations(self, sketch: torch.Tensor) -> Iterator[torch.Tensor]:
         """(B, 1, H, W) grey in [-1, 1] -> each texture block's output, in order."""
         x = ((sketch.float() + 1.0) / 2.0).expand(-1, 3, -1, -1)
         x = self.swish(self.bn0(self.stem((x - self.mean) / self.std)))
