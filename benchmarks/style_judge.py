@@ -98,19 +98,21 @@ def main() -> None:
                                            [(s["sketch_id"], s["png_sha256"]) for s in sketches])
             judged = [s for s in sketches if s["sketch_id"] in stored]
             vectors = np.stack([stored[s["sketch_id"]] for s in judged]) if judged else None
-            features = classifier.features
+            features, own = classifier.features, classifier
         else:
             encoder = FEATURES[kind](args.seed)
-            features = _example_features(workspace, judge, encoder)
-            judged = sketches
-            vectors = _sketch_features(workspace, judged, encoder) if judged else None
+            features, own = _example_features(workspace, judge, encoder), None
+            judged, vectors = _sketch_features(workspace, sketches, encoder)
         print(f"\n##### the judge reading {kind} features ({features.shape[1]}-d)")
-        _verdicts(classifier, features, row_source, judged, vectors, source, args.project)
+        _verdicts(classifier, features, row_source, judged, vectors, source, args.project, own)
 
 
-def _verdicts(classifier, features, row_source, sketches, vectors, source, project) -> None:
+def _verdicts(classifier, features, row_source, sketches, vectors, source, project,
+              own=None) -> None:
     """The control and the generated sketches' verdicts of a judge on ``features`` (rows
-    laid out as ``classifier``'s), for each number of projected photo-source directions."""
+    laid out as ``classifier``'s), for each number of projected photo-source directions.
+    ``own``: the classifier already fitted on ``features`` (the validate stage's), used as
+    it is where nothing is projected."""
     import numpy as np
 
     from tasks.validate.style_classifier import StyleClassifier
@@ -127,8 +129,9 @@ def _verdicts(classifier, features, row_source, sketches, vectors, source, proje
             x = np.asarray(x, np.float64)
             return x if directions is None else x - (x @ directions.T) @ directions
 
-        fitted = StyleClassifier.fit(project(features), labels, classifier.classes,
-                                     classifier.reference, "probe", classifier.groups)
+        fitted = own if (own is not None and directions is None) else StyleClassifier.fit(
+            project(features), labels, classifier.classes, classifier.reference, "probe",
+            classifier.groups)
         print(f"\n== {k} photo-source directions projected out "
               f"(cross-validated accuracy {fitted.cv_accuracy:.3f})")
         if len(artists) >= 2:
@@ -161,7 +164,27 @@ def _verdicts(classifier, features, row_source, sketches, vectors, source, proje
 # --------------------------------------------------------------------------- texture judges
 
 
-class RandomGram:
+class _Gram:
+    """Signed-log upper-triangle Gram entries of every layer ``layers`` yields."""
+
+    def layers(self, x):
+        raise NotImplementedError
+
+    def encode(self, batch):
+        """(N, 112, 112[, 3]) uint8 -> (N, dim) features."""
+        import numpy as np
+        import torch
+
+        x = torch.as_tensor(_grey(batch), dtype=torch.float32)[:, None] / 127.5 - 1.0
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), 64):
+                out.append(torch.cat([_gram(h) for h in self.layers(x[start:start + 64])],
+                                     dim=1).numpy())
+        return np.concatenate(out)
+
+
+class RandomGram(_Gram):
     """Gram matrices of three layers of seeded random 3x3 filters (Ustyuzhaninov et al.
     2017: random filters suffice for texture statistics). Orderless, so the face's layout,
     the people drawn, should not count; no weights to ship or trust."""
@@ -185,21 +208,8 @@ class RandomGram:
             x = F.relu(F.conv2d(x, weights, stride=1 if i == 0 else 2, padding=1))
             yield x
 
-    def encode(self, batch):
-        """(N, 112, 112[, 3]) uint8 -> (N, dim) signed-log Gram entries of every layer."""
-        import numpy as np
-        import torch
 
-        x = torch.as_tensor(_grey(batch), dtype=torch.float32)[:, None] / 127.5 - 1.0
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), 64):
-                out.append(torch.cat([_gram(h) for h in self.layers(x[start:start + 64])],
-                                     dim=1).numpy())
-        return np.concatenate(out)
-
-
-class EffNetGram(RandomGram):
+class EffNetGram(_Gram):
     """Gram matrices of the image encoder's (EfficientNet-Lite0) blocks 1, 3 and 6 at its
     224-px input: the ImageNet texture statistics of neural style transfer (Gatys et al.
     2016); the generator's texture loss reads blocks 1, 3 and 5 at 112 px."""
@@ -273,17 +283,29 @@ def _example_features(workspace, judge, encoder):
 
 
 def _sketch_features(workspace, sketches, encoder):
-    import cv2
+    """(the sketches that decode, their features), read as the validate stage reads them;
+    a PNG that is gone or does not decode is counted and left out, as validate does."""
     import numpy as np
 
-    from tasks.validate.vectors import to_aligned
+    from tasks.validate.vectors import read_image, to_aligned
 
-    out = []
+    kept, out, missing = [], [], 0
     for start in range(0, len(sketches), 256):
-        pictures = [cv2.imread(str(workspace.root / s["png_path"]), cv2.IMREAD_GRAYSCALE)
-                    for s in sketches[start:start + 256]]
-        out.append(encoder.encode(np.stack([to_aligned(p) for p in pictures])))
-    return np.concatenate(out)
+        part, pictures = [], []
+        for sketch in sketches[start:start + 256]:
+            path = workspace.root / sketch["png_path"]
+            picture = read_image(workspace.root, sketch["png_path"]) if path.is_file() else None
+            if picture is None:
+                missing += 1
+                continue
+            part.append(sketch)
+            pictures.append(to_aligned(picture))
+        if part:
+            kept += part
+            out.append(encoder.encode(np.stack(pictures)))
+    if missing:
+        print(f"{missing} generated sketches left out: their PNG is missing or does not decode")
+    return kept, (np.concatenate(out) if out else None)
 
 
 def _source_directions(features, labels, sources, renders, k):
