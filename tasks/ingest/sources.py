@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import io
 import os
 import re
@@ -50,6 +51,45 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+@dataclass(frozen=True)
+class Root:
+    """The folder files must stay inside, as it was reached and as it resolves.
+
+    Sources usually arrive through links (a mounted data folder, ``../shared`` as a link):
+    a member is judged by comparing *resolved* paths on both sides, so a source reached
+    through links ingests as its real path does, while a link inside it that leads out is
+    still refused. ``given`` is kept for messages and for paths written relative to it.
+    """
+
+    given: Path
+    real: Path
+
+    @classmethod
+    def of(cls, folder: Path) -> Root:
+        folder = Path(os.path.abspath(Path(folder).expanduser()))
+        return cls(folder, Path(os.path.realpath(folder)))
+
+
+class SourceLoopError(ManifestError):
+    """A source path whose links lead back to themselves: it names no folder or file."""
+
+
+def check_no_loop(path: Path) -> None:
+    """Refuse a path whose symbolic links loop (a -> b -> a) with the links named.
+
+    ``Path.exists`` answers False for a loop, which would read as "does not exist" and
+    send the user looking for a missing folder; strict resolution says what is wrong.
+    """
+    try:
+        os.path.realpath(path, strict=True)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SourceLoopError(
+                f"source {path} is a symbolic link that loops back on itself "
+                f"({error.strerror}): point it at a real folder or manifest") from None
+        # Missing files are reported by the caller, in its own words.
+
+
 def printable(text: str) -> str:
     """``text`` as storable UTF-8: a name that is not UTF-8 on disk (decoded by Python with
     surrogate escapes) keeps its undecodable bytes as ``\\xNN``, so a quarantine row can still
@@ -61,7 +101,7 @@ def _not_utf8(name: str) -> bool:
     return printable(name) != name
 
 
-def resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None]:
+def resolve_member(raw: str, base: Path, root: Root) -> tuple[Path, tuple | None]:
     """Resolve ``raw`` against ``base``; refuse it if it (or a symlink in it) leaves ``root``.
 
     A path the operating system cannot even look up (a NUL byte, a name over 255 bytes, a
@@ -79,19 +119,20 @@ def resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None
             QuarantineReason.UNREADABLE_FILE, f"{raw!r} cannot be looked up: {reason}")
 
 
-def _resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | None]:
+def _resolve_member(raw: str, base: Path, root: Root) -> tuple[Path, tuple | None]:
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute():
         candidate = base / candidate
     lexical = Path(os.path.normpath(candidate))
-    if not _inside(lexical, root):
-        return lexical, (QuarantineReason.PATH_OUTSIDE_ROOT, f"{raw!r} resolves outside {root}")
     real = Path(os.path.realpath(lexical))
-    if not _inside(real, root):
-        return lexical, (
-            QuarantineReason.PATH_OUTSIDE_ROOT,
-            f"{raw!r} is a symlink to {real}, outside {root}",
-        )
+    if not _inside(real, root.real):
+        if _inside(lexical, root.given) or _inside(lexical, root.real):
+            return lexical, (
+                QuarantineReason.PATH_OUTSIDE_ROOT,
+                f"{raw!r} is a symlink to {real}, outside {root.given}",
+            )
+        return lexical, (QuarantineReason.PATH_OUTSIDE_ROOT,
+                         f"{raw!r} resolves outside {root.given}")
     if not real.exists():
         if lexical.is_symlink():
             return lexical, (QuarantineReason.MISSING_FILE,
@@ -109,15 +150,20 @@ def _resolve_member(raw: str, base: Path, root: Path) -> tuple[Path, tuple | Non
 
 def scan_folder(folder: Path) -> list[SourceItem]:
     """One sub-folder per identity; image files directly inside it are that identity's photos."""
-    root = Path(os.path.realpath(folder))
+    root = Root.of(folder)
     items: list[SourceItem] = []
     identities = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not identities:
         raise ManifestError(
             f"{folder} has no identity sub-folders; expected {folder}/<identity_id>/<photo>"
         )
+    for dead in sorted(p for p in folder.iterdir() if p.is_symlink() and not p.exists()):
+        # A link that loops or leads nowhere is no folder to scan; say so, not skip it.
+        items.append(SourceItem(dead.name, "photo", dead, refusal=(
+            QuarantineReason.MISSING_FILE,
+            "identity folder is a symlink that leads nowhere (broken or looping)")))
     for identity in identities:
-        if not _inside(Path(os.path.realpath(identity)), root):
+        if not _inside(Path(os.path.realpath(identity)), root.real):
             items.append(SourceItem(
                 identity.name, "photo", identity,
                 refusal=(QuarantineReason.PATH_OUTSIDE_ROOT,
@@ -205,8 +251,9 @@ def read_manifest(manifest: Path, root: Path | None = None) -> list[SourceItem]:
     ``root`` bounds where files may live (default: the manifest's folder), so a manifest
     cannot pull in arbitrary files from the machine.
     """
+    # Relative paths mean what the operating system makes of them: from the real folder.
     base = manifest.parent.resolve()
-    root = Path(os.path.realpath(root or base))
+    root = Root.of(root or base)
     what = "line" if manifest.suffix.lower() != ".parquet" else "row"
     columns, rows = _read_rows(manifest)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -250,6 +297,7 @@ def read_manifest(manifest: Path, root: Path | None = None) -> list[SourceItem]:
 
 def read_source(source: str | Path, root: str | Path | None = None) -> list[SourceItem]:
     source = Path(source).expanduser()
+    check_no_loop(source)
     if source.is_dir():
         if root is not None:
             raise ManifestError("--root applies to manifests; a folder source is its own root")
