@@ -16,6 +16,7 @@ Two faults get a name of their own, because the user's next step depends on them
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -465,13 +466,94 @@ def export_parquet(workspace: Workspace, name: str) -> Path | None:
     return write_parquet_atomic(table.to_arrow(), workspace.datasets_dir / f"{name}.parquet")
 
 
-def compact(workspace: Workspace, names: Iterable[str]) -> None:
-    """Merge the small fragments that chunked upserts leave behind."""
+# LanceDB's own default for removing old versions while it compacts.
+DEFAULT_CLEANUP = dt.timedelta(days=7)
+
+
+def compact(workspace: Workspace, names: Iterable[str],
+            older_than: dt.timedelta = DEFAULT_CLEANUP) -> int:
+    """Merge the small fragments that chunked upserts leave behind, and remove the files of
+    versions older than ``older_than`` that no tag holds; returns the bytes this freed.
+
+    ``optimize()`` refuses outright ("tagged version(s) have been marked for cleanup") when
+    a tagged version is older than its window, and every published dataset version tags
+    ``sketches``: with LanceDB's 7-day default, every merge a week after the first
+    publication would fail. The window is widened to spare the oldest tagged version.
+    Unverified files (a failed transaction's) are removed only under the workspace lock,
+    which every writer takes, so no transaction can be in flight.
+    """
+    freed = 0
     for name in names:
         table = _open(workspace, name)
-        if table is not None:
-            with disk_space(_table_dir(workspace, name), "compacting"):
-                table.optimize()
+        if table is None:
+            continue
+        folder = _table_dir(workspace, name)
+        before = folder_bytes(folder)
+        with disk_space(folder, "compacting"):
+            table.optimize(cleanup_older_than=cleanup_window(table, older_than),
+                           delete_unverified=older_than < DEFAULT_CLEANUP)
+        freed += max(0, before - folder_bytes(folder))
+    return freed
+
+
+def cleanup_window(table, older_than: dt.timedelta) -> dt.timedelta:
+    """``older_than``, widened so that no tagged version is older than it (plus a minute:
+    the versions' clock and this one are read a moment apart)."""
+    tagged = {info["version"] for info in table.tags.list().values()}
+    if not tagged:
+        return older_than
+    stamps = [v["timestamp"] for v in table.list_versions() if v["version"] in tagged]
+    if not stamps:
+        return older_than
+    oldest = min(stamps)
+    now = dt.datetime.now(oldest.tzinfo) if oldest.tzinfo else dt.datetime.now()
+    return max(older_than, now - oldest + dt.timedelta(minutes=1))
+
+
+def version_times(workspace: Workspace, name: str) -> dict[int, dt.datetime]:
+    """When each stored version of a table was committed (LanceDB's clock: naive local)."""
+    table = _open(workspace, name)
+    return {} if table is None else {int(v["version"]): v["timestamp"]
+                                     for v in table.list_versions()}
+
+
+def delete_tags(workspace: Workspace, name: str, labels: Iterable[str]) -> list[str]:
+    """Remove tags (not the versions: a later clean-up may, once nothing holds them)."""
+    table = _open(workspace, name)
+    if table is None:
+        return []
+    existing = table.tags.list()
+    removed = []
+    for label in labels:
+        if label in existing:
+            table.tags.delete(label)
+            removed.append(label)
+    return removed
+
+
+def folder_mtime(path: Path) -> float:
+    """The newest modification time of the files under ``path`` (0.0 when absent)."""
+    newest = 0.0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return newest
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (links not followed); 0 when absent."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(folder, name))
+                if stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+    return total
 
 
 # --------------------------------------------------------------------------- vector search

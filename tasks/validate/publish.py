@@ -71,6 +71,51 @@ def current_version(workspace: Workspace) -> str | None:
     return path.read_text().strip() or None if path.is_file() else None
 
 
+# --------------------------------------------------------------------------- pins
+# A pinned version is kept by retention whatever its age (an audit, a paper, a model in
+# production): ``clip4sketch datasets --pin VERSION``.
+
+PINS_FILE = PUBLISHED_DIR / "PINNED.json"
+
+
+def pinned_versions(workspace: Workspace) -> dict[str, str]:
+    """Pinned version -> the note given when it was pinned."""
+    path = workspace.root / PINS_FILE
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def pin_version(workspace: Workspace, version: str, note: str = "") -> None:
+    record = get_version(workspace, version)
+    if record is None or record["status"] != "published" or is_pruned(workspace, record):
+        state = ("unknown" if record is None
+                 else "pruned" if is_pruned(workspace, record) else record["status"])
+        raise VersionError(f"version {version!r} is {state}: only published versions that "
+                           "are still stored can be pinned")
+    _write_pins(workspace, {**pinned_versions(workspace), version: note})
+
+
+def unpin_version(workspace: Workspace, version: str) -> bool:
+    pins = pinned_versions(workspace)
+    if version not in pins:
+        return False
+    del pins[version]
+    _write_pins(workspace, pins)
+    return True
+
+
+def _write_pins(workspace: Workspace, pins: Mapping[str, str]) -> None:
+    storage.write_bytes_atomic(json.dumps(dict(sorted(pins.items())), indent=1).encode(),
+                               workspace.root / PINS_FILE)
+
+
+def is_pruned(workspace: Workspace, record: Mapping[str, Any]) -> bool:
+    """Retention removed the version's folder (its row stays, as history): its verdicts file,
+    removed last, is gone."""
+    return not (workspace.root / record["verdicts_path"]).is_file()
+
+
 def get_version(workspace: Workspace, version: str) -> dict[str, Any] | None:
     rows = storage.read(workspace, DATASET_VERSIONS, where=f"version = {storage.quote(version)}",
                         schema=DATASET_VERSIONS_SCHEMA).to_pylist()
@@ -80,26 +125,30 @@ def get_version(workspace: Workspace, version: str) -> dict[str, Any] | None:
 def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
     """Every version, newest first, with ``current`` marking the one in use."""
     current = current_version(workspace)
+    pins = pinned_versions(workspace)
     rows = storage.read(workspace, DATASET_VERSIONS,
                         columns=["version", "status", "created_at", "sketches", "accepted",
                                  "rejected", "acceptance_rate", "identities", "report_path",
-                                 "manifest_path", "run_id"],
+                                 "manifest_path", "verdicts_path", "run_id"],
                         schema=DATASET_VERSIONS_SCHEMA).to_pylist()
     rows.sort(key=lambda r: r["created_at"], reverse=True)
-    return [{**r, "current": r["version"] == current} for r in rows]
+    return [{**r, "current": r["version"] == current, "pinned": r["version"] in pins,
+             "pruned": is_pruned(workspace, r)} for r in rows]
 
 
 def versions_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """``list_versions`` as the plain-text table ``clip4sketch datasets`` prints."""
     if not rows:
         return "no dataset versions yet: run `clip4sketch validate`"
-    lines = [f"{'':2}{'version':16} {'status':10} {'created (UTC)':17} {'sketches':>8} "
+    lines = [f"{'':2}{'version':16} {'status':17} {'created (UTC)':17} {'sketches':>8} "
              f"{'accepted':>8} {'rate':>6}  report"]
     for r in rows:
-        lines.append(f"{'*' if r['current'] else ' ':2}{r['version']:16} {r['status']:10} "
+        mark = "*" if r["current"] else "p" if r.get("pinned") else " "
+        status = f"{r['status']}, pruned" if r.get("pruned") else r["status"]
+        lines.append(f"{mark:2}{r['version']:16} {status:17} "
                      f"{r['created_at']:%Y-%m-%d %H:%M} {r['sketches']:8d} {r['accepted']:8d} "
                      f"{r['acceptance_rate']:6.1%}  {r['report_path']}")
-    lines.append("* current (the published version in use)")
+    lines.append("* current (the published version in use); p pinned (kept by `prune`)")
     return "\n".join(lines)
 
 
@@ -214,6 +263,9 @@ def export_version(workspace: Workspace, version: str, destination: str | Path) 
     from tasks.validate.vectors import sha256_file
 
     record = get_version(workspace, version)
+    if record is not None and is_pruned(workspace, record):
+        raise VersionError(f"version {version!r} was pruned by retention (`clip4sketch "
+                           "prune`): its files are gone; pin versions you need to keep")
     if record is None or record["status"] != "published":
         published = [r["version"] for r in list_versions(workspace) if r["status"] == "published"]
         state = "unknown" if record is None else record["status"]
