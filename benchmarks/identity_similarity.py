@@ -33,7 +33,7 @@ def main() -> None:
 
     from tasks import storage
     from tasks.encoders import create
-    from tasks.generate.splits import load_split, resolve_split
+    from tasks.splits import load_split, resolve_split
     from tasks.storage import Workspace
     from tasks.validate.vectors import read_image, to_aligned
 

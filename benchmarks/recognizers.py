@@ -67,8 +67,8 @@ def say(message: str) -> None:
 def write_manifests(data: Path, work: Path) -> dict[str, Path]:
     """Full pairs manifests (paths into the shared data, no images copied) and train-only
     copies: training reads the latter, so the test identities never reach a trainer."""
-    from tasks.generate.splits import load_split
     from tasks.ingest.sources import MANIFEST_LAYOUTS
+    from tasks.splits import load_split
 
     out: dict[str, Path] = {}
     for name, style in (("cufsf", "cufsf-artist"), ("cuhk", "artist")):
@@ -88,7 +88,7 @@ def write_manifests(data: Path, work: Path) -> dict[str, Path]:
 
 def write_split(work: Path, extra_train: set[str]) -> Path:
     """Both bundled splits in one file, every other identity (AT&T, synthetic) ``train``."""
-    from tasks.generate.splits import load_split
+    from tasks.splits import load_split
 
     split: dict[str, str] = {}
     for name in ("cufsf", "cuhk"):
@@ -322,7 +322,7 @@ def main() -> int:
 
     import torch
 
-    from tasks.generate.splits import load_split
+    from tasks.splits import load_split
     from tasks.storage import Workspace
 
     # Vectors-sized tensors everywhere (heads, adapters, blocked search over a few hundred

@@ -67,7 +67,7 @@ class EvaluationInputs:
 
 def split_identities(split: str | Path, part: str) -> set[str]:
     """Identities of one part of a split file (``identity_id,split``)."""
-    from tasks.generate.splits import load_split
+    from tasks.splits import load_split
 
     chosen = {identity for identity, where in load_split(split).items() if where == part}
     if not chosen:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.generate.formulations import check_eta, known_formulations, known_starts
+
 Role = Literal["identity", "image", "text"]
 ROLES: tuple[Role, ...] = ("identity", "image", "text")
 SpatialCondition = Literal["none", "grey", "edges"]
@@ -135,8 +137,6 @@ class FormulationSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FormulationSpec:
-        from tasks.generate.formulations import check_eta, known_formulations, known_starts
-
         if self.kind not in known_formulations():
             raise ValueError(f"unknown formulation {self.kind!r}; known: "
                              f"{', '.join(known_formulations())}")

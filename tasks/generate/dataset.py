@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,11 @@ from schemas.records import FACES_SCHEMA, embedding_schema
 from schemas.styles import PairedSource, RenderSource, Style
 from tasks import storage
 from tasks.embed import vector_matrix
-from tasks.ingest.align import decode_png
+from tasks.faces import read_crops
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 
 FACE_ROLES = ("identity", "image")
-_CROP_CHUNK = 512
 # Salt so the batch sampler's stream is unrelated to the training step's noise stream, which
 # is seeded from the same (seed, step).
 _BATCH_SALT = 0x5EED_BA7C
@@ -129,21 +128,6 @@ def read_vectors(workspace: Workspace, table: VectorTable) -> tuple[dict[str, in
     vectors = vector_matrix(rows.column("vector"), table.dim)
     current = {face: i for i, face in enumerate(ids) if versions[face] == table.version}
     return current, versions, vectors
-
-
-def read_crops(workspace: Workspace, face_ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """Aligned crops (uint8 BGR) of the given faces, fetched in chunks to bound memory."""
-    wanted = sorted(set(face_ids))
-    crops: dict[str, np.ndarray] = {}
-    for start in range(0, len(wanted), _CROP_CHUNK):
-        part = wanted[start:start + _CROP_CHUNK]
-        quoted = ", ".join(f"'{i}'" for i in part)  # ids are sha256 hex: nothing to escape
-        rows = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
-                            where=f"face_id IN ({quoted})")
-        for face, png in zip(rows.column("face_id").to_pylist(),
-                             rows.column("aligned_png").to_pylist(), strict=True):
-            crops[face] = decode_png(png)
-    return crops
 
 
 def read_text_vectors(workspace: Workspace, table: VectorTable,

@@ -50,9 +50,9 @@ from tasks.generate.reports import (
     write_checkpoint_report,
     write_index,
 )
-from tasks.generate.splits import load_splits, resolve_split
 from tasks.locking import workspace_lock
 from tasks.runtime import retry_transient
+from tasks.splits import load_splits, resolve_split
 from tasks.storage import Workspace, write_bytes_atomic
 from tasks.styles.registry import (
     get_style,
@@ -276,7 +276,7 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     tables = {role: VectorTable.of(role, enc) for role, enc in encoders.items()}
     prompts = style_texts(styles)
     text_vectors = read_text_vectors(workspace, tables["text"], prompts)
-    from tasks.generate.formulations import build_formulation
+    from tasks.generate.formulations.base import build_formulation
 
     needs_start = build_formulation(config).needs_start
     targets = None

@@ -18,8 +18,9 @@ import numpy as np
 from schemas.settings import load_settings
 from schemas.styles import PairedSource
 from tasks import storage
-from tasks.generate.dataset import read_crops, spatial_inputs, start_inputs, to_grey
-from tasks.generate.splits import load_splits
+from tasks.faces import read_crops
+from tasks.generate.dataset import spatial_inputs, start_inputs, to_grey
+from tasks.splits import load_splits
 from tasks.storage import FACES, Workspace
 from tasks.styles.registry import get_style, styles_for
 from tasks.styles.rendering import render

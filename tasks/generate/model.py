@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tasks.generate.config import ROLES, GeneratorConfig, load_config
-from tasks.generate.formulations import build_formulation
+from tasks.generate.formulations.base import build_formulation
 
 FORMAT_VERSION = 1
 UNET_DIR = "unet"

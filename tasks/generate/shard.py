@@ -288,7 +288,8 @@ def _spatial_maps(workspace: Workspace, generator: Any, faces: list[str]
     mode = config.spatial_condition
     if mode == "none" and not generator.needs_start:
         return None
-    from tasks.generate.dataset import read_crops, spatial_inputs, start_inputs
+    from tasks.faces import read_crops
+    from tasks.generate.dataset import spatial_inputs, start_inputs
 
     crops = read_crops(workspace, faces)
     ordered = [crops[f] for f in faces]

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from schemas.records import ALIGNED_SIZE, FACES_SCHEMA
 from tasks import storage
-from tasks.recognize.recognizer import encoder_vectors, read_crops
+from tasks.faces import crop_stack, encoder_vectors, rows_by_id
 from tasks.storage import FACES, SKETCHES, Workspace
 
 ExampleKind = Literal["photo", "sketch", "synthetic"]
@@ -63,8 +63,6 @@ class Example:
 def face_examples(workspace: Workspace, face_ids: Iterable[str], kind: ExampleKind,
                   origin: str) -> list[Example]:
     """Stored faces (photos or real sketches) by id; identities come from the faces table."""
-    from tasks.recognize.recognizer import rows_by_id
-
     ids = list(dict.fromkeys(face_ids))
     found = rows_by_id(workspace, FACES, "face_id", ids, ["identity_id"])
     return [Example(found[f]["identity_id"], kind, f, origin, face_id=f) for f in ids
@@ -225,7 +223,7 @@ def _workspace_examples(other: Workspace) -> tuple[list[Example], dict[str, Any]
                 for r in rows.select(["sketch_id", "identity_id", "png_path",
                                       "style"]).to_pylist()]
     photos = photos_of(other, {e.identity_id for e in examples}, origin=str(other.root))
-    crops = read_crops(other, [p.face_id for p in photos]) if photos else []
+    crops = crop_stack(other, [p.face_id for p in photos]) if photos else []
     photos = [Example(p.identity_id, "photo", p.key, p.origin, crop=crop)
               for p, crop in zip(photos, crops, strict=True)]
     return examples + photos, {**provenance, "kind": "workspace", "workspace": str(other.root),
@@ -345,7 +343,7 @@ def load_crops(workspace: Workspace, examples: Sequence[Example]) -> np.ndarray:
     crops = np.zeros((len(examples), ALIGNED_SIZE, ALIGNED_SIZE, 3), np.uint8)
     stored = [i for i, e in enumerate(examples) if e.crop is None and e.face_id]
     if stored:
-        crops[stored] = read_crops(workspace, [examples[i].face_id for i in stored])
+        crops[stored] = crop_stack(workspace, [examples[i].face_id for i in stored])
     for i, example in enumerate(examples):
         if example.crop is not None:
             crops[i] = to_aligned(example.crop)

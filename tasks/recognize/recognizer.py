@@ -28,16 +28,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas.encoders import EncoderSpec
-from tasks import storage
+from tasks.faces import crop_stack, encoder_vectors, rows_by_id
 from tasks.storage import FACES, Workspace
 
 CONFIG_FILE = "recognizer.json"
 WEIGHTS_FILE = "recognizer.safetensors"
 FORMAT = "clip4sketch-recognizer/1"
 BASELINE = "baseline"
-# Above this many ids, reading the whole table once beats one IN-filter scan per chunk.
-_FILTER_LIMIT = 2000
-_CHUNK = 500
 
 
 class RecognizerError(ValueError):
@@ -50,70 +47,6 @@ class Recognizer(Protocol):
 
     def embed(self, workspace: Workspace, face_ids: Sequence[str],
               run_id: str = "local") -> np.ndarray: ...
-
-
-def rows_by_id(workspace: Workspace, table: str, key: str, ids: Sequence[str],
-               columns: list[str]) -> dict[str, dict[str, Any]]:
-    """Rows of ``table`` whose ``key`` is in ``ids``, keyed by it.
-
-    Small sets use IN filters in chunks; large ones read the columns once, because each
-    filter scans the whole table.
-    """
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
-    select = list(dict.fromkeys([key, *columns]))
-    if len(wanted) > _FILTER_LIMIT:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        rows = storage.read(workspace, table, columns=select)
-        if rows.num_rows == 0:
-            return {}
-        rows = rows.filter(pc.is_in(rows.column(key), value_set=pa.array(wanted, pa.string())))
-        return {row[key]: row for row in rows.to_pylist()}
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start:start + _CHUNK]
-        rows = storage.read(workspace, table, columns=select,
-                            where=storage.where_in(key, chunk))
-        found.update({row[key]: row for row in rows.to_pylist()})
-    return found
-
-
-def read_crops(workspace: Workspace, face_ids: Sequence[str]) -> np.ndarray:
-    """Aligned 112x112 BGR crops of stored faces, in ``face_ids`` order."""
-    from tasks.ingest.align import decode_png
-
-    found = rows_by_id(workspace, FACES, "face_id", face_ids, ["aligned_png"])
-    missing = [f for f in face_ids if f not in found]
-    if missing:
-        raise LookupError(f"{len(missing)} faces are not in the faces table, e.g. {missing[0]}")
-    if not face_ids:
-        return np.zeros((0, 112, 112, 3), np.uint8)
-    return np.stack([decode_png(found[f]["aligned_png"]) for f in face_ids])
-
-
-def encoder_vectors(workspace: Workspace, encoder: Any, face_ids: Sequence[str],
-                    run_id: str = "local") -> np.ndarray:
-    """Identity-encoder vectors of stored faces, computing only those missing or stale.
-
-    Goes through ``embed_faces_with`` so vectors land in the shared embedding table and
-    the next evaluation or training run reuses them.
-    """
-    from tasks.embed import embed_faces_with, embedding_table
-
-    report = embed_faces_with(workspace, "identity", encoder, run_id=run_id)
-    table = embedding_table("identity", encoder)
-    found = rows_by_id(workspace, table, "face_id", face_ids, ["vector", "encoder_version"])
-    stale = [f for f in face_ids
-             if f not in found or found[f]["encoder_version"] != encoder.version]
-    if stale:
-        raise LookupError(f"{len(stale)} faces have no {encoder.version} vector in {table} "
-                          f"after embedding ({report.computed} computed), e.g. {stale[0]}")
-    if not face_ids:
-        return np.zeros((0, encoder.dim), np.float32)
-    return np.asarray([found[f]["vector"] for f in face_ids], dtype=np.float32)
 
 
 @dataclass
@@ -209,7 +142,7 @@ class TrainedRecognizer:
                 if inputs is not None:
                     x = torch.from_numpy(inputs[start:start + self.batch_size])
                 else:
-                    x = crops_to_tensor(read_crops(workspace,
+                    x = crops_to_tensor(crop_stack(workspace,
                                                    face_ids[start:start + self.batch_size]))
                 vectors, _ = self.module(x.to(self.device))
                 out.append(vectors.float().cpu().numpy())

@@ -458,7 +458,7 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
     out.mkdir(parents=True, exist_ok=True)
     split = None
     if request.split:
-        from tasks.generate.splits import load_split, resolve_split
+        from tasks.splits import load_split, resolve_split
 
         split = load_split(resolve_split(request.split))
     examples, inputs = gather_examples(workspace, request, split, say)

@@ -24,7 +24,7 @@ import pyarrow as pa
 from schemas.records import FACES_SCHEMA
 from schemas.styles import RenderSource, Style
 from tasks import storage
-from tasks.generate.dataset import read_crops
+from tasks.faces import read_crops
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 

@@ -16,8 +16,8 @@ from tasks import storage
 from tasks.generate.dataset import DatasetError
 from tasks.generate.fit import TRAINING_FILE, PlanError, TrainRequest, fit_generator
 from tasks.generate.model import SketchGenerator, read_manifest
-from tasks.generate.splits import write_split
 from tasks.locking import WorkspaceBusyError, workspace_lock
+from tasks.splits import write_split
 from tasks.storage import Workspace
 from tasks.styles.registry import StyleError
 

@@ -6,18 +6,14 @@ tokens, and the training loop, EMA, checkpoints, shards and provenance call the 
 through this one seam without branching on its name. A new formulation is one module here,
 one line in ``FORMULATIONS`` and one config naming it.
 
-The registry names modules instead of importing them, so a config (and the CLI) can check a
-name without importing torch.
+This package's own module is the registry of names only: it imports no formulation and no
+config, so the config can check a name against it without importing torch, and the
+formulations (``base.build_formulation``) stand above both.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tasks.generate.config import GeneratorConfig
-    from tasks.generate.formulations.base import Formulation
+from tasks.styles.rendering import RENDERERS
 
 FORMULATIONS: dict[str, str] = {
     "ddpm": "tasks.generate.formulations.ddpm:DDPM",
@@ -45,17 +41,4 @@ def known_formulations() -> list[str]:
 
 
 def known_starts() -> list[str]:
-    from tasks.styles.rendering import RENDERERS
-
     return sorted([GREY_START, *RENDERERS])
-
-
-def build_formulation(config: GeneratorConfig) -> Formulation:
-    kind = config.formulation.kind
-    try:
-        module_name, cls_name = FORMULATIONS[kind].split(":")
-    except KeyError:
-        raise ValueError(f"unknown formulation {kind!r}; known: "
-                         f"{', '.join(known_formulations())}") from None
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(config)

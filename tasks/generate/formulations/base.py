@@ -1,16 +1,21 @@
-"""The interface every formulation implements, and the start images a bridge begins from."""
+"""The interface every formulation implements, building one from a config, and the start
+images a bridge begins from."""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 
 from tasks.generate.config import GeneratorConfig
+from tasks.generate.formulations import FORMULATIONS, GREY_START, known_formulations
+from tasks.styles.rendering import render
 
 # (x_t, model timestep) -> the model's (guided) prediction, in the formulation's own terms.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,6 +87,18 @@ class Formulation(ABC):
                 "scheduler": dict(self.scheduler().config)}
 
 
+def build_formulation(config: GeneratorConfig) -> Formulation:
+    """The formulation a config names (the modules are named in ``FORMULATIONS``)."""
+    kind = config.formulation.kind
+    try:
+        module_name, cls_name = FORMULATIONS[kind].split(":")
+    except KeyError:
+        raise ValueError(f"unknown formulation {kind!r}; known: "
+                         f"{', '.join(known_formulations())}") from None
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(config)
+
+
 def start_images(crops: np.ndarray, start: str, size: int) -> np.ndarray:
     """float32 (N, 1, size, size) in [-1, 1]: the image a bridge starts from, per mugshot.
 
@@ -89,11 +106,6 @@ def start_images(crops: np.ndarray, start: str, size: int) -> np.ndarray:
     grey). Renderers run at the stored crop size (their parameters are sized for 112 px) and
     are resized afterwards, as the rendered styles' targets are (tasks.generate.dataset).
     """
-    import cv2
-
-    from tasks.generate.formulations import GREY_START
-    from tasks.styles.rendering import render
-
     crops = np.asarray(crops)
     out = np.empty((len(crops), 1, size, size), np.float32)
     for i, crop in enumerate(crops):

@@ -268,7 +268,7 @@ def test_texture_loss_compares_swapped_drawings_with_the_style_they_were_given()
 def test_a_fixed_time_of_one_is_where_the_sampler_begins() -> None:
     """``at=1`` puts every item at the start image (the bridge) or at the last noise level
     (ddpm): what the style swap draws from."""
-    from tasks.generate.formulations import build_formulation
+    from tasks.generate.formulations.base import build_formulation
 
     x0 = torch.rand(3, 1, SIZE, SIZE) * 2 - 1
     start = torch.rand(3, 1, SIZE, SIZE) * 2 - 1

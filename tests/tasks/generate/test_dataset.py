@@ -11,12 +11,12 @@ from tasks import storage
 from tasks.demo.faces import make_demo_source
 from tasks.embed import embed_texts
 from tasks.encoders import load
+from tasks.faces import read_crops
 from tasks.generate.dataset import (
     DatasetError,
     VectorTable,
     assemble,
     batch_source,
-    read_crops,
     read_text_vectors,
     resize_grey,
     to_grey,

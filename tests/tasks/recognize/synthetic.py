@@ -10,7 +10,7 @@ import cv2
 import pyarrow as pa
 
 from tasks import storage
-from tasks.recognize.recognizer import read_crops
+from tasks.faces import crop_stack
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 
@@ -23,7 +23,7 @@ def write_synthetic_sketches(workspace: Workspace, size: int = 64) -> int:
                                     strict=True):
         if kind != "photo":
             continue
-        sketch = render("pencil-dodge", read_crops(workspace, [face])[0])
+        sketch = render("pencil-dodge", crop_stack(workspace, [face])[0])
         path = f"sketches/test/{face[:16]}.png"
         (workspace.root / path).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(workspace.root / path), cv2.resize(sketch, (size, size)))

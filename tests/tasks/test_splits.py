@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.generate.splits import (
+from tasks.splits import (
     SplitError,
     load_split,
     load_splits,

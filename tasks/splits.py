@@ -20,7 +20,7 @@ from tasks.storage import write_bytes_atomic
 SplitName = Literal["train", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "test")
 COLUMNS = ("identity_id", "split")
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "schemas" / "splits"
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "schemas" / "splits"
 
 
 class SplitError(ValueError):
