@@ -56,3 +56,24 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         return Thresholds.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError, ValueError) as error:
         raise ValueError(f"{path}: invalid thresholds: {error}") from error
+
+
+# Every per-sketch limit and every share opened up. Pipelines that draw with random-init
+# generators (flow tests, the nights benchmark) need a dataset that passes to test
+# publishing and retention; the quality gate itself is tested with the reviewed file.
+ACCEPT_ALL = {
+    "min_identity_similarity": -1.0, "min_share_identity": 0.0, "min_identity_margin": -2.0,
+    "min_share_margin": 0.0, "max_share_wrong_style": 1.0, "min_pixel_std": 0.0,
+    "max_saturated_share": 1.0, "max_colour_deviation": 255.0, "min_contrast": 0.0,
+    "min_neighbour_correlation": -1.0, "max_share_unhealthy": 1.0,
+    "max_mean_pairwise_similarity": 1.0, "min_mean_pairwise_similarity": -1.0,
+    "min_share_diverse_groups": 0.0,
+}
+
+
+def accept_all_thresholds(path: Path) -> Path:
+    """The reviewed thresholds file with ``ACCEPT_ALL`` applied, written to ``path``."""
+    reviewed = yaml.safe_load(THRESHOLDS_FILE.read_text())
+    reviewed["sketches"].update(ACCEPT_ALL)
+    path.write_text(yaml.safe_dump(reviewed))
+    return path

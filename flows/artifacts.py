@@ -11,6 +11,7 @@ from schemas.generation import GenerateReport, PlanSummary
 from tasks import storage
 from tasks.embed import EmbedReport
 from tasks.ingest.run import IngestReport
+from tasks.retention import PruneReport
 from tasks.storage import QUARANTINE, Workspace
 
 if TYPE_CHECKING:  # importing the generator's module would slow every flow's start-up
@@ -129,3 +130,13 @@ def publish_generate(markdown: str, style_rows: list[dict[str, Any]]) -> None:
     create_markdown_artifact(markdown=markdown, key="generate-summary", description="run summary")
     create_table_artifact(table=style_rows or [{"style": "none"}], key="generate-summary-styles",
                           description="sketches per style: planned, generated, skipped, flagged")
+
+
+def prune_markdown(report: PruneReport) -> str:
+    title = "Prune (dry run: nothing removed)" if report.dry_run else "Prune"
+    rows = "\n".join(f"| {why} | {size:,} |" for why, size in sorted(report.summary().items()))
+    return "\n".join([
+        f"# {title}", "", *[f"- {line}" for line in report.lines()], "",
+        "| what | bytes |", "|---|---:|", rows or "| nothing | 0 |", "",
+        f"Workspace: {report.bytes_before:,} bytes before, {report.bytes_after:,} after "
+        f"(LanceDB's clean-up freed {report.lancedb_bytes_freed:,})."])

@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from schemas.settings import RetentionSettings
 from schemas.validation import SKETCH_METRICS, SKETCH_VERDICTS
 from tasks import storage
 from tasks.evaluate.gallery import run_of
@@ -113,6 +114,18 @@ def check_policy(keep_published: int, keep_days: float) -> None:
             "published version would leave the current dataset without its files")
     if keep_days < 0:
         raise RetentionError(f"keep_days must be >= 0 (got {keep_days})")
+
+
+def resolve_policy(keep_published: int | None, keep_days: float | None,
+                   defaults: RetentionSettings) -> tuple[int, float]:
+    """Given values, else the retention settings; none at all is a user error."""
+    keep = keep_published if keep_published is not None else defaults.keep_published
+    if keep is None:
+        raise RetentionError("how many published versions to keep? give --keep N or set "
+                             "CLIP4SKETCH_RETENTION_KEEP_PUBLISHED")
+    days = keep_days if keep_days is not None else defaults.keep_days
+    check_policy(keep, days)
+    return keep, days
 
 
 # --------------------------------------------------------------------------- planning

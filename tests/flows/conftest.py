@@ -10,32 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
-from data_contracts.thresholds import THRESHOLDS_FILE
+from data_contracts.thresholds import accept_all_thresholds  # noqa: F401 (the flow tests import it from here)
 
 from ..tasks.generate.conftest import build_generator, build_workspace
-
-# Every per-sketch limit and every share opened up. Flow tests draw with random-init tiny
-# generators, whose noise the reviewed thresholds rightly refuse; tests of publishing, of
-# equal datasets and of the DAG need a dataset that passes. The quality gate itself is
-# tested with the reviewed file (tests/flows/test_validate.py, test_nightly_dag.py).
-ACCEPT_ALL = {
-    "min_identity_similarity": -1.0, "min_share_identity": 0.0, "min_identity_margin": -2.0,
-    "min_share_margin": 0.0, "max_share_wrong_style": 1.0, "min_pixel_std": 0.0,
-    "max_saturated_share": 1.0, "max_colour_deviation": 255.0, "min_contrast": 0.0,
-    "min_neighbour_correlation": -1.0, "max_share_unhealthy": 1.0,
-    "max_mean_pairwise_similarity": 1.0, "min_mean_pairwise_similarity": -1.0,
-    "min_share_diverse_groups": 0.0,
-}
-
-
-def accept_all_thresholds(path: Path) -> Path:
-    """The reviewed thresholds file with ``ACCEPT_ALL`` applied, written to ``path``."""
-    reviewed = yaml.safe_load(THRESHOLDS_FILE.read_text())
-    reviewed["sketches"].update(ACCEPT_ALL)
-    path.write_text(yaml.safe_dump(reviewed))
-    return path
 
 
 @pytest.fixture(autouse=True)

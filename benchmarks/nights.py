@@ -1,0 +1,222 @@
+"""A hundred nights with retention: workspace bytes and night seconds, night by night.
+
+Simulates what a data team's schedule does to a workspace over months: every night 1 % more
+faces arrive, every 25th night a new style is added, every 10th night's dataset is rejected
+(validated against the reviewed thresholds, which refuse a random-init generator's noise;
+the other nights use thresholds that accept it, so they publish), and the night ends with a
+prune (``keep_published``, ``keep_days`` 0: the count rule alone, since simulated nights
+are seconds apart). It prints, and plots to a PNG, the workspace's bytes and each night's
+seconds, beside:
+
+- the bytes the kept versions need: their folders and the PNGs their verdicts name, the
+  stored tables' current rows rewritten once (what a fresh workspace holding just them
+  would store), and the Parquet mirrors; goal: the workspace ≤ 1.3 × that after the last
+  night;
+- night 2's seconds; goal: the last night ≤ 1.2 × night 2.
+
+All nights run in one process against one Prefect server started (and warmed) before the
+clock, as ``benchmarks/nightly.py`` does.
+
+    .venv/bin/python -m benchmarks.nights                       # 100 nights, 50 faces
+    .venv/bin/python -m benchmarks.nights --nights 12 --faces 20 --no-prune   # the baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                   "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+                   "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
+    os.environ.setdefault(key, value)
+
+STYLE_PROMPTS = ["a soft graphite pencil sketch", "a charcoal drawing with heavy shading",
+                 "a fine ink line drawing", "a police composite sketch", "a pastel portrait"]
+
+
+def _add_style(workspace: Path, index: int) -> str:
+    name = f"bench-style-{index}"
+    folder = workspace / "styles"
+    folder.mkdir(parents=True, exist_ok=True)
+    style = {"name": name, "prompt": STYLE_PROMPTS[index % len(STYLE_PROMPTS)],
+             "source": {"kind": "paired", "sketch_style": name}}
+    (folder / f"{name}.json").write_text(json.dumps(style))
+    return name
+
+
+def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
+           keep: int | None) -> tuple[float, str]:
+    from flows.nightly import NightlyRejectedError, nightly
+
+    started = time.perf_counter()
+    try:
+        nightly(sources=[str(live)], workspace=str(workspace), styles=styles,
+                thresholds=thresholds, keep_published=keep, keep_days=0 if keep else None)
+        outcome = "published"
+    except NightlyRejectedError:
+        outcome = "rejected"
+    return time.perf_counter() - started, outcome
+
+
+def needed_bytes(workspace: Path, scratch: Path) -> int:
+    """What the kept versions need (see the module's docstring)."""
+    import pyarrow.parquet as pq
+
+    from tasks import storage
+    from tasks.storage import Workspace
+    from tasks.validate import publish
+
+    ws = Workspace.open(workspace)
+    total = 0
+    pngs: set[str] = set()
+    for version in publish.list_versions(ws):
+        if version["pruned"]:
+            continue
+        folder = workspace / publish.version_dir(version["status"], version["version"])
+        total += storage.folder_bytes(folder)
+        rows = pq.read_table(folder / publish.VERDICTS, columns=["png_path"]).to_pylist()
+        pngs |= {r["png_path"] for r in rows if r["png_path"]}
+    total += sum((workspace / p).stat().st_size for p in pngs if (workspace / p).is_file())
+    fresh = Workspace.open(scratch / "fresh")
+    for name in storage.table_names(ws):
+        rows = storage.read(ws, name)
+        if rows.num_rows:
+            storage.write_table(fresh, name, rows)
+    total += storage.folder_bytes(fresh.lancedb_dir)
+    total += storage.folder_bytes(workspace / "datasets") - sum(
+        storage.folder_bytes(workspace / publish.version_dir(v["status"], v["version"]))
+        for v in publish.list_versions(ws) if not v["pruned"])
+    shutil.rmtree(scratch / "fresh")
+    return total
+
+
+def _by_folder(workspace: Path) -> dict[str, int]:
+    from tasks import storage
+
+    return {p.name: storage.folder_bytes(p) for p in sorted(workspace.iterdir()) if p.is_dir()}
+
+
+def _plot(rows: list[dict], path: Path, needed: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nights = [r["night"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(nights, [r["bytes"] / 1e6 for r in rows], label="workspace")
+    top.axhline(needed / 1e6, color="grey", linestyle="--", label="kept versions need")
+    top.axhline(1.3 * needed / 1e6, color="red", linestyle=":", label="goal: 1.3x")
+    top.set_ylabel("MB")
+    top.legend()
+    bottom.plot(nights, [r["seconds"] for r in rows], label="night")
+    bottom.axhline(1.2 * rows[1]["seconds"], color="red", linestyle=":",
+                   label="goal: 1.2x night 2")
+    bottom.set_ylabel("seconds")
+    bottom.set_xlabel("night")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nights", type=int, default=100)
+    parser.add_argument("--faces", type=int, default=50, help="faces on the first night")
+    parser.add_argument("--growth", type=float, default=0.01, help="new faces a night")
+    parser.add_argument("--style-every", type=int, default=25)
+    parser.add_argument("--reject-every", type=int, default=10)
+    parser.add_argument("--keep", type=int, default=3, help="published versions kept")
+    parser.add_argument("--no-prune", action="store_true", help="the baseline: no retention")
+    parser.add_argument("--out", default=None, help="workspace and plot folder (kept)")
+    args = parser.parse_args()
+
+    os.environ["CLIP4SKETCH_GENERATE_SAMPLES_PER_FACE"] = "1"
+    os.environ["CLIP4SKETCH_GENERATE_STEPS"] = "2"
+    temp = Path(args.out or tempfile.mkdtemp(prefix="nights-bench-"))
+    os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
+    (temp / "prefect-home").mkdir(parents=True, exist_ok=True)
+
+    from prefect import flow
+    from prefect.testing.utilities import prefect_test_harness
+
+    from data_contracts.thresholds import THRESHOLDS_FILE, accept_all_thresholds
+    from schemas.encoders import EncoderSpec
+    from tasks import storage
+    from tasks.demo.faces import make_demo_source
+    from tasks.encoders import load
+    from tasks.generate.catalog import DEFAULT_GENERATOR
+    from tasks.generate.networks import SketchGenerator
+
+    extra = round(args.faces * args.growth * args.nights) + args.nights
+    source = make_demo_source(temp / "source", identities=args.faces + extra,
+                              photos_per_identity=1)
+    names = sorted(p.name for p in (source / "photos").iterdir())
+    workspace, live = temp / "ws", temp / "live"
+    live.mkdir(parents=True, exist_ok=True)
+    arrived = 0
+
+    def arrive(count: int) -> None:
+        nonlocal arrived
+        for name in names[arrived:arrived + count]:
+            shutil.copytree(source / "photos" / name, live / name)
+        arrived += count
+
+    encoders = {role: load(EncoderSpec(role=role, name=name)) for role, name in
+                (("identity", "sface"), ("image", "effnet-lite0"), ("text", "minilm"))}
+    generator = SketchGenerator.build("demo", {r: e.dim for r, e in encoders.items()},
+                                      {r: e.version for r, e in encoders.items()}, seed=0)
+    generator.save_pretrained(workspace / DEFAULT_GENERATOR)
+    accept = str(accept_all_thresholds(temp / "accept-all.yaml"))
+    styles = ["pencil-dodge"]
+    keep = None if args.no_prune else args.keep
+    rows: list[dict] = []
+    arrive(args.faces)
+
+    @flow
+    def warm_up() -> None:
+        """Starts and warms the server, outside the clock."""
+
+    with prefect_test_harness(server_startup_timeout=120):
+        warm_up()
+        for night in range(1, args.nights + 1):
+            if night > 1:
+                arrive(max(1, round(arrived * args.growth)))
+            if night % args.style_every == 0:
+                styles.append(_add_style(workspace, night // args.style_every))
+            rejected = night % args.reject_every == 0
+            seconds, outcome = _night(workspace, live, styles,
+                                      str(THRESHOLDS_FILE) if rejected else accept, keep)
+            size = storage.folder_bytes(workspace)
+            rows.append({"night": night, "faces": arrived, "styles": len(styles),
+                         "outcome": outcome, "seconds": seconds, "bytes": size})
+            print(f"night {night:3d}: {arrived:4d} faces, {len(styles)} style(s), "
+                  f"{outcome:9} {seconds:6.1f} s, workspace {size / 1e6:8.2f} MB", flush=True)
+
+    needed = needed_bytes(workspace, temp)
+    last, second = rows[-1], rows[1]
+    plot = temp / "nights.png"
+    _plot(rows, plot, needed)
+    (temp / "nights.json").write_text(json.dumps({"rows": rows, "needed": needed,
+                                                  "args": vars(args)}, indent=1))
+    print(f"\n{args.nights} nights, {'no prune' if keep is None else f'prune keep {keep}'}")
+    print(f"{'':28} {'value':>12} {'goal':>12}")
+    print(f"{'workspace after last night':28} {last['bytes'] / 1e6:10.2f} MB "
+          f"{1.3 * needed / 1e6:10.2f} MB  (1.3 x {needed / 1e6:.2f} MB the kept versions "
+          f"need: {last['bytes'] / needed:.2f} x)")
+    print(f"{'last night / night 2':28} {last['seconds'] / second['seconds']:12.2f} "
+          f"{1.2:12.2f}  ({last['seconds']:.1f} s / {second['seconds']:.1f} s)")
+    print("by folder after the last night: " + ", ".join(
+        f"{k} {v / 1e6:.2f} MB" for k, v in _by_folder(workspace).items()))
+    print(f"plot: {plot}\nrows: {temp / 'nights.json'}")
+
+
+if __name__ == "__main__":
+    main()
