@@ -110,7 +110,7 @@ def main() -> None:
 def style_judge(workspace, image_spec, generator_dir):
     """The validate stage's style judge for this generator's sketches in this workspace: its
     classifier's examples are shrunk to the generator's resolution, as validate does."""
-    from tasks.generate.model import read_manifest
+    from tasks.generate.saved import read_manifest
     from tasks.validate.compute import validate_judge
 
     size = int(read_manifest(generator_dir)["resolution"])

@@ -83,7 +83,7 @@ def main() -> None:
     from tasks.demo.faces import make_demo_source
     from tasks.encoders import load
     from tasks.generate.catalog import DEFAULT_GENERATOR
-    from tasks.generate.model import SketchGenerator
+    from tasks.generate.networks import SketchGenerator
 
     source = make_demo_source(temp / "source", identities=args.identities,
                               photos_per_identity=args.photos)

@@ -688,7 +688,7 @@ USER_ERRORS = (
     ("tasks.encoders.base", "EncoderError"),
     ("tasks.generate.conditions", "ConditionError"),
     ("tasks.generate.config", "ConfigError"),
-    ("tasks.generate.model", "GeneratorLoadError"),
+    ("tasks.generate.saved", "GeneratorLoadError"),
     ("tasks.ingest.sources", "ManifestError"),
     ("tasks.locking", "WorkspaceBusyError"),
     ("tasks.styles.registry", "StyleError"),

@@ -42,6 +42,7 @@ from schemas.generation import (
 from schemas.settings import Settings
 from tasks.generate.catalog import find_generator
 from tasks.generate.formulations import check_eta
+from tasks.generate.saved import check_recorded_shapes, read_manifest, verify_files
 from tasks.runtime import current_run_id
 
 
@@ -66,14 +67,17 @@ def _ran_out_of_space(future: Any) -> bool:
 def checked_generator(path: Path) -> dict[str, Any]:
     """The generator's manifest, after checking every weights file against its sha256 and
     its tensor shapes against its config."""
-    from tasks.generate.model import check_weight_shapes, read_manifest, verify_files
-
     manifest = read_manifest(path)
-    # The core's own checks (model.from_pretrained runs them too); run here so a truncated
-    # file or weights of another shape fail the flow before planning, without loading the
-    # model in the flow's process.
+    # The core's own checks (from_pretrained runs them too); run here so a truncated file or
+    # weights of another shape fail the flow before planning, from the manifest and the
+    # safetensors headers alone: no network is built and torch is not imported.
     verify_files(path, manifest["files"])
-    check_weight_shapes(path)
+    if not check_recorded_shapes(path, manifest):
+        # Saved before manifests recorded tensor shapes: only its nets can tell them (built
+        # on the meta device, which imports torch and diffusers), so imported only then.
+        from tasks.generate.networks import check_weight_shapes
+
+        check_weight_shapes(path)
     return manifest
 
 

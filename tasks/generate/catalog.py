@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.generate.model import MANIFEST_FILE, read_manifest
+from tasks.generate.saved import MANIFEST_FILE, read_manifest
 
 GENERATORS_DIR = "generators"
 DEFAULT_GENERATOR = Path(GENERATORS_DIR) / "default" / "final"

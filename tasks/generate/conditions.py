@@ -17,6 +17,7 @@ import numpy as np
 from schemas.generation import CONDITION_ROLES, ConditionSource
 from tasks import storage
 from tasks.embed import stored_versions, table_dim, vector_matrix
+from tasks.generate.saved import check_encoders
 from tasks.storage import Workspace
 
 FILTER_CHUNK = 500  # ids per IN (...) filter: keeps the query string small
@@ -42,8 +43,6 @@ def condition_sources(
     Raises GeneratorMismatchError (worded by the generator core) when the workspace holds
     vectors of that role only from other encoders, and ConditionError when it holds none.
     """
-    from tasks.generate.model import check_encoders
-
     dims = manifest.get("condition_dims", {})
     versions = manifest.get("encoder_versions", {})
     tables = storage.table_names(workspace)

@@ -347,7 +347,7 @@ def _vector_problem(photo: str, tables: Mapping[str, tuple[dict, dict, np.ndarra
 
 def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndarray:
     """The model's spatial channel for each photo, computed once (not per step)."""
-    from tasks.generate.model import spatial_condition
+    from tasks.generate.networks import spatial_condition
 
     if not crops:
         return np.zeros((0, 1, size, size), np.float32)

@@ -389,7 +389,7 @@ def fit_generator(request: TrainRequest, on_checkpoint: OnCheckpoint | None = No
 
 def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckpoint | None,
          say: Callable[[str], None], began: float) -> TrainReport:
-    from tasks.generate.model import SketchGenerator
+    from tasks.generate.networks import SketchGenerator
     from tasks.generate.training import ema_generator, latest_checkpoint, train
 
     training = p.training

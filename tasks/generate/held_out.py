@@ -89,7 +89,8 @@ def draw_samples(workspace: Workspace, generator_dir: str | Path, photo_ids: Seq
     stage draws it (the same condition tables, spatial and start images; seeds from the
     base), with one load of the generator and its conditions for all of them."""
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
-    from tasks.generate.model import SketchGenerator, read_manifest
+    from tasks.generate.networks import SketchGenerator
+    from tasks.generate.saved import read_manifest
 
     manifest = read_manifest(generator_dir)
     sources = condition_sources(workspace, manifest)

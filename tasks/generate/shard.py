@@ -145,7 +145,8 @@ def load_generator(path: str | Path, device: str, expected: Mapping[str, tuple[i
     Keyed by path and device and checked against the manifest's version on every call (a
     cheap JSON read), so a generator saved again under the same path is reloaded.
     """
-    from tasks.generate.model import SketchGenerator, read_manifest
+    from tasks.generate.networks import SketchGenerator
+    from tasks.generate.saved import read_manifest
 
     root = Path(path).resolve()
     version = read_manifest(root)["version"]
@@ -307,7 +308,7 @@ def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str
             texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams,
             spatial: Mapping[str, Mapping[str, np.ndarray]] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-    from tasks.generate.model import NonFiniteSampleError
+    from tasks.generate.networks import NonFiniteSampleError
 
     conditions = {
         role: np.stack([vectors[role][item["face_id"]] for item in batch])

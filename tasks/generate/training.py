@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from tasks.generate.config import AugmentSpec
-from tasks.generate.model import SketchGenerator
+from tasks.generate.networks import SketchGenerator
 from tasks.generate.objectives import Objective, build_objective
 
 log = logging.getLogger(__name__)

@@ -34,14 +34,9 @@ from schemas.validation import SKETCH_METRICS
 from tasks import storage
 from tasks.encoders.base import EncoderError
 from tasks.generate.conditions import condition_sources
-from tasks.generate.model import (
-    MANIFEST_FILE,
-    UNET_WEIGHTS,
-    GeneratorLoadError,
-    SketchGenerator,
-    read_manifest,
-)
+from tasks.generate.networks import SketchGenerator
 from tasks.generate.plan import plan_generation
+from tasks.generate.saved import MANIFEST_FILE, UNET_WEIGHTS, GeneratorLoadError, read_manifest
 from tasks.generate.shard import run_shard
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import StyleError

@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.generate import generate
 from tasks import storage
 from tasks.generate.conditions import ConditionError
-from tasks.generate.model import UNET_WEIGHTS, GeneratorLoadError, GeneratorMismatchError
+from tasks.generate.saved import UNET_WEIGHTS, GeneratorLoadError, GeneratorMismatchError
 from tasks.storage import SKETCHES, Workspace
 
 from ..tasks.generate.conftest import (

@@ -15,7 +15,8 @@ from flows.train_generator import train_generator
 from tasks import storage
 from tasks.generate.dataset import DatasetError
 from tasks.generate.fit import TRAINING_FILE, PlanError, TrainRequest, fit_generator
-from tasks.generate.model import SketchGenerator, read_manifest
+from tasks.generate.networks import SketchGenerator
+from tasks.generate.saved import read_manifest
 from tasks.locking import WorkspaceBusyError, workspace_lock
 from tasks.splits import write_split
 from tasks.storage import Workspace

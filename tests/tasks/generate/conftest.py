@@ -70,7 +70,7 @@ def build_generator(root: Path, dest: Path, dims: dict[str, int] | None = None,
     import torch
 
     from tasks.generate.config import load_config
-    from tasks.generate.model import SketchGenerator
+    from tasks.generate.networks import SketchGenerator
 
     found_dims, versions = workspace_encoders(root)
     loaded = load_config(config)

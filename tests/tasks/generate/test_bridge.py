@@ -13,13 +13,9 @@ import torch
 from tasks.generate.config import ConfigError, GeneratorConfig, LossSpec, load_config
 from tasks.generate.formulations import known_formulations, known_starts
 from tasks.generate.formulations.base import start_images
-from tasks.generate.model import (
-    HEAD_WEIGHTS,
-    MANIFEST_FILE,
-    GeneratorMismatchError,
-    SketchGenerator,
-)
+from tasks.generate.networks import SketchGenerator
 from tasks.generate.objectives import Objective, critic_per_item
+from tasks.generate.saved import HEAD_WEIGHTS, MANIFEST_FILE, GeneratorMismatchError
 from tasks.generate.training import list_checkpoints, train
 
 DIMS = {"identity": 8, "image": 12, "text": 6}

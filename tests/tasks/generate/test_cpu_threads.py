@@ -12,8 +12,8 @@ from schemas.generation import GenerationContext, SamplingParams, planned_cpu_th
 from tasks import storage
 from tasks.generate.conditions import condition_sources
 from tasks.generate.merge import finished_shards, merge_shards
-from tasks.generate.model import read_manifest
 from tasks.generate.plan import plan_generation
+from tasks.generate.saved import read_manifest
 from tasks.generate.shard import cpu_threads, run_shard
 from tasks.storage import SKETCHES, Workspace
 

@@ -10,15 +10,13 @@ import pytest
 import torch
 
 from tasks.generate.config import ConfigError, GeneratorConfig, known_configs, load_config
-from tasks.generate.model import (
+from tasks.generate.networks import NonFiniteSampleError, SketchGenerator, spatial_condition
+from tasks.generate.saved import (
     MANIFEST_FILE,
     PROJECTOR_WEIGHTS,
     UNET_WEIGHTS,
     GeneratorLoadError,
     GeneratorMismatchError,
-    NonFiniteSampleError,
-    SketchGenerator,
-    spatial_condition,
 )
 from tasks.generate.training import train
 
@@ -195,6 +193,45 @@ def test_corrupted_weights_refused(saved: Path, tmp_path: Path, rel: str) -> Non
 def test_not_a_generator(tmp_path: Path) -> None:
     with pytest.raises(GeneratorLoadError, match="not a saved sketch generator"):
         SketchGenerator.from_pretrained(tmp_path)
+
+
+def test_checking_a_saved_generator_builds_no_network(trained: SketchGenerator, saved: Path,
+                                                      tmp_path: Path) -> None:
+    """The manifest records each weights file's tensor shapes, so the flow's check reads JSON
+    and safetensors headers only (no torch, no diffusers); a generator saved before that is
+    checked by building its nets on the meta device, with the same verdict."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tasks.generate.networks import check_weight_shapes
+    from tasks.generate.saved import SHAPES_KEY, check_recorded_shapes, read_manifest
+
+    code = ("import sys\n"
+            "from tasks.generate.saved import check_recorded_shapes, read_manifest, verify_files\n"
+            f"root = {str(saved)!r}\n"
+            "manifest = read_manifest(root)\n"
+            "verify_files(__import__('pathlib').Path(root), manifest['files'])\n"
+            "assert check_recorded_shapes(root, manifest)\n"
+            "print('HEAVY', [m for m in ('torch', 'diffusers') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out
+    assert read_manifest(saved)[SHAPES_KEY][UNET_WEIGHTS]["conv_in.weight"] == "x".join(
+        map(str, trained.unet.conv_in.weight.shape))
+
+    legacy = Path(shutil.copytree(saved, tmp_path / "legacy"))
+    manifest = json.loads((legacy / MANIFEST_FILE).read_text())
+    del manifest[SHAPES_KEY]
+    (legacy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert not check_recorded_shapes(legacy, read_manifest(legacy))
+    check_weight_shapes(legacy)
+
+    wrong = json.loads((saved / MANIFEST_FILE).read_text())
+    wrong[SHAPES_KEY][PROJECTOR_WEIGHTS]["out_norm.weight"] = "7"
+    with pytest.raises(GeneratorLoadError, match=r"out_norm.weight is \[\d+\], the config "
+                                                 r"expects \[7\]"):
+        check_recorded_shapes(saved, wrong)
 
 
 # ---------------------------------------------------------------------------- spatial

@@ -9,7 +9,6 @@ import pytest
 
 from tasks import storage
 from tasks.generate.conditions import ConditionError, condition_sources
-from tasks.generate.model import GeneratorMismatchError, read_manifest
 from tasks.generate.plan import (
     SKIP_NO_IDENTITY,
     SKIP_STALE_IMAGE,
@@ -19,6 +18,7 @@ from tasks.generate.plan import (
     sketch_key,
     sketch_seed,
 )
+from tasks.generate.saved import GeneratorMismatchError, read_manifest
 from tasks.storage import Workspace
 
 from .conftest import STYLES, TABLES, build_generator

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tasks.generate.config import AugmentSpec
-from tasks.generate.model import SketchGenerator
+from tasks.generate.networks import SketchGenerator
 from tasks.generate.training import (
     TRAINER_FILE,
     TrainingError,

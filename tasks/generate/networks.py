@@ -1,18 +1,17 @@
-"""The sketch generator: a diffusers UNet over 1-channel sketches, conditioned by token
-projections of a mugshot's identity, image and style-text vectors.
+"""The sketch generator's networks: a diffusers UNet over 1-channel sketches, conditioned by
+token projections of a mugshot's identity, image and style-text vectors.
 
 Every condition is replaced by a learned null token at random during training, so sampling can
-use classifier-free guidance and can also leave out a condition it does not have. Weights are
-stored as safetensors only (never pickled), with a manifest (`generator.json`) that records the
-encoders the generator was trained with and the sha256 of every weights file, so a wrong encoder
-or a damaged file is refused at load time, before any sampling work is scheduled.
+use classifier-free guidance and can also leave out a condition it does not have. Saving and
+loading write and read the format ``tasks.generate.saved`` defines and checks (safetensors only,
+never pickled, with a manifest that records the encoders, the sha256 and the tensor shapes of
+every weights file); checking a saved generator there needs none of the networks here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -31,33 +30,28 @@ from torch import nn
 
 from tasks.generate.config import ROLES, GeneratorConfig, load_config
 from tasks.generate.formulations.base import build_formulation
-
-FORMAT_VERSION = 1
-UNET_DIR = "unet"
-UNET_WEIGHTS = f"{UNET_DIR}/diffusion_pytorch_model.safetensors"
-PROJECTOR_WEIGHTS = "projector.safetensors"
-HEAD_WEIGHTS = "head.safetensors"
-SCHEDULER_DIR = "scheduler"
-CONFIG_FILE = "generator_config.json"
-MANIFEST_FILE = "generator.json"
+from tasks.generate.saved import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    HEAD_WEIGHTS,
+    PROJECTOR_WEIGHTS,
+    SCHEDULER_DIR,
+    SHAPES_KEY,
+    UNET_DIR,
+    UNET_WEIGHTS,
+    GeneratorLoadError,
+    check_encoders,
+    check_shapes,
+    jsonable,
+    read_config,
+    read_manifest,
+    sha256_file,
+    shapes_record,
+    verify_files,
+    write_manifest,
+)
 
 Vector = np.ndarray | torch.Tensor
-
-
-class GeneratorLoadError(ValueError):
-    """A saved generator that cannot be used: missing, damaged or inconsistent files."""
-
-
-class GeneratorMismatchError(GeneratorLoadError):
-    """The generator was trained on vectors from other encoders than the pipeline now uses.
-
-    Its vectors would be silently meaningless to the projections, so loading is refused.
-    ``roles`` lists the roles that disagree.
-    """
-
-    def __init__(self, message: str, roles: list[str]):
-        super().__init__(message)
-        self.roles = roles
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -202,15 +196,7 @@ def spatial_condition(faces: np.ndarray | torch.Tensor, mode: str, size: int) ->
     return (1.0 - 2.0 * (mag / scale).clamp(0.0, 1.0)).clamp(-1.0, 1.0)
 
 
-# --------------------------------------------------------------------------- file helpers
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+# --------------------------------------------------------------------------- weights
 
 
 def _tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -223,20 +209,7 @@ def _tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def verify_files(root: Path, files: Mapping[str, str]) -> None:
-    """Check every weights file against the sha256 its manifest recorded (fail before work)."""
-    for rel, expected in files.items():
-        path = root / rel
-        if not path.is_file():
-            raise GeneratorLoadError(f"generator at {root} is incomplete: {rel} is missing")
-        if _sha256(path) != expected:
-            raise GeneratorLoadError(
-                f"generator weights file {path} is corrupted or truncated (sha256 differs from "
-                f"{MANIFEST_FILE}); restore it from the original save or a checkpoint"
-            )
-
-
-def _expected_shapes(config: GeneratorConfig) -> dict[str, dict[str, tuple[int, ...]]]:
+def expected_shapes(config: GeneratorConfig) -> dict[str, dict[str, tuple[int, ...]]]:
     """Tensor shapes each weights file must hold for ``config``: the modules are built on
     the meta device, so nothing is allocated whatever the config's size."""
     c = config.conditions
@@ -251,107 +224,15 @@ def _expected_shapes(config: GeneratorConfig) -> dict[str, dict[str, tuple[int, 
             for rel, module in modules}
 
 
-def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from a safetensors header (the tensors themselves are not read)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    except (OSError, SafetensorError) as err:
-        raise GeneratorLoadError(f"cannot read the tensor list of {path}: {err}") from err
-
-
 def check_weight_shapes(root: str | Path, config: GeneratorConfig | None = None) -> None:
-    """Refuse weights files whose tensors do not fit the generator's own config.
+    """Refuse weights files whose tensors do not fit the shapes ``config`` builds.
 
-    Checksums prove a file is the one the manifest names, not that it belongs to this
-    config (a unet file copied from another generator, with the manifest rewritten); this
-    reads only the safetensors headers, so a flow can run it before any shard is planned.
+    What loading checks: the shapes come from the config itself (built on the meta device),
+    not from what the manifest recorded (``tasks.generate.saved.check_recorded_shapes``).
     """
     root = Path(root)
-    config = config or _read_config(root)
-    problems: list[str] = []
-    for rel, wanted in _expected_shapes(config).items():
-        found = _stored_shapes(root / rel)
-        missing = sorted(set(wanted) - set(found))
-        extra = sorted(set(found) - set(wanted))
-        wrong = [f"{k} is {list(found[k])}, the config expects {list(wanted[k])}"
-                 for k in sorted(set(wanted) & set(found)) if found[k] != wanted[k]]
-        for label, names in (("lacks", missing), ("has tensors the config does not make",
-                                                     extra)):
-            if names:
-                problems.append(f"{rel} {label}: {', '.join(names[:3])}"
-                                + (f" and {len(names) - 3} more" if len(names) > 3 else ""))
-        if wrong:
-            problems.append(f"{rel}: {'; '.join(wrong[:3])}"
-                            + (f"; and {len(wrong) - 3} more tensors differ"
-                               if len(wrong) > 3 else ""))
-    if problems:
-        raise GeneratorLoadError(
-            f"generator at {root}: its weights do not fit its config {config.name!r} "
-            f"({CONFIG_FILE}):\n  " + "\n  ".join(problems)
-            + "\nThe weights come from a generator of another shape: save the generator "
-            "again, or restore all of its files from the same save or checkpoint."
-        )
-
-
-def read_manifest(root: str | Path) -> dict[str, Any]:
-    """A saved generator's manifest (version, encoders, dims) without touching its weights.
-
-    Lets a flow plan work and check encoders cheaply before a worker loads the model.
-    """
-    root = Path(root)
-    path = root / MANIFEST_FILE
-    if not path.is_file():
-        raise GeneratorLoadError(f"{root} is not a saved sketch generator (no {MANIFEST_FILE})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise GeneratorLoadError(f"cannot read {path}: {err}") from err
-    if manifest.get("format") != FORMAT_VERSION:
-        raise GeneratorLoadError(
-            f"{path} has format {manifest.get('format')!r}; this code reads {FORMAT_VERSION}"
-        )
-    return manifest
-
-
-def check_encoders(
-    manifest: Mapping[str, Any], expected: Mapping[str, tuple[int, str | None]]
-) -> None:
-    """Refuse a generator whose training encoders differ from the pipeline's.
-
-    A version given as None checks the vector size only; a generator that recorded no version
-    for a role cannot prove it matches, so it is refused when a version is expected.
-    """
-    dims = manifest.get("condition_dims", {})
-    versions = manifest.get("encoder_versions", {})
-    generator = manifest.get("version", "?")
-    problems: list[str] = []
-    roles: list[str] = []
-    for role, (dim, version) in expected.items():
-        if role not in dims:
-            problems.append(f"{role}: the generator has no {role} condition")
-            roles.append(role)
-            continue
-        found_dim, found_version = int(dims[role]), versions.get(role)
-        if int(dim) != found_dim or (version is not None and version != found_version):
-            problems.append(
-                f"{role}: expected encoder {version} ({dim}-d vectors), generator {generator} "
-                f"was trained with {found_version} ({found_dim}-d vectors)"
-            )
-            roles.append(role)
-    if problems:
-        raise GeneratorMismatchError(
-            "generator does not match the configured encoders:\n  " + "\n  ".join(problems)
-            + "\nRe-embed the mugshots with the generator's encoders, or retrain the generator "
-            "on vectors from the configured encoders.",
-            roles,
-        )
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=list))
+    config = config or read_config(root)
+    check_shapes(root, expected_shapes(config), config.name)
 
 
 # --------------------------------------------------------------------------- full resolution
@@ -459,7 +340,7 @@ class SketchGenerator(nn.Module):
     @property
     def scheduler_config(self) -> dict[str, Any]:
         """The sampler's settings, recorded with every sketch (provenance)."""
-        return _jsonable(self.formulation.provenance())
+        return jsonable(self.formulation.provenance())
 
     @property
     def needs_start(self) -> bool:
@@ -473,6 +354,13 @@ class SketchGenerator(nn.Module):
     @property
     def resolution(self) -> int:
         return self.config.resolution
+
+    def weight_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """The tensor shapes of each weights file a save writes."""
+        return {rel: {k: tuple(v.shape) for k, v in module.state_dict().items()}
+                for rel, module in ((UNET_WEIGHTS, self.unet), (PROJECTOR_WEIGHTS, self.projector),
+                                    (HEAD_WEIGHTS, self.head))
+                if module is not None}
 
     def weights_digest(self) -> str:
         return _tensor_digest(self.state_dict())
@@ -676,11 +564,11 @@ class SketchGenerator(nn.Module):
             "default_eta": self.formulation.default_eta,
             "start": self.config.formulation.start if self.needs_start else None,
             "scheduler": self.scheduler_config,
-            "files": {rel: _sha256(root / rel) for rel in weights},
+            "files": {rel: sha256_file(root / rel) for rel in weights},
+            SHAPES_KEY: shapes_record(self.weight_shapes()),
             "libraries": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         }
-        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-                                          encoding="utf-8")
+        write_manifest(root, manifest)
 
     @classmethod
     def from_pretrained(
@@ -695,7 +583,7 @@ class SketchGenerator(nn.Module):
         if expected_encoders:
             check_encoders(manifest, expected_encoders)
         verify_files(root, manifest["files"])
-        config = _read_config(root)
+        config = read_config(root)
         check_weight_shapes(root, config)
         try:
             unet = UNet2DConditionModel.from_pretrained(root / UNET_DIR, use_safetensors=True)
@@ -716,7 +604,7 @@ class SketchGenerator(nn.Module):
         root = Path(directory)
         manifest = read_manifest(root)
         verify_files(root, manifest["files"])
-        saved = _read_config(root)
+        saved = read_config(root)
         if saved != self.config:
             raise GeneratorLoadError(
                 f"the generator at {root} was saved with config {saved.name!r} that differs from "
@@ -748,17 +636,10 @@ class SketchGenerator(nn.Module):
             raise GeneratorLoadError(f"cannot load {root / HEAD_WEIGHTS}: {err}") from err
 
 
-def _read_config(root: Path) -> GeneratorConfig:
-    try:
-        return GeneratorConfig.model_validate_json((root / CONFIG_FILE).read_text("utf-8"))
-    except (OSError, ValueError) as err:
-        raise GeneratorLoadError(f"cannot read {root / CONFIG_FILE}: {err}") from err
-
-
 def _check_unet_config(unet: UNet2DConditionModel, config: GeneratorConfig, root: Path) -> None:
     """The UNet's own config.json must describe the net that generator_config.json implies."""
-    wanted = _jsonable(config.unet_kwargs())
-    found = _jsonable({k: unet.config.get(k) for k in wanted})
+    wanted = jsonable(config.unet_kwargs())
+    found = jsonable({k: unet.config.get(k) for k in wanted})
     diff = sorted(k for k in wanted if wanted[k] != found[k])
     if diff:
         raise GeneratorLoadError(
