@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export LANCEDB_LOG := error
 
-.PHONY: install synthetic system-deps demo test lint lock clean
+.PHONY: install synthetic system-deps demo test docs lint lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ demo: install
 test: install synthetic system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The user's guide (docs/, mkdocs.yml) as a static site in site/; --strict fails on any
+# warning (a broken link or anchor between pages, a page missing from the nav). Offline: no
+# plugin fetches. NO_MKDOCS_2_WARNING silences Material's end-of-life banner (not a warning).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -64,4 +70,4 @@ lock: install
 	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
 
 clean:
-	rm -rf $(VENV) workspace .pytest_cache
+	rm -rf $(VENV) workspace .pytest_cache site
