@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Train one of the measured bridge generators on the real-data workspace (run
+# experiments/real-data.sh first). 131 CUHK + 223 CUFSF train identities, styles
+# forensic-artist, cufsf-artist and xdog-lines, checkpoints and sample grids every 250 steps.
+#
+#   experiments/bridge.sh v3    # cpu-bridge-v3: the `cpu` config as it is (the kept generator)
+#   experiments/bridge.sh v4    # identity loss 0.1, adversarial 0.35 (not adopted)
+#   experiments/bridge.sh v5    # the `cpu` config plus --split att (AT&T photos; not adopted)
+#   experiments/bridge.sh v6    # texture loss 1.0 from step 500, 4 items, 3,600 steps (not adopted)
+#
+# About an hour each on 2 CPU cores; after a kill, rerun with RESUME=1.
+# -> $RUNS/real/ws/generators/cpu-bridge-<version>/final
+set -euo pipefail
+RUNS="${RUNS:-$HOME/clip4sketch-runs}"
+source "$(dirname "$0")/common.sh"
+
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6}"
+name="cpu-bridge-$version"
+steps=4000
+splits=(--split cuhk --split cufsf)
+config=cpu
+# A config is data: a variant is a JSON copy of tasks/generate/configs/cpu.json.
+variant() {  # $1: python statements editing the dict c
+    mkdir -p "$REAL/configs"
+    config="$REAL/configs/$name.json"
+    "$PY" -c "import json; c = json.load(open('tasks/generate/configs/cpu.json')); \
+c['name'] = '$name'; $1; json.dump(c, open('$config', 'w'), indent=2)"
+}
+case "$version" in
+    v3) ;;
+    v4) variant "c['training']['losses'].update(identity=0.1, adversarial=0.35)" ;;
+    v5) splits+=(--split att) ;;
+    v6) variant "c['training']['losses'].update(texture=1.0, texture_from_step=500, texture_items=4)"
+        steps=3600 ;;  # the loss costs ~0.07 s a step: 4,000 would pass an hour
+    *) echo "unknown version $version (v3, v4, v5 or v6)" >&2; exit 2 ;;
+esac
+resume=()
+[ -n "${RESUME:-}" ] && resume=(--resume)
+
+say "train $name ($config, $steps steps)"
+$NICE $C4S train-generator --workspace "$REAL_WS" --config "$config" \
+    --style forensic-artist --style cufsf-artist --style xdog-lines "${splits[@]}" \
+    --name "$name" --steps "$steps" --sample-every 250 "${resume[@]}"

@@ -1,0 +1,47 @@
+# Sourced by the experiments/*.sh scripts (not run on its own): where things are, and the
+# in-repository commands they call. Every script takes its run folder from RUNS
+# (default ~/clip4sketch-runs) and the research data from DATA (default ../shared/data).
+# Drawn faces, sketches and workspaces land under RUNS, never in the repository.
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-$HOME/clip4sketch-runs}"
+DATA="${DATA:-$REPO/../shared/data}"
+C4S="$REPO/.venv/bin/clip4sketch"
+PY="$REPO/.venv/bin/python"
+# The measurements were taken on a shared 2-core machine, niced; NICE= runs at full priority.
+NICE="${NICE-nice -n 15}"
+export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 LANCEDB_LOG=error
+cd "$REPO"
+
+# The real-data workspace: CUHK + CUFSF pairs and the AT&T faces, ingested and embedded.
+REAL="$RUNS/real"
+REAL_WS="$REAL/ws"
+
+say() { printf '\n== %s\n' "$*"; }
+
+# `--face ID` arguments for every identity in no test part: the CUHK and CUFSF train
+# identities of schemas/splits/ and the 40 AT&T identities s1..s40 (754 photos in all).
+non_test_faces() {
+    local split
+    for split in schemas/splits/cuhk.csv schemas/splits/cufsf.csv; do
+        awk -F, 'NR > 1 && $2 == "train" { printf "--face\n%s\n", $1 }' "$split"
+    done
+    local i
+    for i in $(seq 1 40); do printf -- '--face\ns%d\n' "$i"; done
+}
+
+# A saved bridge generator of the real-data workspace, by its run name (cpu-bridge-v3, ...).
+generator_dir() { printf '%s/generators/%s/final' "$REAL_WS" "$1"; }
+
+# Ingest and embed the real sources into a workspace (a night with no generator yet: it
+# ingests, embeds and records generation as skipped). Idempotent: a rerun only hashes files.
+ingest_real_sources() {
+    local ws="$1"
+    mkdir -p "$REAL"
+    [ -f "$REAL/cuhk.csv" ] || $C4S make-manifest "$DATA/cuhk" "$REAL/cuhk.csv"
+    [ -f "$REAL/cufsf.csv" ] || $C4S make-manifest "$DATA/cufsf" "$REAL/cufsf.csv" \
+        --layout cufsf --style cufsf-artist
+    $NICE $C4S nightly "$REAL/cuhk.csv" "$REAL/cufsf.csv" --root "$DATA" --workspace "$ws"
+    $NICE $C4S nightly "$DATA/orl" --workspace "$ws"
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The recognizer comparison (benchmarks/recognizers.py): rows 1-6, each recognizer kind,
+# judged on the CUFSF (200) and CUHK (57) test identities with bootstrap intervals.
+#
+#   experiments/recognizers.sh base     # rows 1, 2, 5, 6 (no generator needed)
+#   experiments/recognizers.sh v3       # rows 3, 4 on the kept bridge's sketches (comparison-v3)
+#   experiments/recognizers.sh v4|v5|v6 # the same with a bridge that was not adopted
+#
+# For VERSION the synthetic sources are (1) the bridge's cufsf-artist sketches of the 394
+# non-test real identities, from experiments/bridge-validate.sh (v3: ws4, v4: ws5, v5: ws6,
+# v6: ws7), and (2) 2,000 cufsf-artist sketches of the 1,000 synthetic mugshots of
+# experiments/synthetic-mugshots.sh, drawn here into their own workspace.
+# Recognizers whose inputs did not change are reused. -> $RUNS/recognizers/comparison-*/
+set -euo pipefail
+RUNS="${RUNS:-$HOME/clip4sketch-runs}"
+source "$(dirname "$0")/common.sh"
+
+which="${1:?usage: experiments/recognizers.sh base|v3|v4|v5|v6}"
+rec_ws="$RUNS/recognizers/ws"
+bench=("$PY" benchmarks/recognizers.py --workspace "$rec_ws" --data "$DATA")
+
+if [ "$which" = base ]; then
+    say "rows 1, 2, 5, 6"
+    time $NICE "${bench[@]}" --rows 1,2,5,6 --out "$RUNS/recognizers/comparison-base"
+    exit 0
+fi
+
+case "$which" in
+    v3) real_ws=ws4 ;; v4) real_ws=ws5 ;; v5) real_ws=ws6 ;; v6) real_ws=ws7 ;;
+    *) echo "unknown version $which (base, v3, v4, v5 or v6)" >&2; exit 2 ;;
+esac
+n="${which#v}"
+gen="$(generator_dir "cpu-bridge-$which")"
+syn_ws="$RUNS/synthetic-sketches$n/ws"
+[ -d "$REAL/$real_ws" ] || { echo "run experiments/bridge-validate.sh $which $real_ws first" >&2; exit 2; }
+
+if [ ! -f "$RUNS/synthetic/src/synthetic-manifest.json" ]; then
+    "$REPO/experiments/synthetic-mugshots.sh"
+fi
+say "the 1,000 synthetic mugshots, ingested and embedded into $syn_ws"
+$NICE $C4S nightly "$RUNS/synthetic/src" --workspace "$syn_ws"
+
+say "2,000 cufsf-artist sketches of them with $gen"
+$NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artist \
+    --samples-per-face 2 --eta "${ETA:-2.5}"
+
+say "the comparison, rows 1-6"
+time $NICE "${bench[@]}" --synthetic "$REAL/$real_ws" --synthetic "$syn_ws" \
+    --synthetic-style cufsf-artist --out "$RUNS/recognizers/comparison-$which"
