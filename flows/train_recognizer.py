@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import encoder_spec, resolve, write_run_record
+from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
 from tasks.recognize.train import (
     Loss,
@@ -106,13 +106,18 @@ def train_recognizer(
         drop_test_identities=drop_test_identities, hidden=hidden,
         synthetic_styles=synthetic_styles,
     )
-    report = train_recognizer_task(request)
-    create_markdown_artifact(markdown=train_recognizer_markdown(report, name),
-                             key=f"train-recognizer-{_slug(name)}-summary",
-                             description="recognizer training summary")
-    write_run_record(ws, "train-recognizer", run_id,
-                     request.model_dump(mode="json", exclude={"workspace", "run_id", "ingest"}),
-                     {"train": report})
+    # The workspace lock for the whole run: a night (or a prune) must not add, rewrite or
+    # remove the sketches, faces and PNGs it reads while it trains on them. Inside a night
+    # (its ``train`` stage) the night's own hold is re-entered.
+    with hold_workspace(settings, ws, "train-recognizer", run_id):
+        report = train_recognizer_task(request)
+        create_markdown_artifact(markdown=train_recognizer_markdown(report, name),
+                                 key=f"train-recognizer-{_slug(name)}-summary",
+                                 description="recognizer training summary")
+        write_run_record(ws, "train-recognizer", run_id,
+                         request.model_dump(mode="json",
+                                            exclude={"workspace", "run_id", "ingest"}),
+                         {"train": report})
     return report
 
 

@@ -70,3 +70,22 @@ def test_sketch_side_flow_reports_how_it_chose_and_evaluates(tmp_path: Path):
     # scores between photos, so only sketch-photo pairs can differ from the baseline
     assert evaluated.recognizers["map"]["n_gallery"] == evaluated.recognizers["baseline"][
         "n_gallery"]
+
+
+def test_training_waits_for_a_night_and_refuses_naming_it(tmp_path: Path, monkeypatch):
+    """A night must not change the sketches a recognizer trains on: training takes the
+    workspace lock, so it refuses (after the lock timeout) while a night holds it."""
+    from tasks.locking import WorkspaceBusyError
+
+    from ..tasks.test_locking import _hold
+
+    monkeypatch.setenv("CLIP4SKETCH_LOCK_TIMEOUT_SECONDS", "0")
+    workspace = tmp_path / "ws"
+    holder = _hold(workspace, 60)
+    try:
+        with pytest.raises(WorkspaceBusyError, match="nightly run abc"):
+            train_recognizer(workspace=str(workspace), name="blocked", steps=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (workspace / "recognizers" / "blocked").exists()
