@@ -1,6 +1,6 @@
 """Embedding throughput: the batched pipeline beside a one-image-at-a-time loop.
 
-Run: .venv/bin/python benchmarks/embed.py [--n 256] [--encoders sface effnet-lite0]
+Run: .venv/bin/python -m benchmarks.embed [--n 256] [--encoders sface effnet-lite0]
 Crops are aligned procedural demo faces (the same crops ingestion would store), so the
 benchmark runs anywhere; the figures are images per second on this machine.
 """

@@ -1,6 +1,6 @@
 """Fuzz ingestion: >= 10,000 mutated files (and fuzzed manifests) through the real ``ingest``.
 
-Run: .venv/bin/python benchmarks/fuzz_ingest.py [--files 10000] [--batch 500] [--manifests 300]
+Run: .venv/bin/python -m benchmarks.fuzz_ingest [--files 10000] [--batch 500] [--manifests 300]
      [--seed 0] [--direct] [--keep DIR]
 
 A workspace first stores three faces and one quarantined file by a normal ingest. Then
@@ -32,9 +32,6 @@ import traceback
 import warnings
 from collections import Counter
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # Pillow warns on every corrupt EXIF block it meets; here that is the point, not news.
 warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
@@ -86,7 +83,7 @@ class Tally:
         self.changed: set = set()
 
     def add(self, report) -> None:
-        from tests.tasks.ingest.fuzzing import unaccounted
+        from benchmarks.fuzzing import unaccounted
 
         self.ingested.update(report.ingested)
         self.skipped.update(report.skipped)
@@ -96,9 +93,9 @@ class Tally:
 
 def _isolate(cases, workspace_root: Path, scratch: Path, settings) -> list[str]:
     """Replay a crashed batch file by file on a copy of the workspace; crashing recipes."""
+    from benchmarks.fuzzing import write_files
     from tasks.ingest.run import ingest_source
     from tasks.storage import Workspace
-    from tests.tasks.ingest.fuzzing import write_files
 
     found = []
     for case in cases:
@@ -114,10 +111,10 @@ def _isolate(cases, workspace_root: Path, scratch: Path, settings) -> list[str]:
 
 
 def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally) -> None:
+    from benchmarks.fuzzing import changed_rows, file_cases, stored_rows, write_files
     from schemas.settings import IngestSettings
     from tasks.ingest.run import ingest_source
     from tasks.storage import Workspace
-    from tests.tasks.ingest.fuzzing import changed_rows, file_cases, stored_rows, write_files
 
     settings = IngestSettings()
     began = time.perf_counter()
@@ -155,10 +152,7 @@ def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally
 
 
 def run_manifests(args, temp: Path, workspace_root: Path, before: dict, tally: Tally) -> None:
-    from tasks.ingest.run import ingest_source
-    from tasks.ingest.sources import ManifestError
-    from tasks.storage import Workspace
-    from tests.tasks.ingest.fuzzing import (
+    from benchmarks.fuzzing import (
         ManifestRoot,
         changed_rows,
         manifest_cases,
@@ -166,6 +160,9 @@ def run_manifests(args, temp: Path, workspace_root: Path, before: dict, tally: T
         unaccounted,
         write_manifest,
     )
+    from tasks.ingest.run import ingest_source
+    from tasks.ingest.sources import ManifestError
+    from tasks.storage import Workspace
 
     root = ManifestRoot.build(temp / "manifests")
     workspace = Workspace.open(workspace_root)
@@ -203,8 +200,8 @@ def main() -> int:
     temp = args.keep or Path(tempfile.mkdtemp(prefix="fuzz-ingest-"))
     temp.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
+    from benchmarks.fuzzing import seed_workspace, stored_rows
     from tasks.storage import Workspace
-    from tests.tasks.ingest.fuzzing import seed_workspace, stored_rows
 
     started = time.perf_counter()
     baseline = _peak_mib()

@@ -18,22 +18,19 @@ The vectors are unit 128-d with clustered structure like face embeddings: "famil
 identities share a direction, each identity has a few samples near its own centre, and a
 query is a fresh sample of a gallery identity (a probe whose mate is in the gallery).
 
-    nice -n 15 .venv/bin/python benchmarks/gallery.py --n 100000
-    nice -n 15 .venv/bin/python benchmarks/gallery.py --n 1000000   # ~1 GB RAM, index build
+    nice -n 15 .venv/bin/python -m benchmarks.gallery --n 100000
+    nice -n 15 .venv/bin/python -m benchmarks.gallery --n 1000000   # ~1 GB RAM, index build
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 from tasks import storage  # noqa: E402

@@ -1,7 +1,7 @@
 """Sketch generation throughput: the 112 px bridge beside the 64 px 25-step DDIM generator,
 each by a naive one-at-a-time loop, batched sampling and the sharded path.
 
-Run: .venv/bin/python benchmarks/generate.py [--generator DIR] [--n 64] [--no-baseline]
+Run: .venv/bin/python -m benchmarks.generate [--generator DIR] [--n 64] [--no-baseline]
 
 Per generator, the same items with the same model, steps and guidance:
 - naive: for each item, build its conditions, sample a batch of one, write a PNG;

@@ -1,11 +1,11 @@
 """Judge a saved generator on held-out identities, beside the artists and the renders.
 
-Run: .venv/bin/python benchmarks/generator_quality.py --workspace WS --generator DIR \
+Run: .venv/bin/python -m benchmarks.generator_quality --workspace WS --generator DIR \
         --judge forensic-artist=cuhk --judge cufsf-artist=cufsf [--steps N] [--limit N]
 
 For each STYLE=SPLIT, the test identities of SPLIT that have a real STYLE sketch: their
 mugshots are drawn by the generator in STYLE (fixed seeds) and judged with
-tasks.generate.quality against the real artist sketches and the pencil-dodge renders:
+benchmarks.quality against the real artist sketches and the pencil-dodge renders:
 SFace genuine / impostor medians and gap, SFace and dlib rank-1 among the held-out photos
 (dlib is in no training loss), sharpness (mean |Laplacian|), mean |pixel - artist| and the
 validate stage's Fréchet distance to the artist sketches; and a second sample of each photo
@@ -49,8 +49,8 @@ def main() -> None:
 
     import numpy as np
 
-    from tasks.generate.held_out import SEED_BASE, draw_samples, held_out, renders
-    from tasks.generate.quality import (
+    from benchmarks.held_out import SEED_BASE, draw_samples, held_out, renders
+    from benchmarks.quality import (
         IMAGE_SPEC,
         contact_sheet,
         judge_sources,

@@ -1,6 +1,6 @@
 """Identity similarity of generated sketches, beside real artist sketches and impostors.
 
-Run: .venv/bin/python benchmarks/identity_similarity.py --workspace WS [--split cuhk]
+Run: .venv/bin/python -m benchmarks.identity_similarity --workspace WS [--split cuhk]
      [--part test] [--style forensic-artist] [--generator-version V]
 For the identities of one split part (default: CUHK's held-out test identities), prints the
 median SFace cosine of (a) generated sketches to their source mugshot, (b) the real artist

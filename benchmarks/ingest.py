@@ -1,6 +1,6 @@
 """Ingest cost: a first run over a source beside a second run over the same source.
 
-Run: .venv/bin/python benchmarks/ingest.py [--source DIR_OR_MANIFEST] [--root DIR]
+Run: .venv/bin/python -m benchmarks.ingest [--source DIR_OR_MANIFEST] [--root DIR]
 Default source: the CUHK pairs in ../shared/data (a manifest is written to a temp
 folder), else 40 demo identities x 5 photos. The second run only hashes files and
 finds them stored, so it should cost a small fraction of the first.

@@ -10,8 +10,8 @@ The generator is the ``demo`` config (32 px, grey spatial input) at random init:
 costs the same whatever the weights, and validation rejects its noise, which is the honest
 outcome and costs the same as a publish (the rejected night is caught and timed).
 
-    .venv/bin/python benchmarks/nightly.py                       # 40 identities x 2 photos
-    .venv/bin/python benchmarks/nightly.py --identities 20 --steps 10
+    .venv/bin/python -m benchmarks.nightly                       # 40 identities x 2 photos
+    .venv/bin/python -m benchmarks.nightly --identities 20 --steps 10
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

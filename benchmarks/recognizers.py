@@ -15,11 +15,11 @@ validation part of its own training identities (``tasks/recognize/sketch_side.py
 training sources are train-only manifests and a split that marks both test parts ``test``,
 so a leak is refused rather than dropped. Run from the repository root, niced:
 
-    nice -n 15 .venv/bin/python benchmarks/recognizers.py \\
+    nice -n 15 .venv/bin/python -m benchmarks.recognizers \\
         --workspace ~/clip4sketch-runs/recognizers/ws --rows 1,2,5,6
     # rows 3 and 4 once generated sketches exist (a published version in the workspace, a
     # sketches table / Parquet, an export folder or another workspace; repeatable):
-    nice -n 15 .venv/bin/python benchmarks/recognizers.py \\
+    nice -n 15 .venv/bin/python -m benchmarks.recognizers \\
         --workspace ~/clip4sketch-runs/recognizers/ws --synthetic PATH_OR_VERSION
 
 Writes ``<out>/comparison.md`` (the table) and ``comparison.json`` (every figure, interval and
@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                      "LANCEDB_LOG": "error"}.items():
@@ -370,7 +369,7 @@ def main() -> int:
             refs.append(str(directory))
     results = evaluate_all(workspace, manifests, data, refs, out, args.seed)
     markdown, figures = table(results, names, args.seed)
-    command = "nice -n 15 .venv/bin/python benchmarks/recognizers.py " + " ".join(sys.argv[1:])
+    command = "nice -n 15 .venv/bin/python -m benchmarks.recognizers " + " ".join(sys.argv[1:])
     header = (f"# Recognizer comparison\n\n`{command}`\n\nrank-1 and TAR@FAR=1e-2 with 95 % "
               f"bootstrap intervals (probes resampled 1,000 times, seed {args.seed}); "
               f"synthetic sources: {args.synthetic or 'none'}.\n\n")

@@ -1,7 +1,7 @@
 """What does the validate stage's style judge read: the artist's strokes, or the people the
 artist drew? And where do a generator's sketches fail it?
 
-Run: .venv/bin/python benchmarks/style_judge.py --workspace WS [--project 0 4]
+Run: .venv/bin/python -m benchmarks.style_judge --workspace WS [--project 0 4]
          [--features pooled gram gram-effnet tone] [--seed 0]
 
 Each artist's examples are drawings of one dataset's people (CUHK students, FERET faces), so

@@ -4,7 +4,7 @@ For each psi, draws N faces (candidates 0..N-1 of --seed), aligns them as ingest
 reports the SFace cosine between different people: the median, and the shares above SFace's
 match threshold (0.363) and above the duplicate threshold (0.5). Needs the 'synthetic' extra.
 
-    python benchmarks/synthetic_truncation.py --faces 60 --seed 7 --psi 0.7 0.85 1.0
+    python -m benchmarks.synthetic_truncation --faces 60 --seed 7 --psi 0.7 0.85 1.0
 """
 
 from __future__ import annotations

@@ -8,22 +8,18 @@ should cost well under 10 % of the first. Both runs are in one process, as two P
 runs would be, and the encoders are loaded inside the first (that is part of its cost).
 Prefect's own start-up (a temporary server: 9-20 s, see ../shared/STACK.md) is not included.
 
-    .venv/bin/python benchmarks/validate.py                  # 20 identities: ~2 min on 2 cores
-    .venv/bin/python benchmarks/validate.py --identities 6 --samples 2
+    .venv/bin/python -m benchmarks.validate                  # 20 identities: ~2 min on 2 cores
+    .venv/bin/python -m benchmarks.validate --identities 6 --samples 2
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "tasks" / "validate"))  # the test's sketch builder
 for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(key, value)
@@ -36,8 +32,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     args = parser.parse_args()
 
-    import sketch_data as sd
-
+    from benchmarks import sketch_data as sd
     from data_contracts.thresholds import load_thresholds
     from tasks.storage import Workspace
     from tasks.styles.registry import load_styles

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.fuzzing import base_file
 from flows.ingest import ingest
 from tasks.storage import LEFTOVER_NAME
-
-from ..tasks.ingest.fuzzing import base_file
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -10,16 +10,15 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.validate import ContractsFailedError, validate
-from tasks.locking import workspace_lock
-from tasks.validate import publish
-
-from ..tasks.validate.sketch_data import (
+from benchmarks.sketch_data import (
     broken_sketches,
     copy_workspace,
     validated_template,
     write_sketches,
 )
+from flows.validate import ContractsFailedError, validate
+from tasks.locking import workspace_lock
+from tasks.validate import publish
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -17,15 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas.records import QuarantineReason
-from schemas.settings import IngestSettings
-from tasks import storage
-from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
-from tasks.ingest.run import ingest_source, locate_face
-from tasks.ingest.sources import ManifestError, SourceItem
-from tasks.storage import FACES, QUARANTINE, Workspace
-
-from .fuzzing import (
+from benchmarks.fuzzing import (
     HEADERS,
     PATH_TOKENS,
     FileCase,
@@ -40,6 +32,13 @@ from .fuzzing import (
     write_files,
     write_manifest,
 )
+from schemas.records import QuarantineReason
+from schemas.settings import IngestSettings
+from tasks import storage
+from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
+from tasks.ingest.run import ingest_source, locate_face
+from tasks.ingest.sources import ManifestError, SourceItem
+from tasks.storage import FACES, QUARANTINE, Workspace
 
 REASONS = {r.value for r in QuarantineReason}
 # Lower limits than the defaults so the fuzzer reaches the size checks with small files, and

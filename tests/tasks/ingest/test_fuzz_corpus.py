@@ -15,16 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from schemas.settings import IngestSettings
-from tasks import storage
-from tasks.demo.faces import draw_face
-from tasks.ingest.align import align_face, detect_faces, similarity_transform
-from tasks.ingest.decode import ImageRejected, decode_image
-from tasks.ingest.run import ingest_source
-from tasks.ingest.sources import ManifestError
-from tasks.storage import FACES, QUARANTINE, Workspace
-
-from .fuzzing import (
+from benchmarks.fuzzing import (
     FileCase,
     ManifestCase,
     ManifestRoot,
@@ -36,6 +27,14 @@ from .fuzzing import (
     write_files,
     write_manifest,
 )
+from schemas.settings import IngestSettings
+from tasks import storage
+from tasks.demo.faces import draw_face
+from tasks.ingest.align import align_face, detect_faces, similarity_transform
+from tasks.ingest.decode import ImageRejected, decode_image
+from tasks.ingest.run import ingest_source
+from tasks.ingest.sources import ManifestError
+from tasks.storage import FACES, QUARANTINE, Workspace
 
 LIMITS = IngestSettings()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .sketch_data import copy_workspace, validated_template
+from benchmarks.sketch_data import copy_workspace, validated_template
 
 
 @pytest.fixture(scope="session")

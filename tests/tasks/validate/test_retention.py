@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from benchmarks.sketch_data import IDENTITY, IMAGE, broken_sketches, copy_workspace, write_sketches
 from schemas.validation import SKETCH_METRICS, Scope
 from tasks import storage
 from tasks.retention import RetentionError, plan_prune, prune
@@ -19,8 +20,6 @@ from tasks.styles.registry import load_styles
 from tasks.validate import publish
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
-
-from .sketch_data import IDENTITY, IMAGE, broken_sketches, copy_workspace, write_sketches
 
 
 def _validate(workspace: Workspace, run_id: str, styles: tuple[str, ...] | None = None):

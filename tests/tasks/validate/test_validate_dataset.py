@@ -13,6 +13,13 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
+from benchmarks.sketch_data import (
+    IDENTITY,
+    IMAGE,
+    broken_sketches,
+    copy_workspace,
+    write_sketches,
+)
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
 from schemas.validation import DATASET_VERSIONS, SKETCH_VERDICTS
 from tasks import storage
@@ -24,13 +31,6 @@ from tasks.validate.judge import judge_dataset
 from tasks.validate.report import write_report
 
 from .chromium import find_chromium, open_page
-from .sketch_data import (
-    IDENTITY,
-    IMAGE,
-    broken_sketches,
-    copy_workspace,
-    write_sketches,
-)
 
 # What each broken sketch must be rejected for (its first reason: the one to act on).
 EXPECTED = {"blank": "blank", "noise": "noise", "other_identity": "identity_confusion",

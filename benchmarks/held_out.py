@@ -2,7 +2,7 @@
 
 The generator issue is judged on identities it never saw (a split's test part): their
 mugshots go in, and the drawn sketches are compared with the same identities' real artist
-sketches and with the start renderer's drawings by tasks.generate.quality. Nothing is
+sketches and with the start renderer's drawings by benchmarks.quality. Nothing is
 written to the workspace's tables: this is a measurement, not a dataset version.
 """
 

@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tasks.demo.faces import draw_face, draw_sketch
-from tasks.generate.quality import (
+from benchmarks.quality import (
     HEADER,
     QualityReport,
     contact_sheet,
@@ -27,6 +26,7 @@ from tasks.generate.quality import (
     sharpness,
     style_verdicts,
 )
+from tasks.demo.faces import draw_face, draw_sketch
 from tasks.ingest.align import align_face, detect_faces
 from tasks.validate.metrics import frechet_reduced
 from tasks.validate.style_classifier import StyleClassifier
