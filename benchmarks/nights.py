@@ -8,10 +8,12 @@ prune (``keep_published``, ``keep_days`` 0: the count rule alone, since simulate
 are seconds apart). It prints, and plots to a PNG, the workspace's bytes and each night's
 seconds, beside:
 
-- the bytes the kept versions need: their folders and the PNGs their verdicts name, the
-  stored tables' current rows rewritten once (what a fresh workspace holding just them
-  would store), and the Parquet mirrors; goal: the workspace ≤ 1.3 × that after the last
-  night;
+- the bytes the kept versions need: their folders, reports and the PNGs their verdicts
+  name, the stored tables' current rows rewritten once (what a fresh workspace holding just
+  them would store), the Parquet mirrors, the generator and styles, great-expectations'
+  project with the newest result of each suite, the newest style-classifier cache; goal: the
+  workspace ≤ 1.3 × that after the last night (run records, a few KB a night, count
+  against it);
 - night 2's seconds; goal: the last night ≤ 1.2 × night 2.
 
 All nights run in one process against one Prefect server started (and warmed) before the
@@ -70,20 +72,32 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
     import pyarrow.parquet as pq
 
     from tasks import storage
+    from tasks.retention import GX_PAGES, GX_RESULTS, STYLE_CACHE_DIR
     from tasks.storage import Workspace
     from tasks.validate import publish
 
     ws = Workspace.open(workspace)
+    kept = [v for v in publish.list_versions(ws) if not v["pruned"]]
     total = 0
     pngs: set[str] = set()
-    for version in publish.list_versions(ws):
-        if version["pruned"]:
-            continue
+    for version in kept:
         folder = workspace / publish.version_dir(version["status"], version["version"])
-        total += storage.folder_bytes(folder)
+        total += storage.folder_bytes(folder) + storage.folder_bytes(Path(version["report_path"]))
         rows = pq.read_table(folder / publish.VERDICTS, columns=["png_path"]).to_pylist()
         pngs |= {r["png_path"] for r in rows if r["png_path"]}
     total += sum((workspace / p).stat().st_size for p in pngs if (workspace / p).is_file())
+    # The generator, the styles, great-expectations' project with the newest result and
+    # page of each suite, and the newest style-classifier cache.
+    total += sum(storage.folder_bytes(workspace / name) for name in ("generators", "styles"))
+    total += storage.folder_bytes(workspace / "gx") - storage.folder_bytes(
+        workspace / GX_RESULTS) - storage.folder_bytes(workspace / GX_PAGES)
+    for suite in (workspace / GX_RESULTS).glob("*/*"):
+        newest = max(suite.iterdir(), key=lambda p: p.stat().st_mtime, default=None)
+        if newest is not None:
+            total += storage.folder_bytes(newest) + storage.folder_bytes(
+                workspace / GX_PAGES / newest.relative_to(workspace / GX_RESULTS))
+    total += max((p.stat().st_size for p in (workspace / STYLE_CACHE_DIR).glob("*.npz")),
+                 default=0)
     fresh = Workspace.open(scratch / "fresh")
     for name in storage.table_names(ws):
         rows = storage.read(ws, name)
@@ -92,7 +106,7 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
     total += storage.folder_bytes(fresh.lancedb_dir)
     total += storage.folder_bytes(workspace / "datasets") - sum(
         storage.folder_bytes(workspace / publish.version_dir(v["status"], v["version"]))
-        for v in publish.list_versions(ws) if not v["pruned"])
+        for v in kept)
     shutil.rmtree(scratch / "fresh")
     return total
 

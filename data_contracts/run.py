@@ -62,6 +62,13 @@ def _context(root: Path):
     return context
 
 
+def rebuild_data_docs(root: Path) -> None:
+    """Rebuild the Data Docs index from the results still stored (after retention removed
+    old ones), so it links no page that is gone."""
+    if (root / "gx" / "great_expectations.yml").is_file():
+        _context(root).build_data_docs()
+
+
 def _outcome(result: Any, key: str) -> ExpectationOutcome:
     config = result.expectation_config
     details = result.result or {}

@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from data_contracts.run import rebuild_data_docs
 from schemas.settings import RetentionSettings
 from schemas.validation import SKETCH_METRICS, SKETCH_VERDICTS
 from tasks import storage
@@ -39,8 +40,11 @@ from tasks.evaluate.gallery import run_of
 from tasks.generate.plan import SHARDS_DIR, SKETCHES_DIR
 from tasks.storage import SKETCHES, Workspace
 from tasks.validate import publish
+from tasks.validate.style_classifier import CACHE_DIR as STYLE_CACHE_DIR
 
 RUN_TAG_PREFIX = "run-"
+GX_RESULTS = Path("gx/uncommitted/validations")
+GX_PAGES = Path("gx/uncommitted/data_docs/local_site/validations")
 # Tables whose rows are sketches, keyed by sketch_id: pruned sketches leave all three.
 SKETCH_TABLES = (SKETCHES, SKETCH_METRICS, SKETCH_VERDICTS)
 _CHUNK = 500
@@ -167,6 +171,7 @@ def plan_prune(workspace: Workspace, keep_published: int, keep_days: float,
         plan.files.append(Removal(path=str(folder),
                                   bytes=storage.folder_bytes(workspace.root / folder),
                                   why=f"{version['status']} version folders"))
+    plan.files += _old_outputs(workspace, [v for v in versions if v["version"] in keep], cutoff)
     plan.galleries, plan.gallery_bytes = _old_galleries(workspace, cutoff)
     plan.tags = _old_tags(workspace, keep, pruned, cutoff)
     return plan
@@ -242,6 +247,38 @@ def _shard_leftovers(workspace: Workspace, going: set[str]) -> list[Removal]:
     return removals
 
 
+def _old_outputs(workspace: Workspace, kept: list[dict], cutoff: dt.datetime) -> list[Removal]:
+    """Per-run outputs older than ``cutoff`` that no kept version names; the newest of each
+    kind always stays: validation reports, great-expectations results with their Data Docs
+    pages, style-classifier caches (recomputed when missing) and CLI logs."""
+    root = workspace.root
+    named = {str(Path(v["report_path"]).resolve()) for v in kept if v.get("report_path")}
+    groups: list[tuple[str, list[Path]]] = [
+        ("reports of pruned nights", [p for p in (root / "reports").glob("validate-*.html")
+                                      if str(p.resolve()) not in named]),
+        ("style classifier caches", list((root / STYLE_CACHE_DIR).glob("*.npz"))),
+        ("style feature caches", list((root / STYLE_CACHE_DIR / "features").glob("*.npz"))),
+        ("logs", list((root / "logs").glob("*.log"))),
+    ]
+    for suite in sorted((root / GX_RESULTS).glob("*/*")) if (root / GX_RESULTS).is_dir() else []:
+        groups.append(("great-expectations results", [p for p in suite.iterdir() if p.is_dir()]))
+    removals = []
+    for why, paths in groups:
+        newest = max(paths, key=lambda p: p.stat().st_mtime, default=None)
+        for path in sorted(paths):
+            if path == newest or path.stat().st_mtime >= cutoff.timestamp():
+                continue
+            removals.append(Removal(path=str(path.relative_to(root)),
+                                    bytes=storage.folder_bytes(path), why=why))
+            if why == "great-expectations results":
+                page = root / GX_PAGES / path.relative_to(root / GX_RESULTS)
+                if page.exists():
+                    removals.append(Removal(path=str(page.relative_to(root)),
+                                            bytes=storage.folder_bytes(page),
+                                            why="great-expectations Data Docs pages"))
+    return removals
+
+
 def _old_galleries(workspace: Workspace, cutoff: dt.datetime) -> tuple[list[str], int]:
     """Gallery tables of evaluation runs last written before ``cutoff``; the newest run's
     always stay (``evaluate --keep-galleries`` bounds them by count as it runs)."""
@@ -302,10 +339,17 @@ def apply_prune(workspace: Workspace, plan: PrunePlan) -> int:
             storage.delete(workspace, name, where)
     folders = [f for f in plan.files if f.why.endswith("version folders")]
     for item in plan.files:
-        if item not in folders:
-            (workspace.root / item.path).unlink(missing_ok=True)
+        if item in folders:
+            continue
+        path = workspace.root / item.path
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     for item in folders:
         _remove_version_folder(workspace.root / item.path)
+    if any(f.why.startswith("great-expectations") for f in plan.files):
+        rebuild_data_docs(workspace.root)
     for name in plan.galleries:
         storage.drop_table(workspace, name)
     for name, labels in plan.tags.items():

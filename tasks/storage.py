@@ -26,6 +26,7 @@ import re
 import shutil
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -489,7 +490,9 @@ def compact(workspace: Workspace, names: Iterable[str],
             continue
         folder = _table_dir(workspace, name)
         before = folder_bytes(folder)
-        with disk_space(folder, "compacting"):
+        with disk_space(folder, "compacting"), warnings.catch_warnings():
+            # "cleanup_older_than=0 removes every version": meant, under the workspace lock.
+            warnings.filterwarnings("ignore", message="optimize.cleanup_older_than=0")
             table.optimize(cleanup_older_than=cleanup_window(table, older_than),
                            delete_unverified=older_than < DEFAULT_CLEANUP)
         freed += max(0, before - folder_bytes(folder))

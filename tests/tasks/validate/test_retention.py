@@ -12,23 +12,27 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.sketch_data import IDENTITY, IMAGE, broken_sketches, copy_workspace, write_sketches
+from data_contracts.thresholds import load_thresholds
 from schemas.validation import SKETCH_METRICS, Scope
 from tasks import storage
-from tasks.retention import RetentionError, plan_prune, prune
+from tasks.retention import GX_PAGES, GX_RESULTS, RetentionError, plan_prune, prune
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import load_styles
 from tasks.validate import publish
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
+from tasks.validate.report import write_report
 
 
 def _validate(workspace: Workspace, run_id: str, styles: tuple[str, ...] | None = None):
     scope = Scope(styles=styles)
     registry = load_styles()
     metrics = compute_metrics(workspace, IDENTITY, IMAGE, registry, scope=scope, run_id=run_id)
-    return judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE, scope=scope,
-                         run_id=run_id,
-                         report_path=str(workspace.reports_dir / f"validate-{run_id}.html"))
+    outcome = judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE, scope=scope,
+                            run_id=run_id,
+                            report_path=str(workspace.reports_dir / f"validate-{run_id}.html"))
+    write_report(workspace, outcome, load_thresholds(None))
+    return outcome
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +176,25 @@ def test_compaction_spares_tagged_versions_older_than_its_window(tmp_path):
     table.checkout("ds-old")
     assert table.to_arrow().column("k").to_pylist() == ["a"]
     assert storage.count(workspace, "t") == 4
+
+
+def test_per_run_outputs_past_retention_go_and_the_data_docs_stop_linking_them(
+        three_versions):
+    workspace, v1, r1, v2 = three_versions
+    root = workspace.root
+    results = {suite: sorted(p.name for p in suite.iterdir())
+               for suite in (root / GX_RESULTS).glob("*/*")}
+    assert max(len(runs) for runs in results.values()) >= 2
+    assert len(list((root / "reports").glob("validate-*.html"))) == 3
+    report = prune(workspace, keep_published=1, keep_days=0)
+    (kept_report,) = (root / "reports").glob("validate-*.html")
+    assert kept_report.name == "validate-v2.html"  # the kept version's
+    index = (root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    for suite, runs in results.items():
+        left = sorted(p.name for p in suite.iterdir())
+        assert left == runs[-1:]  # the newest result of each suite stays
+        pages = root / GX_PAGES / suite.relative_to(root / GX_RESULTS)
+        assert sorted(p.name for p in pages.iterdir()) == left
+        for gone in runs[:-1]:
+            assert gone not in index
+    assert any(f.why == "great-expectations results" for f in report.files)
