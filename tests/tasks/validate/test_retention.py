@@ -111,6 +111,16 @@ def test_prune_keeps_what_kept_versions_need_bit_for_bit(three_versions, tmp_pat
     again = plan_prune(workspace, keep_published=1, keep_days=0)
     assert again.pruned_versions == {} and again.sketches == [] and again.files == []
 
+    # Validating the kept version's scope again regenerates it: the same version id, and
+    # the same manifest, bit for bit, from what the prune left.
+    manifest = (folder / publish.MANIFEST).read_bytes()
+    redone = _validate(workspace, "again", ("xdog-lines",))
+    assert redone.version == v2 and redone.published
+    verdicts = storage.read_parquet(folder / publish.VERDICTS)
+    assert publish.manifest_table(verdicts).equals(
+        storage.read_parquet(folder / publish.MANIFEST))
+    assert (folder / publish.MANIFEST).read_bytes() == manifest
+
 
 def test_a_pinned_version_is_kept_whatever_its_age(three_versions):
     workspace, v1, r1, v2 = three_versions
