@@ -13,14 +13,15 @@ import time
 
 import numpy as np
 
+from tasks.demo.faces import draw_face
+from tasks.encoders import create
+from tasks.ingest.align import align_face, detect_faces
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def aligned_crops(n: int) -> np.ndarray:
-    from tasks.demo.faces import draw_face
-    from tasks.ingest.align import align_face, detect_faces
-
     crops = []
     identity = 0
     while len(crops) < n:
@@ -46,8 +47,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="number of faces")
     parser.add_argument("--encoders", nargs="+", default=["sface", "effnet-lite0"])
     args = parser.parse_args()
-
-    from tasks.encoders import create
 
     crops = aligned_crops(args.n)
     print(f"{args.n} aligned 112x112 crops, {os.cpu_count()} CPU cores\n")

@@ -33,6 +33,21 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.fuzzing import (
+    ManifestRoot,
+    changed_rows,
+    file_cases,
+    manifest_cases,
+    seed_workspace,
+    stored_rows,
+    unaccounted,
+    write_files,
+    write_manifest,
+)
+from schemas.settings import IngestSettings
+from tasks.ingest.sources import ManifestError
+from tasks.storage import Workspace
+
 # Pillow warns on every corrupt EXIF block it meets; here that is the point, not news.
 warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
 
@@ -83,8 +98,6 @@ class Tally:
         self.changed: set = set()
 
     def add(self, report) -> None:
-        from benchmarks.fuzzing import unaccounted
-
         self.ingested.update(report.ingested)
         self.skipped.update(report.skipped)
         self.quarantined.update(report.quarantined)
@@ -93,9 +106,9 @@ class Tally:
 
 def _isolate(cases, workspace_root: Path, scratch: Path, settings) -> list[str]:
     """Replay a crashed batch file by file on a copy of the workspace; crashing recipes."""
-    from benchmarks.fuzzing import write_files
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
-    from tasks.storage import Workspace
 
     found = []
     for case in cases:
@@ -111,10 +124,9 @@ def _isolate(cases, workspace_root: Path, scratch: Path, settings) -> list[str]:
 
 
 def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally) -> None:
-    from benchmarks.fuzzing import changed_rows, file_cases, stored_rows, write_files
-    from schemas.settings import IngestSettings
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
-    from tasks.storage import Workspace
 
     settings = IngestSettings()
     began = time.perf_counter()
@@ -122,6 +134,8 @@ def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally
     print(f"drew {len(cases):,} file recipes in {time.perf_counter() - began:.1f} s")
     started = time.perf_counter()  # files/s counts writing and ingesting, not drawing
     if not args.direct:
+        # Imported here, not at the top: flows.ingest loads prefect, which reads the environment set
+        # above.
         from flows.ingest import ingest as ingest_flow
     for number, start in enumerate(range(0, len(cases), args.batch)):
         chunk = cases[start:start + args.batch]
@@ -152,17 +166,9 @@ def run_files(args, temp: Path, workspace_root: Path, before: dict, tally: Tally
 
 
 def run_manifests(args, temp: Path, workspace_root: Path, before: dict, tally: Tally) -> None:
-    from benchmarks.fuzzing import (
-        ManifestRoot,
-        changed_rows,
-        manifest_cases,
-        stored_rows,
-        unaccounted,
-        write_manifest,
-    )
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
-    from tasks.ingest.sources import ManifestError
-    from tasks.storage import Workspace
 
     root = ManifestRoot.build(temp / "manifests")
     workspace = Workspace.open(workspace_root)
@@ -200,8 +206,6 @@ def main() -> int:
     temp = args.keep or Path(tempfile.mkdtemp(prefix="fuzz-ingest-"))
     temp.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
-    from benchmarks.fuzzing import seed_workspace, stored_rows
-    from tasks.storage import Workspace
 
     started = time.perf_counter()
     baseline = _peak_mib()

@@ -37,7 +37,9 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image
 
+from tasks import storage
 from tasks.demo.faces import draw_face
+from tasks.storage import FACES, QUARANTINE, Workspace
 
 FACE_SIZE = (128, 160)  # (width, height): small, and YuNet still finds the drawn face
 
@@ -545,8 +547,6 @@ def folder_with_weird_names(base: Path) -> Path:
 
 def stored_rows(workspace: Any) -> dict[tuple[str, str], dict]:
     """Every stored face and quarantine row by (table, key): what a run must leave alone."""
-    from tasks import storage
-    from tasks.storage import FACES, QUARANTINE
 
     rows = {}
     for table, key in ((FACES, "face_id"), (QUARANTINE, "quarantine_id")):
@@ -571,8 +571,9 @@ def unaccounted(report: Any) -> int:
 def seed_workspace(root: Path) -> Path:
     """A workspace holding three stored faces and one quarantined file, made by a real ingest:
     the rows a fuzzed run must leave untouched. Returns the workspace folder."""
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
-    from tasks.storage import Workspace
 
     source = root / "stored-source"
     for face in range(3):

@@ -25,6 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.arrow import to_arrow
+from schemas.generation import GenerationContext, SamplingParams
+from schemas.records import FACES_SCHEMA, FaceRecord, embedding_schema
+from tasks import storage
+from tasks.encoders.base import l2_normalise
+from tasks.generate.config import load_config
+from tasks.generate.saved import read_manifest
+
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 
@@ -66,14 +74,12 @@ def forward_flops(generator) -> int:
 
 def synthetic_workspace(root: Path, manifest: dict, n_faces: int, styles: list[str]):
     """Faces and unit vectors stored as the pipeline stores them, without running encoders."""
+    # Imported here, not at the top: tasks.embed, tasks.generate.shard load prefect, which reads the
+    # environment set above.
     import cv2
     import pyarrow as pa
 
-    from schemas.arrow import to_arrow
-    from schemas.records import FACES_SCHEMA, FaceRecord, embedding_schema
-    from tasks import storage
     from tasks.embed import TEXT_SCHEMA_KEY
-    from tasks.encoders.base import l2_normalise
     from tasks.generate.shard import encode_png
 
     workspace = storage.Workspace.open(root)
@@ -119,6 +125,8 @@ def synthetic_workspace(root: Path, manifest: dict, n_faces: int, styles: list[s
 def naive_loop(generator, items, conditions_of, steps: int, guidance: float,
                out: Path) -> None:
     """One image at a time: conditions built, sampled and written per item."""
+    # Imported here, not at the top: tasks.generate.shard loads prefect, which reads the environment
+    # set above.
     from tasks.generate.shard import encode_png
 
     for item in items:
@@ -137,16 +145,16 @@ class Case:
 
 def run_case(case: Case, args: argparse.Namespace, tmp: Path, device: str) -> list[tuple]:
     """Seconds per path for one generator config; rows for the table."""
+    # Imported here, not at the top: tasks.faces, tasks.generate.conditions, tasks.generate.dataset,
+    # tasks.generate.networks, tasks.generate.plan, tasks.generate.shard load diffusers and prefect
+    # and torch.
     import torch
 
-    from schemas.generation import GenerationContext, SamplingParams
-    from tasks import storage
     from tasks.faces import read_crops
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
     from tasks.generate.dataset import spatial_inputs, start_inputs
     from tasks.generate.networks import SketchGenerator
     from tasks.generate.plan import plan_generation
-    from tasks.generate.saved import read_manifest
     from tasks.generate.shard import load_generator, run_shard
 
     root = tmp / case.config
@@ -243,9 +251,10 @@ def main() -> None:
                         help="also time the old 64 px 25-step DDIM generator (cpu-ddpm)")
     args = parser.parse_args()
 
+    # Imported here, not at the top: tasks.generate.shard loads prefect, which reads the environment
+    # set above.
     import torch
 
-    from tasks.generate.config import load_config
     from tasks.generate.shard import resolve_device
 
     device = resolve_device(args.device)

@@ -24,6 +24,9 @@ import os
 import time
 from pathlib import Path
 
+from tasks.generate.saved import read_manifest
+from tasks.storage import Workspace
+
 os.environ.setdefault("LANCEDB_LOG", "error")
 SECOND_SEED_OFFSET = 10_000  # each photo's second sample: the diversity figure
 
@@ -47,6 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
+    # Imported here, not at the top: benchmarks.held_out, benchmarks.quality load prefect, which
+    # reads the environment set above.
     import numpy as np
 
     from benchmarks.held_out import SEED_BASE, draw_samples, held_out, renders
@@ -57,7 +62,6 @@ def main() -> None:
         seed_similarity,
         style_verdicts,
     )
-    from tasks.storage import Workspace
 
     workspace = Workspace.open(args.workspace)
     verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC, args.generator)
@@ -110,7 +114,8 @@ def main() -> None:
 def style_judge(workspace, image_spec, generator_dir):
     """The validate stage's style judge for this generator's sketches in this workspace: its
     classifier's examples are shrunk to the generator's resolution, as validate does."""
-    from tasks.generate.saved import read_manifest
+    # Imported here, not at the top: tasks.validate.compute loads prefect, which reads the
+    # environment set above.
     from tasks.validate.compute import validate_judge
 
     size = int(read_manifest(generator_dir)["resolution"])

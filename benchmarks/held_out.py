@@ -19,7 +19,9 @@ from schemas.settings import load_settings
 from schemas.styles import PairedSource
 from tasks import storage
 from tasks.faces import read_crops
+from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
 from tasks.generate.dataset import spatial_inputs, start_inputs, to_grey
+from tasks.generate.saved import read_manifest
 from tasks.splits import load_splits
 from tasks.storage import FACES, Workspace
 from tasks.styles.registry import get_style, styles_for
@@ -88,9 +90,8 @@ def draw_samples(workspace: Workspace, generator_dir: str | Path, photo_ids: Seq
     """One uint8 (N, H, W) array per seed base: each photo drawn in ``style`` as the generate
     stage draws it (the same condition tables, spatial and start images; seeds from the
     base), with one load of the generator and its conditions for all of them."""
-    from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
+    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
     from tasks.generate.networks import SketchGenerator
-    from tasks.generate.saved import read_manifest
 
     manifest = read_manifest(generator_dir)
     sources = condition_sources(workspace, manifest)

@@ -15,6 +15,11 @@ import os
 
 import numpy as np
 
+from tasks import storage
+from tasks.encoders import create
+from tasks.splits import load_split, resolve_split
+from tasks.storage import Workspace
+
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 
@@ -31,10 +36,8 @@ def main() -> None:
     parser.add_argument("--generator-version", default=None)
     args = parser.parse_args()
 
-    from tasks import storage
-    from tasks.encoders import create
-    from tasks.splits import load_split, resolve_split
-    from tasks.storage import Workspace
+    # Imported here, not at the top: tasks.validate.vectors loads prefect, which reads the
+    # environment set above.
     from tasks.validate.vectors import read_image, to_aligned
 
     workspace = Workspace.open(args.workspace)

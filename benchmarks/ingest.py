@@ -14,6 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tasks.demo.faces import make_demo_source
+from tasks.ingest.sources import write_cuhk_manifest
+from tasks.storage import Workspace
+
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,9 +29,9 @@ def main() -> None:
     parser.add_argument("--root", default=None)
     args = parser.parse_args()
 
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
-    from tasks.ingest.sources import write_cuhk_manifest
-    from tasks.storage import Workspace
 
     with tempfile.TemporaryDirectory() as temp:
         temp = Path(temp)
@@ -37,7 +41,6 @@ def main() -> None:
             write_cuhk_manifest(cuhk, temp / "cuhk.csv")
             source, root = temp / "cuhk.csv", cuhk
         elif source is None:
-            from tasks.demo.faces import make_demo_source
 
             source = make_demo_source(temp / "demo", identities=40,
                                       photos_per_identity=5) / "photos"

@@ -23,6 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from schemas.encoders import EncoderSpec
+from tasks.demo.faces import make_demo_source
+from tasks.encoders import load
+from tasks.generate.catalog import DEFAULT_GENERATOR
+
 for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -37,6 +42,8 @@ def _copy_identities(source: Path, live: Path, identities: list[str]) -> None:
 
 def _night(workspace: Path, live: Path, styles: list[str]
            ) -> tuple[float, dict[str, float], str]:
+    # Imported here, not at the top: flows.nightly loads prefect, which reads the environment set
+    # above.
     from flows.nightly import NightlyRejectedError, nightly
 
     started = time.perf_counter()
@@ -73,13 +80,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
     (temp / "prefect-home").mkdir(parents=True, exist_ok=True)
 
+    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from schemas.encoders import EncoderSpec
-    from tasks.demo.faces import make_demo_source
-    from tasks.encoders import load
-    from tasks.generate.catalog import DEFAULT_GENERATOR
     from tasks.generate.networks import SketchGenerator
 
     source = make_demo_source(temp / "source", identities=args.identities,

@@ -36,6 +36,7 @@ import numpy as np
 
 from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
+from tasks.encoders import load
 from tasks.validate.metrics import frechet_reduced
 from tasks.validate.vectors import to_aligned
 
@@ -156,8 +157,6 @@ def dlib_recognizer() -> DlibRecognizer:
 
 
 def _encoder(spec: EncoderSpec):
-    from tasks.encoders import load
-
     return load(spec)
 
 

@@ -2,7 +2,6 @@
 
 Rows (each trained as ``procrustes``, ``adapter`` and, for reference, ``head``), judged on
 the CUFSF test part (schemas/splits/cufsf.csv, 200 identities) and the CUHK test part (57):
-
     1  baseline SFace (no training)
     2  real CUFSF train pairs only (223 identities: "the few real pairs")
     3  synthetic only (``--synthetic``: sketches drawn for identities that are not test ones)
@@ -37,6 +36,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from schemas.encoders import EncoderSpec
+from schemas.settings import load_settings
+from tasks import storage
+from tasks.evaluate.bootstrap import paired_difference
+from tasks.evaluate.scoring import probe_data_from_pairs
+from tasks.ingest.sources import MANIFEST_LAYOUTS
+from tasks.splits import load_split
+from tasks.storage import FACES, Workspace
+from tasks.styles.registry import get_style, styles_for
+
 for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                      "LANCEDB_LOG": "error"}.items():
@@ -66,8 +75,6 @@ def say(message: str) -> None:
 def write_manifests(data: Path, work: Path) -> dict[str, Path]:
     """Full pairs manifests (paths into the shared data, no images copied) and train-only
     copies: training reads the latter, so the test identities never reach a trainer."""
-    from tasks.ingest.sources import MANIFEST_LAYOUTS
-    from tasks.splits import load_split
 
     out: dict[str, Path] = {}
     for name, style in (("cufsf", "cufsf-artist"), ("cuhk", "artist")):
@@ -87,7 +94,6 @@ def write_manifests(data: Path, work: Path) -> dict[str, Path]:
 
 def write_split(work: Path, extra_train: set[str]) -> Path:
     """Both bundled splits in one file, every other identity (AT&T, synthetic) ``train``."""
-    from tasks.splits import load_split
 
     split: dict[str, str] = {}
     for name in ("cufsf", "cuhk"):
@@ -104,6 +110,8 @@ def write_split(work: Path, extra_train: set[str]) -> Path:
 
 
 def ingest_all(workspace: Any, data: Path, manifests: dict[str, Path]) -> None:
+    # Imported here, not at the top: tasks.ingest.run loads prefect, which reads the environment set
+    # above.
     from tasks.ingest.run import ingest_source
 
     for name in ("cufsf", "cuhk"):
@@ -115,10 +123,8 @@ def ingest_all(workspace: Any, data: Path, manifests: dict[str, Path]) -> None:
 
 def render_rows(workspace: Any, split: dict[str, str]) -> Path:
     """Rendered sketches of every photo whose identity is a train one."""
-    from schemas.settings import load_settings
-    from tasks import storage
-    from tasks.storage import FACES
-    from tasks.styles.registry import get_style, styles_for
+    # Imported here, not at the top: tasks.styles.rendered_dataset loads prefect, which reads the
+    # environment set above.
     from tasks.styles.rendered_dataset import render_dataset
 
     faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"])
@@ -134,6 +140,8 @@ def render_rows(workspace: Any, split: dict[str, str]) -> Path:
 
 def synthetic_identities(workspace: Any, sources: list[str],
                          styles: list[str] | None) -> set[str]:
+    # Imported here, not at the top: tasks.recognize.data loads prefect, which reads the environment
+    # set above.
     from tasks.recognize.data import synthetic_source
 
     found: set[str] = set()
@@ -173,7 +181,8 @@ def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: lis
 def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: Path,
           seed: int, head_steps: int, retrain: bool) -> Path:
     """Train one recognizer (or reuse it when its request is unchanged)."""
-    from schemas.encoders import EncoderSpec
+    # Imported here, not at the top: tasks.recognize.train loads prefect, which reads the
+    # environment set above.
     from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
 
     request = TrainRecognizerRequest(
@@ -205,7 +214,8 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
 
 def evaluate_all(workspace: Any, manifests: dict[str, Path], data: Path,
                  recognizers: list[str], out: Path, seed: int) -> dict[str, Any]:
-    from schemas.encoders import EncoderSpec
+    # Imported here, not at the top: tasks.evaluate.run loads prefect, which reads the environment
+    # set above.
     from tasks.evaluate.run import EvaluateRequest, evaluate
 
     results = {}
@@ -225,8 +235,6 @@ def probe_data(report: Any, name: str) -> Any:
     """Per-probe data of one recognizer from the evaluation's files (for paired bootstrap)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from tasks.evaluate.scoring import probe_data_from_pairs
 
     scores = pq.read_table(report.scores)
     scores = scores.filter(pc.equal(scores.column("recognizer").cast("string"), name))
@@ -248,8 +256,6 @@ def cell(summary: dict[str, Any], metric: str) -> str:
 
 def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
           ) -> tuple[str, dict[str, Any]]:
-    from tasks.evaluate.bootstrap import paired_difference
-
     lines = ["| row | recognizer | " + " | ".join(
         f"{t} rank-1 | {t} TAR@FAR=1e-2" for t in results) + " |",
         "|---|---|" + "---:|" * (2 * len(results))]
@@ -321,9 +327,6 @@ def main() -> int:
 
     import torch
 
-    from tasks.splits import load_split
-    from tasks.storage import Workspace
-
     # Vectors-sized tensors everywhere (heads, adapters, blocked search over a few hundred
     # photos): one thread is faster than two spinning OpenMP threads on a shared machine.
     torch.set_num_threads(1)
@@ -341,7 +344,6 @@ def main() -> int:
 
     manifests = write_manifests(data, work)
     ingest_all(workspace, data, manifests)
-    from tasks import storage
 
     faces = storage.read(workspace, "faces", columns=["identity_id"])
     extra = set(faces.column("identity_id").to_pylist())

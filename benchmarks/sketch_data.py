@@ -24,7 +24,11 @@ import pyarrow as pa
 from schemas.encoders import EncoderSpec
 from schemas.records import SKETCHES_SCHEMA
 from tasks import storage
+from tasks.demo.faces import make_demo_source
+from tasks.ingest.align import decode_png
 from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.styles.registry import load_styles
+from tasks.styles.rendering import render
 
 IDENTITY = EncoderSpec(role="identity", name="sface")
 IMAGE = EncoderSpec(role="image", name="effnet-lite0")
@@ -38,7 +42,8 @@ RENDERERS = {"pencil-dodge": ("pencil-dodge", {"blur_sigma": 6.0}), "xdog-lines"
 
 def build_workspace(root: Path) -> Path:
     """6 demo identities x 2 photos (+ 1 paired demo-pencil sketch each), embedded."""
-    from tasks.demo.faces import make_demo_source
+    # Imported here, not at the top: tasks.embed, tasks.ingest.run load prefect, which reads the
+    # environment set above.
     from tasks.embed import embed_faces
     from tasks.ingest.run import ingest_source
 
@@ -64,8 +69,6 @@ class Photo:
 
 
 def photos(workspace: Workspace) -> list[Photo]:
-    from tasks.ingest.align import decode_png
-
     rows = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind",
                                                    "aligned_png"], where="kind = 'photo'")
     return sorted((Photo(r["face_id"], r["identity_id"], decode_png(r["aligned_png"]))
@@ -84,8 +87,6 @@ def jitter(crop: np.ndarray, sample: int) -> np.ndarray:
 
 
 def drawn(style: str, crop: np.ndarray, sample: int = 0) -> np.ndarray:
-    from tasks.styles.rendering import render
-
     renderer, params = RENDERERS[style]
     grey = render(renderer, jitter(crop, sample), **params)
     return cv2.resize(grey, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
@@ -174,7 +175,8 @@ def validated_template(factory) -> Path:
     """Session template: the embedded workspace with the clean sketches and their metrics
     (so the style classifier and the sketch vectors are cached); tests copy it."""
     if "clean" not in _templates:
-        from tasks.styles.registry import load_styles
+        # Imported here, not at the top: tasks.validate.compute loads prefect, which reads the
+        # environment set above.
         from tasks.validate.compute import compute_metrics
 
         root = build_workspace(factory.mktemp("validate-template"))

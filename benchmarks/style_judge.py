@@ -40,6 +40,11 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from schemas.validation import Scope
+from tasks import storage
+from tasks.encoders.effnet import EffNetLite0Encoder
+from tasks.storage import FACES, Workspace
+
 for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
                       ("LANCEDB_LOG", "error")):
     os.environ.setdefault(_name, _value)
@@ -63,11 +68,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the random filters' seed (gram)")
     args = parser.parse_args()
 
+    # Imported here, not at the top: tasks.validate.compute, tasks.validate.vectors load prefect,
+    # which reads the environment set above.
     import numpy as np
 
-    from schemas.validation import Scope
-    from tasks import storage
-    from tasks.storage import FACES, Workspace
     from tasks.validate.compute import read_scope, sketch_resolution, validate_judge
     from tasks.validate.vectors import stored_sketch_vectors
 
@@ -113,6 +117,8 @@ def _verdicts(classifier, features, row_source, sketches, vectors, source, proje
     laid out as ``classifier``'s), for each number of projected photo-source directions.
     ``own``: the classifier already fitted on ``features`` (the validate stage's), used as
     it is where nothing is projected."""
+    # Imported here, not at the top: tasks.validate.style_classifier loads prefect, which reads the
+    # environment set above.
     import numpy as np
 
     from tasks.validate.style_classifier import StyleClassifier
@@ -215,7 +221,7 @@ class EffNetGram(_Gram):
     2016); the generator's texture loss reads blocks 1, 3 and 5 at 112 px."""
 
     def __init__(self, seed: int = 0):
-        from tasks.encoders.effnet import EffNetLite0Encoder
+        # Imported here, not at the top: tasks.generate.texture loads torch.
         from tasks.generate.texture import TextureFeatures
 
         encoder = EffNetLite0Encoder(device="cpu")
@@ -255,6 +261,7 @@ def _grey(batch):
 
 
 def _gram(h):
+    # Imported here, not at the top: tasks.generate.texture loads torch.
     import torch
 
     from tasks.generate.texture import gram_matrix
@@ -269,6 +276,8 @@ def _gram(h):
 def _example_features(workspace, judge, encoder):
     """The judge's own examples (same faces, copies, shrinking) in ``encoder``'s features,
     rows laid out as the judge's."""
+    # Imported here, not at the top: tasks.validate.style_classifier loads prefect, which reads the
+    # environment set above.
     import numpy as np
 
     from tasks.validate.style_classifier import encode_examples
@@ -285,6 +294,8 @@ def _example_features(workspace, judge, encoder):
 def _sketch_features(workspace, sketches, encoder):
     """(the sketches that decode, their features), read as the validate stage reads them;
     a PNG that is gone or does not decode is counted and left out, as validate does."""
+    # Imported here, not at the top: tasks.validate.vectors loads prefect, which reads the
+    # environment set above.
     import numpy as np
 
     from tasks.validate.vectors import read_image, to_aligned

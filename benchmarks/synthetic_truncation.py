@@ -13,6 +13,10 @@ import argparse
 
 import numpy as np
 
+from schemas.synthesize import HygieneThresholds
+from tasks.synthesize.generator import latent, load_generator
+from tasks.synthesize.hygiene import check_face, identity_vectors, pair_similarities
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -21,10 +25,6 @@ def main() -> None:
     parser.add_argument("--psi", type=float, nargs="+", default=[0.7, 0.85, 1.0])
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
-
-    from schemas.synthesize import HygieneThresholds
-    from tasks.synthesize.generator import latent, load_generator
-    from tasks.synthesize.hygiene import check_face, identity_vectors, pair_similarities
 
     generator = load_generator(threads=1)
     permissive = HygieneThresholds(max_alignment_error=1e9)  # count every detected face

@@ -20,6 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import sketch_data as sd
+from data_contracts.thresholds import load_thresholds
+from tasks.storage import Workspace
+from tasks.styles.registry import load_styles
+
 for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(key, value)
@@ -32,10 +37,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3)
     args = parser.parse_args()
 
-    from benchmarks import sketch_data as sd
-    from data_contracts.thresholds import load_thresholds
-    from tasks.storage import Workspace
-    from tasks.styles.registry import load_styles
+    # Imported here, not at the top: tasks.validate.compute, tasks.validate.judge,
+    # tasks.validate.report load prefect, which reads the environment set above.
     from tasks.validate.compute import compute_metrics
     from tasks.validate.judge import judge_dataset
     from tasks.validate.report import write_report

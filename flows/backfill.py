@@ -12,6 +12,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.common import hold_workspace, resolve, write_run_record
+from flows.generate import checked_generator, style_texts
 from flows.stages import (
     DatasetRejectedError,
     Published,
@@ -21,6 +22,7 @@ from flows.stages import (
     generation_preview,
 )
 from schemas.encoders import EncoderSpec
+from tasks.generate.catalog import find_generator
 from tasks.runtime import current_run_id
 
 
@@ -52,8 +54,6 @@ def backfill(
     """``styles``: style names from the registry (an unknown name fails, listing the known
     ones); ``generator``: a saved generator's version or folder (default: settings, then
     ``generators/default/final``)."""
-    from flows.generate import checked_generator, style_texts
-    from tasks.generate.catalog import find_generator
 
     if not styles:
         raise ValueError("backfill needs at least one style (--style NAME)")

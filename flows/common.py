@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings, load_settings
+from tasks import storage
 from tasks.locking import LockHold, workspace_lock
 from tasks.storage import SweepReport, Workspace, sweep_leftovers, write_bytes_atomic
 
@@ -87,8 +88,6 @@ def code_version() -> dict[str, str | None]:
 
 
 def table_versions(workspace: Workspace) -> dict[str, int | None]:
-    from tasks import storage
-
     return {name: storage.table_version(workspace, name)
             for name in sorted(storage.table_names(workspace))}
 

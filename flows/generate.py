@@ -40,10 +40,18 @@ from schemas.generation import (
     StyleCounts,
 )
 from schemas.settings import Settings
+from tasks.embed import embed_texts
 from tasks.generate.catalog import find_generator
+from tasks.generate.conditions import condition_sources
 from tasks.generate.formulations import check_eta
+from tasks.generate.merge import merge_task
+from tasks.generate.plan import plan_task, read_plan
 from tasks.generate.saved import check_recorded_shapes, read_manifest, verify_files
+from tasks.generate.shard import generate_shard_task, local_devices
+from tasks.progress import Progress
 from tasks.runtime import current_run_id
+from tasks.storage import DiskFullError, is_disk_full
+from tasks.styles.registry import get_style, styles_for
 
 
 class ShardOutcome(BaseModel):
@@ -55,8 +63,6 @@ class ShardOutcome(BaseModel):
 
 def _ran_out_of_space(future: Any) -> bool:
     """Whether a failed shard's exception is a full disk (``tasks.storage.DiskFullError``)."""
-    from tasks.storage import is_disk_full
-
     try:
         error = future.result(raise_on_failure=False)
     except Exception as raised:  # a crashed or cancelled future may raise its own error
@@ -86,8 +92,6 @@ def style_texts(settings: Settings, names: list[str] | None) -> dict[str, str]:
 
     Without names, every active style. Unknown names fail with the registry's message.
     """
-    from tasks.styles.registry import get_style, styles_for
-
     registry = styles_for(settings)
     if names:
         chosen = [get_style(name, registry) for name in dict.fromkeys(names)]
@@ -108,10 +112,6 @@ def task_runner(dask_address: str | None, devices: list[str]) -> TaskRunner:
 def generate_shards(context: GenerationContext, plan_path: str) -> list[ShardOutcome]:
     """One task per shard of the plan; failures are collected, not raised, so that the
     parent still merges every shard that finished."""
-    from tasks.generate.plan import read_plan
-    from tasks.generate.shard import generate_shard_task
-    from tasks.progress import Progress
-
     shards = read_plan(plan_path).shard_refs
     futures = [generate_shard_task.submit(context, shard) for shard in shards]
     with Progress("generate shards", total=len(futures), unit="shard") as progress:
@@ -178,12 +178,6 @@ def generate(
     (``CLIP4SKETCH_GENERATE_*``; see schemas/settings.py), so a deployment and a backfill
     draw the same way.
     """
-    from tasks.embed import embed_texts
-    from tasks.generate.conditions import condition_sources
-    from tasks.generate.merge import merge_task
-    from tasks.generate.plan import plan_task
-    from tasks.generate.shard import local_devices
-
     started = time.perf_counter()
     settings, ws = resolve(workspace)
     run_id = current_run_id()
@@ -249,8 +243,6 @@ def generate(
         )
         report.run_record = str(record)
     if report.failed_shards:
-        from tasks.storage import DiskFullError
-
         message = (
             f"{len(report.failed_shards)} of {plan.shards} shards failed (the others are "
             f"merged; run again to finish): "

@@ -16,9 +16,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from flows.common import encoder_spec
+from flows.generate import checked_generator, generate, style_texts
+from flows.validate import ContractsFailedError, validate
 from schemas.generation import GenerateReport
 from schemas.settings import Settings
 from schemas.validation import ValidationReport
+from tasks.generate.catalog import trained_styles
+from tasks.generate.conditions import ConditionError, condition_sources
+from tasks.generate.plan import plan_generation
 from tasks.storage import Workspace
 
 StageStatus = Literal["done", "skipped", "rejected", "failed", "planned"]
@@ -95,9 +100,6 @@ def generate_and_publish(
     A rejected dataset is a result (``rejected`` holds why), not an exception: the caller
     records the night and then ends the run Failed, after its manifest is written.
     """
-    from flows.generate import generate
-    from flows.validate import ContractsFailedError, validate
-
     out = Published()
     with stages.run("generate") as record:
         out.generation = generate(workspace=str(workspace.root), generator=str(generator),
@@ -123,9 +125,6 @@ def generate_and_publish(
 def night_styles(settings: Settings, generator: Path, styles: list[str] | None) -> list[str]:
     """The styles a night draws: those given, else every active style the generator was
     trained on (drawing an untrained style would publish noise under its name)."""
-    from flows.generate import style_texts
-    from tasks.generate.catalog import trained_styles
-
     active = list(style_texts(settings, styles))
     if styles:
         return active
@@ -147,10 +146,6 @@ def generation_preview(
     new_photos: int = 0,
 ) -> str:
     """The dry run's line for generation: sketches missing now, plus those new photos add."""
-    from flows.generate import checked_generator
-    from tasks.generate.conditions import ConditionError, condition_sources
-    from tasks.generate.plan import plan_generation
-
     manifest = checked_generator(generator)
     names = night_styles(settings, generator, styles)
     samples = settings.generate.samples_per_face

@@ -26,6 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from data_contracts.thresholds import load_thresholds
+from schemas.settings import IngestSettings
 from schemas.synthesize import (
     MANIFEST_NAME,
     REFUSALS,
@@ -39,7 +41,12 @@ from schemas.synthesize import (
     SynthShardResult,
 )
 from tasks import storage
+from tasks.locking import workspace_lock
+from tasks.progress import Progress
 from tasks.runtime import current_run_id
+from tasks.synthesize.generator import weights_digest
+from tasks.synthesize.shard import shard_refs, synthesize_shard_task
+from tasks.synthesize.source import impostor_stats, open_source, select
 
 # Measured on 60 faces per value (SFace cosine between different drawn people, after
 # alignment): psi 0.7 -> median 0.235, 15 % of pairs above the 0.363 match threshold and
@@ -63,8 +70,6 @@ def synthesize_shards(request: SynthesizeRequest, shards: list[SynthShardRef]
                       ) -> dict[str, SynthShardResult | str]:
     """One task per shard; a failed shard is reported (its error), not raised, so the
     selection still judges every candidate before the gap."""
-    from tasks.progress import Progress
-    from tasks.synthesize.shard import synthesize_shard_task
 
     futures = [synthesize_shard_task.submit(request, shard) for shard in shards]
     with Progress("synthesize shards", total=len(futures), unit="shard") as progress:
@@ -83,7 +88,6 @@ def synthesize_shards(request: SynthesizeRequest, shards: list[SynthShardRef]
 @task(name="select-identities", cache_policy=NO_CACHE)
 def select_task(request: SynthesizeRequest, last: int) -> dict[str, object]:
     """Judge drawn candidates in order and build identity folders: one writer per source."""
-    from tasks.synthesize.source import open_source, select
 
     state = open_source(request)
     select(state, request, last)
@@ -97,9 +101,6 @@ def build_request(out: str, identities: int, seed: int, truncation: float,
                   threads: int, workspace: str | None, thresholds: str | None,
                   overrides: dict[str, float | None]) -> SynthesizeRequest:
     """The request with the reviewed hygiene thresholds and ingestion's detector settings."""
-    from data_contracts.thresholds import load_thresholds
-    from schemas.settings import IngestSettings
-    from tasks.synthesize.generator import weights_digest
 
     reviewed = load_thresholds(thresholds).synthetic
     hygiene = HygieneThresholds(**{**reviewed.model_dump(),
@@ -175,7 +176,6 @@ def synthesize_mugshots(
                             {"max_identity_similarity": max_identity_similarity,
                              "max_alignment_error": max_alignment_error,
                              "min_detection_score": min_detection_score})
-    from tasks.locking import workspace_lock
 
     # One writer per source folder: a second run on the same folder refuses at once.
     with workspace_lock(Path(request.out) / WORK_DIR, f"synthesize-mugshots run {run_id}"):
@@ -217,8 +217,6 @@ def draw_rounds(request: SynthesizeRequest, dask_address: str | None, workers: i
     Each round draws what the keep rate so far says is needed, in whole shards; a
     threshold too strict for the truncation ends with a shortfall, not an endless run.
     """
-    from tasks.synthesize.shard import shard_refs
-    from tasks.synthesize.source import open_source
 
     state = open_source(request)
     tally = Tally(request.model_copy(update={"shard_size": state.manifest["shard_size"]}),
@@ -255,7 +253,6 @@ def draw_rounds(request: SynthesizeRequest, dask_address: str | None, workers: i
 
 def summarise(tally: Tally, run_id: str) -> SynthesizeReport:
     """The run's report from the folder's manifest and the shards' counts."""
-    from tasks.synthesize.source import impostor_stats, open_source
 
     request = tally.request
     state = open_source(request)

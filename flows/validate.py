@@ -15,11 +15,17 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from data_contracts.thresholds import load_thresholds
 from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
+from schemas.settings import load_settings
 from schemas.validation import MetricsReport, Scope, ValidationReport
 from tasks.runtime import current_run_id, retry_transient
-from tasks.storage import disk_space
+from tasks.storage import Workspace, disk_space
+from tasks.styles.registry import styles_for
+from tasks.validate.compute import compute_metrics
+from tasks.validate.judge import judge_dataset
+from tasks.validate.report import write_report
 
 MAX_FAILED_LISTED = 5
 
@@ -37,9 +43,6 @@ class ContractsFailedError(RuntimeError):
 
 
 def _registry(workspace: str):
-    from schemas.settings import load_settings
-    from tasks.styles.registry import styles_for
-
     return styles_for(load_settings(workspace))
 
 
@@ -47,9 +50,6 @@ def _registry(workspace: str):
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def metrics_task(workspace: str, identity: EncoderSpec, image: EncoderSpec,
                  text: EncoderSpec | None, scope: Scope, run_id: str) -> MetricsReport:
-    from tasks.storage import Workspace
-    from tasks.validate.compute import compute_metrics
-
     return compute_metrics(Workspace.open(workspace), identity, image, _registry(workspace),
                            scope=scope, text_spec=text, run_id=run_id)
 
@@ -60,8 +60,6 @@ def contracts_task(workspace: str, metrics: MetricsReport, identity: EncoderSpec
                    image: EncoderSpec, scope: Scope, thresholds: str | None, report_path: str,
                    run_id: str) -> ValidationReport:
     """Verdicts, contracts, then publish or reject (a rejection is a result, not an error)."""
-    from tasks.storage import Workspace
-    from tasks.validate.judge import judge_dataset
 
     return judge_dataset(Workspace.open(workspace), metrics, _registry(workspace), identity,
                          image, scope=scope, thresholds_path=thresholds,
@@ -70,10 +68,6 @@ def contracts_task(workspace: str, metrics: MetricsReport, identity: EncoderSpec
 
 @task(name="validate-report", cache_policy=NO_CACHE)
 def report_task(workspace: str, outcome: ValidationReport, thresholds: str | None) -> str:
-    from data_contracts.thresholds import load_thresholds
-    from tasks.storage import Workspace
-    from tasks.validate.report import write_report
-
     return str(write_report(Workspace.open(workspace), outcome, load_thresholds(thresholds)))
 
 

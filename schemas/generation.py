@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.settings import GenerationSettings
+
 CONDITION_ROLES = ("identity", "image", "text")
 
 
@@ -66,7 +68,6 @@ def planned_cpu_threads() -> int:
     Read in the process that builds the context (the flow's), never in a worker: a Dask
     worker's own default (one thread) is exactly what must not decide the pixels.
     """
-    from schemas.settings import GenerationSettings
 
     configured = GenerationSettings().cpu_threads
     if configured is not None:

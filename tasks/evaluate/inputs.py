@@ -17,6 +17,7 @@ from schemas.settings import IngestSettings
 from tasks.ingest.locate import Located, locate
 from tasks.ingest.run import IngestReport, ingest_source
 from tasks.ingest.sources import SourceItem, read_source
+from tasks.splits import load_split
 from tasks.storage import Workspace
 
 PAIRS = "pairs"
@@ -67,7 +68,6 @@ class EvaluationInputs:
 
 def split_identities(split: str | Path, part: str) -> set[str]:
     """Identities of one part of a split file (``identity_id,split``)."""
-    from tasks.splits import load_split
 
     chosen = {identity for identity, where in load_split(split).items() if where == part}
     if not chosen:

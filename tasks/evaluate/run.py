@@ -34,6 +34,7 @@ from tasks.evaluate.bootstrap import N_RESAMPLES, bootstrap_intervals
 from tasks.evaluate.gallery import DEFAULT_ANN_THRESHOLD, prune_galleries, table_name
 from tasks.evaluate.inputs import Entry, EvaluationInputs, collect, split_identities
 from tasks.evaluate.metrics import far_key
+from tasks.evaluate.plots import plot_cmc, plot_roc
 from tasks.evaluate.scoring import (
     FARS,
     RANKS,
@@ -43,6 +44,7 @@ from tasks.evaluate.scoring import (
     score_recognizer,
 )
 from tasks.ingest.run import IngestReport
+from tasks.recognize.recognizer import load_recognizer
 from tasks.runtime import retry_transient
 from tasks.storage import Workspace, write_bytes_atomic, write_parquet_atomic
 
@@ -222,8 +224,6 @@ def metrics_markdown(summaries: dict[str, dict[str, Any]], header: dict[str, Any
 
 def evaluate(request: EvaluateRequest, progress=None) -> EvaluateReport:
     """Ingest, embed, search and score every recognizer; write the files listed above."""
-    from tasks.evaluate.plots import plot_cmc, plot_roc
-    from tasks.recognize.recognizer import load_recognizer
 
     say = progress or (lambda message: None)
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import numpy as np
 
 from schemas.generation import CONDITION_ROLES, ConditionSource
 from tasks import storage
-from tasks.embed import stored_versions, table_dim, vector_matrix
+from tasks.embed import TEXT_SCHEMA_KEY, stored_versions, table_dim, vector_matrix
 from tasks.generate.saved import check_encoders
 from tasks.storage import Workspace
 
@@ -103,7 +103,6 @@ def face_vectors(workspace: Workspace, source: ConditionSource,
 def text_vectors(workspace: Workspace, source: ConditionSource,
                  names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     """``{text_id: (vector, text)}`` for the named texts from the generator's text encoder."""
-    from tasks.embed import TEXT_SCHEMA_KEY
 
     unique = sorted(set(names))
     if not unique:

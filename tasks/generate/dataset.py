@@ -26,7 +26,7 @@ import pyarrow as pa
 from schemas.records import FACES_SCHEMA, embedding_schema
 from schemas.styles import PairedSource, RenderSource, Style
 from tasks import storage
-from tasks.embed import vector_matrix
+from tasks.embed import embedding_table, vector_matrix
 from tasks.faces import read_crops
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
@@ -52,8 +52,6 @@ class VectorTable:
 
     @classmethod
     def of(cls, role: str, encoder: Any) -> VectorTable:
-        from tasks.embed import embedding_table
-
         return cls(role, embedding_table(role, encoder), encoder.version, encoder.dim)
 
 
@@ -347,6 +345,7 @@ def _vector_problem(photo: str, tables: Mapping[str, tuple[dict, dict, np.ndarra
 
 def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndarray:
     """The model's spatial channel for each photo, computed once (not per step)."""
+    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
     from tasks.generate.networks import spatial_condition
 
     if not crops:
@@ -356,6 +355,7 @@ def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndar
 
 def start_inputs(crops: Sequence[np.ndarray], start: str, size: int) -> np.ndarray:
     """A bridge's start image for each photo, made exactly as at generation time."""
+    # Imported here, not at the top: tasks.generate.formulations.base loads torch.
     from tasks.generate.formulations.base import start_images
 
     if not crops:

@@ -51,6 +51,7 @@ from tasks.generate.reports import (
     write_index,
 )
 from tasks.locking import workspace_lock
+from tasks.progress import Progress
 from tasks.runtime import retry_transient
 from tasks.splits import load_splits, resolve_split
 from tasks.storage import Workspace, write_bytes_atomic
@@ -276,11 +277,13 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     tables = {role: VectorTable.of(role, enc) for role, enc in encoders.items()}
     prompts = style_texts(styles)
     text_vectors = read_text_vectors(workspace, tables["text"], prompts)
+    # Imported here, not at the top: tasks.generate.formulations.base loads torch.
     from tasks.generate.formulations.base import build_formulation
 
     needs_start = build_formulation(config).needs_start
     targets = None
     if config.training.losses.identity > 0:
+        # Imported here, not at the top: tasks.generate.objectives loads torch.
         from tasks.generate.objectives import identity_targets as targets
     training = assemble(workspace, styles, tables, text_vectors, config.resolution, split,
                         config.spatial_condition, request.preview_identities,
@@ -389,6 +392,8 @@ def fit_generator(request: TrainRequest, on_checkpoint: OnCheckpoint | None = No
 
 def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckpoint | None,
          say: Callable[[str], None], began: float) -> TrainReport:
+    # Imported here, not at the top: tasks.generate.networks, tasks.generate.training load
+    # diffusers and torch.
     from tasks.generate.networks import SketchGenerator
     from tasks.generate.training import ema_generator, latest_checkpoint, train
 
@@ -405,8 +410,6 @@ def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckp
     boundaries = [b for b in range(p.every, p.steps, p.every) if b > start] + [p.steps]
     say(f"training {request.name}: steps {start} -> {p.steps} on {device}, batch "
         f"{p.batch_size}, checkpoint + report every {p.every}")
-
-    from tasks.progress import Progress
 
     bar = Progress(f"train {request.name}", unit="step")
     clock = _StepClock(p.steps, p.every, say, progress=bar)
@@ -497,6 +500,7 @@ def publish_checkpoint(name: str) -> OnCheckpoint:
 
 def _retry(task: Any, task_run: Any, state: Any) -> bool:
     """Transient errors only; a diverged loss would diverge again from the same checkpoint."""
+    # Imported here, not at the top: tasks.generate.training loads diffusers and torch.
     from tasks.generate.training import TrainingError
 
     try:

@@ -40,7 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.encoders.sface_torch import load_sface_torch, sface_embed
 from tasks.generate.config import LossSpec
+from tasks.generate.texture import TextureFeatures, texture_distance
 
 _CRITIC_SEED_SALT = 0xC217
 _OLD_OUT = "net.6."
@@ -141,7 +143,6 @@ def jitter_and_blur(picture: torch.Tensor, downsample: int, jitter: int,
 
 def identity_targets(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """SFace vectors (torch port) of aligned BGR mugshot crops: the identity loss's targets."""
-    from tasks.encoders.sface_torch import load_sface_torch, sface_embed
 
     model = load_sface_torch()
     out = []
@@ -162,8 +163,6 @@ class Objective:
         self.device = torch.device(device)
         self.identity_model: nn.Module | None = None
         if spec.identity > 0:
-            from tasks.encoders.sface_torch import load_sface_torch
-
             self.identity_model = load_sface_torch().to(self.device)
         self.critic: MultiScaleCritic | None = None
         self.critic_optimizer: torch.optim.Optimizer | None = None
@@ -180,8 +179,6 @@ class Objective:
                                                      lr=spec.discriminator_lr, betas=(0.5, 0.999))
         self.texture_model: nn.Module | None = None
         if spec.texture > 0:
-            from tasks.generate.texture import TextureFeatures
-
             self.texture_model = TextureFeatures().to(self.device)
         self._fake: torch.Tensor | None = None
         self._swapped: tuple[dict[str, Any], torch.Tensor] | None = None
@@ -210,8 +207,6 @@ class Objective:
         spec = self.spec
         if self.identity_model is not None and self._active(spec.identity,
                                                             spec.identity_from_step, step):
-            from tasks.encoders.sface_torch import sface_embed
-
             if batch.get("id_target") is None:
                 raise ValueError("the identity loss needs batch['id_target'] (SFace vectors of "
                                  "the mugshots): assemble the training set with them")
@@ -269,7 +264,6 @@ class Objective:
                  ) -> torch.Tensor:
         """Texture distance of the first outputs to their own sketch and of the swapped
         drawings to the sketch of the item whose style they were given."""
-        from tasks.generate.texture import texture_distance
 
         assert self.texture_model is not None
         k = min(self.spec.texture_items, x0_hat.shape[0])

@@ -40,8 +40,11 @@ from prefect.cache_policies import NO_CACHE
 from schemas.generation import GenerationContext, SamplingParams, ShardRef, ShardResult
 from schemas.records import SKETCHES_SCHEMA, SketchStatus
 from tasks import storage
+from tasks.faces import read_crops
 from tasks.generate.conditions import face_vectors, text_vectors
+from tasks.generate.dataset import spatial_inputs, start_inputs
 from tasks.generate.plan import checks_out, png_relpath, read_items, shard_id
+from tasks.generate.saved import read_manifest
 from tasks.runtime import retry_transient
 from tasks.storage import CorruptFileError, Workspace
 
@@ -145,8 +148,8 @@ def load_generator(path: str | Path, device: str, expected: Mapping[str, tuple[i
     Keyed by path and device and checked against the manifest's version on every call (a
     cheap JSON read), so a generator saved again under the same path is reloaded.
     """
+    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
     from tasks.generate.networks import SketchGenerator
-    from tasks.generate.saved import read_manifest
 
     root = Path(path).resolve()
     version = read_manifest(root)["version"]
@@ -289,8 +292,6 @@ def _spatial_maps(workspace: Workspace, generator: Any, faces: list[str]
     mode = config.spatial_condition
     if mode == "none" and not generator.needs_start:
         return None
-    from tasks.faces import read_crops
-    from tasks.generate.dataset import spatial_inputs, start_inputs
 
     crops = read_crops(workspace, faces)
     ordered = [crops[f] for f in faces]
@@ -308,6 +309,7 @@ def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str
             texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams,
             spatial: Mapping[str, Mapping[str, np.ndarray]] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
+    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
     from tasks.generate.networks import NonFiniteSampleError
 
     conditions = {

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from tasks.encoders.effnet import EffNetLite0Encoder
+
 # Blocks whose outputs give the Gram matrices: 16 channels at 1/2, 24 at 1/4, 40 at 1/8.
 TEXTURE_BLOCKS = (0, 2, 4)
 _MEAN = (0.485, 0.456, 0.406)
@@ -32,8 +34,6 @@ class TextureFeatures(nn.Module):
         super().__init__()
         self.texture_blocks = tuple(blocks)
         if model is None:
-            from tasks.encoders.effnet import EffNetLite0Encoder
-
             model = EffNetLite0Encoder(device="cpu").model
         model = model.float().to(memory_format=torch.contiguous_format)
         self.stem, self.bn0, self.swish = model._conv_stem, model._bn0, model._swish

@@ -28,6 +28,7 @@ from schemas.records import ALIGNED_SIZE, FACES_SCHEMA
 from tasks import storage
 from tasks.faces import crop_stack, encoder_vectors, rows_by_id
 from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.validate import publish
 
 ExampleKind = Literal["photo", "sketch", "synthetic"]
 SKETCH_KINDS: tuple[ExampleKind, ...] = ("sketch", "synthetic")
@@ -94,7 +95,6 @@ def read_synthetic_sketches(workspace: Workspace,
     paths are relative to the workspace. A name that is none of these is an error, never an
     empty training set.
     """
-    from tasks.validate import publish
 
     source = dataset or SKETCHES
     record = None if source.endswith(".parquet") else publish.get_version(workspace, source)

@@ -28,7 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas.encoders import EncoderSpec
+from tasks.encoders import load
+from tasks.encoders.adaface import build_model
 from tasks.faces import crop_stack, encoder_vectors, rows_by_id
+from tasks.recognize.sketch_side import build_sketch_module
 from tasks.storage import FACES, Workspace
 
 CONFIG_FILE = "recognizer.json"
@@ -57,8 +60,6 @@ class EncoderRecognizer:
     name: str = BASELINE
 
     def __post_init__(self) -> None:
-        from tasks.encoders import load
-
         self.encoder = load(self.spec)
         self.version = self.encoder.version
 
@@ -100,16 +101,13 @@ SKETCH_SIDE = "sketch"
 def build_module(config: dict[str, Any]) -> Any:
     """The inference module a config describes, with random weights (load them after)."""
     if config["mode"] in ("procrustes", "adapter"):
-        from tasks.recognize.sketch_side import build_sketch_module
-
         return build_sketch_module(config)
     if config["mode"] == "head":
+        # Imported here, not at the top: tasks.recognize.losses loads torch.
         from tasks.recognize.losses import ProjectionHead
 
         return ProjectionHead(config["in_dim"], config["out_dim"], config.get("hidden"))
     if config["mode"] == "backbone":
-        from tasks.encoders.adaface import build_model
-
         return build_model(config["arch"])
     raise RecognizerError(f"unknown recognizer mode {config['mode']!r}")
 

@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from tasks.evaluate.metrics import evaluate_scores
+from tasks.recognize.data import DataError
+
 SKETCH_SIDE_MODES = ("procrustes", "adapter")
 VALIDATION_SHARE = 0.2
 MIN_VALIDATION = 2
@@ -154,7 +157,6 @@ def validation_split(data: VectorSet, seed: int, share: float = VALIDATION_SHARE
     machines and independent of the order data arrived in. A validation identity leaves the
     fit set entirely (photos, real and synthetic sketches).
     """
-    from tasks.recognize.data import DataError
 
     real = set(data.sketch_labels[data.sketch_kinds == "sketch"].tolist())
     pool = sorted(real) if len(real) >= 2 * MIN_VALIDATION else sorted(
@@ -181,7 +183,6 @@ def validation_score(sketches: np.ndarray, sketch_labels: np.ndarray, gallery: n
     holds every training photo (fit identities are distractors a map that overfits would
     pull validation sketches toward).
     """
-    from tasks.evaluate.metrics import evaluate_scores
 
     scores = _unit(sketches) @ _unit(gallery).T
     result = evaluate_scores(scores, sketch_labels, gallery_labels, ranks=(1,), fars=(1e-2,))

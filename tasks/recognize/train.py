@@ -51,6 +51,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import IngestSettings
+from tasks.encoders import load
+from tasks.encoders.adaface import (
+    EMBEDDING_DIM,
+    build_model,
+    load_weights,
+    read_state_dict,
+    resolve_arch,
+)
+from tasks.ingest.locate import locate
+from tasks.ingest.run import ingest_source
+from tasks.ingest.sources import read_source
 from tasks.recognize.data import (
     DataError,
     Example,
@@ -63,8 +74,9 @@ from tasks.recognize.data import (
     synthetic_source,
 )
 from tasks.recognize.recognizer import CONFIG_FILE, FORMAT, WEIGHTS_FILE, crops_to_tensor
-from tasks.recognize.sketch_side import ADAPTER_LR, SKETCH_SIDE_MODES
+from tasks.recognize.sketch_side import ADAPTER_LR, SKETCH_SIDE_MODES, fit_sketch_side
 from tasks.runtime import retry_transient
+from tasks.splits import load_split, resolve_split
 from tasks.storage import Workspace, write_bytes_atomic
 
 Mode = Literal["head", "backbone", "procrustes", "adapter"]
@@ -174,9 +186,6 @@ def gather_examples(workspace: Workspace, request: TrainRecognizerRequest,
     with identities in the split's *test* part is refused (naming them) unless
     ``drop_test_identities`` asks to drop them, which ``assemble`` then counts as held out.
     """
-    from tasks.ingest.locate import locate
-    from tasks.ingest.run import ingest_source
-    from tasks.ingest.sources import read_source
 
     say = say or (lambda message: None)
     examples: list[Example] = []
@@ -258,7 +267,6 @@ def _cache_dir(request: TrainRecognizerRequest, out: Path) -> Path:
 def _cached_vectors(workspace: Workspace, request: TrainRecognizerRequest,
                     training: TrainingSet, cache: Path) -> tuple[np.ndarray, str]:
     """Encoder vectors of the training set, cached per (data, encoder version) for resumes."""
-    from tasks.encoders import load
 
     encoder = load(request.identity_encoder)
     key = hashlib.sha256(f"{training.fingerprint()}\0{encoder.version}".encode()).hexdigest()
@@ -277,6 +285,7 @@ def _cached_vectors(workspace: Workspace, request: TrainRecognizerRequest,
 
 def build(request: TrainRecognizerRequest, num_classes: int, in_dim: int | None) -> tuple[Any, Any]:
     """(trainable embedding module, margin head), seeded so a fresh start is reproducible."""
+    # Imported here, not at the top: tasks.recognize.losses loads torch.
     import torch
 
     from tasks.recognize.losses import ProjectionHead, make_head
@@ -287,14 +296,6 @@ def build(request: TrainRecognizerRequest, num_classes: int, in_dim: int | None)
             module = ProjectionHead(in_dim, in_dim, request.hidden)
             dim = in_dim
         else:
-            from tasks.encoders.adaface import (
-                EMBEDDING_DIM,
-                build_model,
-                load_weights,
-                read_state_dict,
-                resolve_arch,
-            )
-
             arch = resolve_arch(request.backbone_arch)
             module = build_model(arch)
             if request.backbone_weights:
@@ -458,8 +459,6 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
     out.mkdir(parents=True, exist_ok=True)
     split = None
     if request.split:
-        from tasks.splits import load_split, resolve_split
-
         split = load_split(resolve_split(request.split))
     examples, inputs = gather_examples(workspace, request, split, say)
     training = assemble(examples, split)
@@ -580,7 +579,6 @@ def _train_sketch_side(request: TrainRecognizerRequest, workspace: Workspace,
                        training: TrainingSet, inputs: dict[str, Any], out: Path,
                        began: float, say: Callable[[str], None]) -> TrainRecognizerReport:
     """``procrustes`` / ``adapter``: fit on encoder vectors, write the recognizer dir."""
-    from tasks.recognize.sketch_side import fit_sketch_side
 
     training.vectors, encoder_version = _cached_vectors(workspace, request, training,
                                                         _cache_dir(request, out))
@@ -649,8 +647,6 @@ def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
                       identity_encoder=request.identity_encoder.model_dump(exclude_none=True),
                       identity_encoder_version=encoder_version)
     else:
-        from tasks.encoders.adaface import EMBEDDING_DIM, resolve_arch
-
         config.update(arch=resolve_arch(request.backbone_arch), embedding_dim=EMBEDDING_DIM,
                       backbone_weights=request.backbone_weights,
                       backbone_weights_sha256=_digest_file(request.backbone_weights))

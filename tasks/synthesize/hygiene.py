@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas.synthesize import HygieneThresholds, SynthRefusal
+from tasks.encoders.sface import SFaceEncoder
 from tasks.ingest.align import TEMPLATE, align_face, detect_faces, similarity_transform
 
 
@@ -77,8 +78,6 @@ _ENCODER_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=2)
 def _sface(threads: int):
-    from tasks.encoders.sface import SFaceEncoder
-
     return SFaceEncoder(threads=threads, batch_size=16)
 
 

@@ -33,6 +33,8 @@ from schemas.synthesize import (
 )
 from tasks import storage
 from tasks.runtime import retry_transient
+from tasks.synthesize.generator import latent, load_generator
+from tasks.synthesize.hygiene import check_face, identity_vectors
 
 
 class SimulatedCrash(RuntimeError):
@@ -111,8 +113,6 @@ def draw_candidate(request: SynthesizeRequest, index: int, generator: Any, root:
     Returns the record, the seconds spent in the generator and the images drawn.
 
     ``base`` replaces the candidate's first latent (tests craft a look-alike with it)."""
-    from tasks.synthesize.generator import latent
-    from tasks.synthesize.hygiene import check_face, identity_vectors
 
     params = request.params
     ident = identity_id(request, index)
@@ -158,7 +158,6 @@ def run_shard(request: SynthesizeRequest, shard: SynthShardRef, *,
     ``crash_after`` raises SimulatedCrash after that many candidates are drawn (a test hook
     for a run killed mid-shard).
     """
-    from tasks.synthesize.generator import load_generator
 
     started = time.perf_counter()
     root = Path(request.out)

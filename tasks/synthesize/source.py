@@ -39,6 +39,9 @@ from schemas.synthesize import (
     SynthesizeRequest,
 )
 from tasks import storage
+from tasks.embed import vector_matrix
+from tasks.storage import Workspace
+from tasks.synthesize.hygiene import identity_vectors, nearest, pair_similarities
 from tasks.synthesize.shard import file_sha, read_records, shard_refs
 
 LICENCE = (
@@ -122,8 +125,6 @@ def stored_vectors(request: SynthesizeRequest, encoder_version: str) -> tuple[np
     drawn face that is someone already in the database. Empty without a workspace table."""
     if not request.workspace:
         return np.zeros((0, 128), np.float32), []
-    from tasks.embed import vector_matrix
-    from tasks.storage import Workspace
 
     workspace = Workspace.open(request.workspace)
     table = "emb_identity_sface_128"
@@ -228,8 +229,6 @@ def select(state: SourceState, request: SynthesizeRequest, last: int) -> None:
 
 
 def _stored(request: SynthesizeRequest) -> tuple[np.ndarray, list[str]]:
-    from tasks.synthesize.hygiene import identity_vectors
-
     _, version = identity_vectors([], request.params.threads)
     return stored_vectors(request, version)
 
@@ -237,8 +236,6 @@ def _stored(request: SynthesizeRequest) -> tuple[np.ndarray, list[str]]:
 def _refusal(record: dict[str, Any], kept: np.ndarray, kept_ids: list[str],
              stored: np.ndarray, stored_ids: list[str], limit: float
              ) -> tuple[str, str] | None:
-    from tasks.synthesize.hygiene import nearest
-
     if record["reason"] is not None:
         return record["reason"], record["detail"]
     vector = np.asarray(record["vector"], np.float32)
@@ -252,8 +249,6 @@ def _refusal(record: dict[str, Any], kept: np.ndarray, kept_ids: list[str],
 
 def _nearest_detail(vector: np.ndarray, kept: np.ndarray, kept_ids: list[str],
                     stored: np.ndarray, stored_ids: list[str]) -> float | None:
-    from tasks.synthesize.hygiene import nearest
-
     scores = [nearest(vector, pool)[1] for pool in (kept, stored) if len(pool)]
     return round(max(scores), 4) if scores else None
 
@@ -274,7 +269,6 @@ def _kept_vectors(state: SourceState, request: SynthesizeRequest) -> np.ndarray:
 
 def impostor_stats(state: SourceState, request: SynthesizeRequest) -> ImpostorStats:
     """SFace cosine between kept identities (first images), and of nudges to their first."""
-    from tasks.synthesize.hygiene import pair_similarities
 
     vectors = _kept_vectors(state, request)
     pairs = pair_similarities(vectors)

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from schemas.encoders import EncoderSpec
 from schemas.records import SKETCHES_SCHEMA
+from schemas.settings import load_settings
 from schemas.styles import Style
 from schemas.validation import (
     SKETCH_METRICS,
@@ -35,7 +36,9 @@ from schemas.validation import (
     Scope,
 )
 from tasks import storage
+from tasks.encoders import load
 from tasks.storage import SKETCHES, Workspace
+from tasks.styles.registry import styles_for
 from tasks.validate import style_classifier as sc
 from tasks.validate.health import measure
 from tasks.validate.metrics import identity_scores
@@ -124,8 +127,6 @@ class StyleJudge:
             return self.classifier.judge(vectors, styles)
         if self.method == "clip-zero-shot":
             if self._prompts is None:
-                from tasks.encoders import load
-
                 names = sorted(self.registry)
                 encoded = load(self.text_spec).encode([self.registry[n].prompt for n in names])
                 self._prompts = dict(zip(names, np.asarray(encoded, np.float32), strict=True))
@@ -139,8 +140,6 @@ def validate_judge(workspace: Workspace, size: int,
     """The style judge ``clip4sketch validate`` builds for ``size``-px sketches (the registry
     with any configured styles folder, the settings' image encoder unless ``image_spec``
     names one): for measurements that must judge exactly as the validate stage does."""
-    from schemas.settings import load_settings
-    from tasks.styles.registry import styles_for
 
     settings = load_settings(workspace.root)
     spec = image_spec or EncoderSpec(role="image", name=settings.image_encoder)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data_contracts.run import ContractReport
+from data_contracts.run import ContractReport, run_suites
 from data_contracts.suites import (
     SuiteSpec,
     diversity_suite,
@@ -125,7 +125,5 @@ def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
 
 def run_contracts(workspace: Workspace,
                   suites: list[tuple[SuiteSpec, pd.DataFrame]]) -> ContractReport:
-    from data_contracts.run import run_suites
-
     # The file context lives in <workspace>/gx, Data Docs under gx/uncommitted/data_docs.
     return run_suites(workspace.root, suites)

@@ -30,6 +30,7 @@ from schemas.validation import (
 )
 from tasks import storage
 from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.validate.vectors import sha256_file
 
 PUBLISHED_DIR = Path("datasets") / "published"
 REJECTED_DIR = Path("datasets") / "rejected"
@@ -260,7 +261,6 @@ def export_version(workspace: Workspace, version: str, destination: str | Path) 
     else. Every PNG is checked against its recorded sha256 on the way; the manifest is written
     last, so its presence means a complete export.
     """
-    from tasks.validate.vectors import sha256_file
 
     record = get_version(workspace, version)
     if record is not None and is_pruned(workspace, record):

@@ -23,7 +23,8 @@ from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
 from schemas.validation import Reason
 from tasks import storage
-from tasks.embed import encoder_slug, stored_versions, table_dim, vector_matrix
+from tasks.embed import embedding_table, encoder_slug, stored_versions, table_dim, vector_matrix
+from tasks.encoders import load
 from tasks.storage import Workspace
 
 FILTER_CHUNK = 500
@@ -60,8 +61,6 @@ def resolve_source(workspace: Workspace, spec: EncoderSpec) -> VectorSource:
         if len(versions) == 1 and not spec.options():
             (version,) = versions
             return VectorSource(spec.role, tables[0], version, table_dim(tables[0]), spec)
-    from tasks.embed import embedding_table
-    from tasks.encoders import load
 
     encoder = load(spec)
     table = embedding_table(spec.role, encoder)
@@ -191,8 +190,6 @@ def _cached(workspace: Workspace, source: VectorSource,
 
 
 def checked_encoder(source: VectorSource):
-    from tasks.encoders import load
-
     encoder = load(source.spec)
     if encoder.version != source.version or encoder.dim != source.dim:
         raise StaleVectorsError(
