@@ -109,8 +109,8 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
                        help="sampling noise (default: the generator's own; bridge 1, DDIM 0)")
     group.add_argument("--batch-size", type=int, default=None, help="default 16")
     group.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
-                       help="run the shards on an existing Dask cluster "
-                            "(default CLIP4SKETCH_GENERATE_DASK_ADDRESS)")
+                       help="run the shards on an existing Dask cluster (default "
+                            "CLIP4SKETCH_GENERATE_DASK_ADDRESS, then CLIP4SKETCH_DASK_ADDRESS)")
 
 
 def _publish_options(parser: argparse.ArgumentParser, style_required: bool = False) -> None:
@@ -126,6 +126,14 @@ def _publish_options(parser: argparse.ArgumentParser, style_required: bool = Fal
                         help="print what each stage would do; change nothing")
 
 
+def _dask_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
+                        help="run the shards (ingest: decode, detect, align; embed: encode; "
+                             "nightly: those and generate's) on an existing Dask cluster; the "
+                             "tables are written here (default CLIP4SKETCH_DASK_ADDRESS; see "
+                             "docs/how-to/dask-ingest.md)")
+
+
 def _ingest_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("sources", nargs="+" if required else "*", metavar="SOURCE",
                         help="a folder with one sub-folder per identity, or a CSV/Parquet "
@@ -138,13 +146,15 @@ def _ingest_options(parser: argparse.ArgumentParser, required: bool = True) -> N
     parser.add_argument("--retry-quarantined", action="store_true",
                         help="decode again files quarantined earlier (e.g. after changing "
                              "the detection threshold)")
+    _dask_option(parser)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.ingest import ingest
 
     reports = ingest(sources=args.sources, workspace=str(args.workspace), root=args.root,
-                     pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined)
+                     pre_aligned=args.pre_aligned, retry_quarantined=args.retry_quarantined,
+                     dask_address=args.dask_address)
     for report in reports:
         _print_ingest(report)
     return 0
@@ -165,7 +175,8 @@ def _print_embed(report) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from flows.embed import embed
 
-    _print_embed(embed(workspace=str(args.workspace), **_specs(args)))
+    _print_embed(embed(workspace=str(args.workspace), dask_address=args.dask_address,
+                       **_specs(args)))
     return 0
 
 
@@ -205,7 +216,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         generator=args.generator, styles=args.style or None, thresholds=args.thresholds,
         train_recognizer_steps=args.train_recognizer_steps,
         evaluate_pairs=args.evaluate_pairs, evaluate_root=args.evaluate_root,
-        dry_run=args.dry_run, **_specs(args)), args.dry_run)
+        dry_run=args.dry_run, dask_address=args.dask_address, **_specs(args)), args.dry_run)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -491,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     _ingest_options(add("ingest", cmd_ingest, "ingest mugshots and paired sketches", True))
-    _encoder_options(add("embed", cmd_embed, "compute identity and image vectors of faces",
-                         True))
+    embed = add("embed", cmd_embed, "compute identity and image vectors of faces", True)
+    _encoder_options(embed)
+    _dask_option(embed)
     nightly = add("nightly", cmd_nightly,
                   "the nightly DAG: ingest, embed, generate what is missing, validate, publish "
                   "(then train and evaluate when asked)", True)

@@ -61,6 +61,19 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
+def cluster_address(settings: Settings, given: str | None, stage: str) -> str | None:
+    """The Dask scheduler a stage sends its shards to; None runs them on this machine.
+
+    The option given, else for ``generate`` its own ``CLIP4SKETCH_GENERATE_DASK_ADDRESS``
+    (kept from before the other stages could use a cluster), else ``CLIP4SKETCH_DASK_ADDRESS``.
+    """
+    if given:
+        return given
+    if stage == "generate" and settings.generate.dask_address:
+        return settings.generate.dask_address
+    return settings.dask_address
+
+
 def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:
     if given is None:
         return EncoderSpec(role=role, name=getattr(settings, f"{role}_encoder"))

@@ -5,9 +5,16 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.artifacts import embed_markdown, publish
-from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
+from flows.common import (
+    cluster_address,
+    encoder_spec,
+    hold_workspace,
+    resolve,
+    write_run_record,
+)
+from flows.sharded import embed_stage
 from schemas.encoders import EncoderSpec
-from tasks.embed import EmbedReport, embed_task
+from tasks.embed import EmbedReport
 from tasks.runtime import current_run_id
 
 
@@ -16,15 +23,22 @@ def embed(
     workspace: str | None = None,
     identity_encoder: EncoderSpec | None = None,
     image_encoder: EncoderSpec | None = None,
+    dask_address: str | None = None,
 ) -> EmbedReport:
-    """Embed faces that have no vector from the current encoder versions."""
+    """Embed faces that have no vector from the current encoder versions.
+
+    ``dask_address`` (default ``CLIP4SKETCH_DASK_ADDRESS``): encode in shards on that Dask
+    cluster; the vectors are written here, as a local run writes them.
+    """
     settings, ws = resolve(workspace)
     run_id = current_run_id()
+    address = cluster_address(settings, dask_address, "embed")
     specs = [encoder_spec(settings, "identity", identity_encoder),
              encoder_spec(settings, "image", image_encoder)]
     with hold_workspace(settings, ws, "embed", run_id):
-        report = embed_task(str(ws.root), specs, run_id=run_id)
+        report = embed_stage(settings, ws, specs, run_id=run_id, address=address)
         publish("embed-summary", embed_markdown(report))
-        write_run_record(ws, "embed", run_id, {"encoders": [s.model_dump() for s in specs]},
+        write_run_record(ws, "embed", run_id, {"encoders": [s.model_dump() for s in specs],
+                                               "dask_address": address},
                          {"embed": report})
     return report

@@ -29,7 +29,13 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from flows.artifacts import generate_markdown, generate_style_rows, publish_generate
-from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
+from flows.common import (
+    cluster_address,
+    encoder_spec,
+    hold_workspace,
+    resolve,
+    write_run_record,
+)
 from schemas.encoders import EncoderSpec
 from schemas.generation import (
     GenerateReport,
@@ -176,7 +182,8 @@ def generate(
     the run to these face or identity ids (e.g. a held-out split); ``styles`` defaults to
     every active style of the registry. Options left unset come from the settings
     (``CLIP4SKETCH_GENERATE_*``; see schemas/settings.py), so a deployment and a backfill
-    draw the same way.
+    draw the same way; ``dask_address`` also comes from ``CLIP4SKETCH_DASK_ADDRESS``, the
+    cluster every sharded stage uses.
     """
     started = time.perf_counter()
     settings, ws = resolve(workspace)
@@ -188,7 +195,7 @@ def generate(
     guidance = given.guidance if guidance is None else guidance
     batch_size = batch_size or given.batch_size
     device = device or given.device
-    dask_address = dask_address or given.dask_address
+    dask_address = cluster_address(settings, dask_address, "generate")
     generator_path = find_generator(ws.root, generator or given.generator)
     manifest = checked_generator(generator_path)
     # Generators saved before formulations recorded no defaults: DDIM's 50 steps, guidance 2.

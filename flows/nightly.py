@@ -19,7 +19,14 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.artifacts import embed_markdown, ingest_markdown, publish, quarantine_rows
-from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
+from flows.common import (
+    cluster_address,
+    encoder_spec,
+    hold_workspace,
+    resolve,
+    write_run_record,
+)
+from flows.sharded import embed_stage, ingest_stage
 from flows.stages import (
     DatasetRejectedError,
     Published,
@@ -29,8 +36,8 @@ from flows.stages import (
 )
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings
-from tasks.embed import EmbedReport, embed_task
-from tasks.ingest.run import IngestReport, ingest_task
+from tasks.embed import EmbedReport
+from tasks.ingest.run import IngestReport
 from tasks.runtime import current_run_id
 from tasks.storage import Workspace
 
@@ -110,6 +117,7 @@ def nightly(
     evaluate_pairs: str | None = None,
     evaluate_root: str | None = None,
     dry_run: bool = False,
+    dask_address: str | None = None,
 ) -> NightlyReport:
     """One night's regeneration of the dataset.
 
@@ -119,6 +127,8 @@ def nightly(
     ``train_recognizer_steps`` > 0 trains a head recognizer on the night's published version;
     ``evaluate_pairs`` (a pairs manifest) scores the baseline, and that recognizer, on it.
     ``dry_run`` prints what each stage would do and changes nothing.
+    ``dask_address`` (default ``CLIP4SKETCH_DASK_ADDRESS``): ingest, embed and generate run in
+    shards on that Dask cluster (see flows/sharded.py); the tables are written here.
     """
     settings, ws = resolve(workspace)
     run_id = current_run_id()
@@ -140,12 +150,13 @@ def nightly(
                   "styles": styles, "thresholds": thresholds,
                   "train_recognizer_steps": train_recognizer_steps,
                   "evaluate_pairs": evaluate_pairs,
+                  "dask_address": dask_address,
                   "generation": settings.generate.model_dump(mode="json")}
     try:
         with hold_workspace(settings, ws, "nightly", run_id):
             _run(settings, ws, report, sources, root, pre_aligned, retry_quarantined, specs,
                  generator_path, why_not, styles, thresholds, train_recognizer_steps,
-                 evaluate_pairs, evaluate_root)
+                 evaluate_pairs, evaluate_root, dask_address)
     finally:
         # Written on failure too: the manifest of a failed night says how far it got.
         record = write_run_record(ws, "nightly", run_id, parameters, _reports(report),
@@ -162,17 +173,21 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
          root: str | None, pre_aligned: bool, retry_quarantined: bool,
          specs: list[EncoderSpec], generator: Path | None, why_not: str,
          styles: list[str] | None, thresholds: str | None, train_recognizer_steps: int,
-         evaluate_pairs: str | None, evaluate_root: str | None) -> None:
+         evaluate_pairs: str | None, evaluate_root: str | None,
+         dask_address: str | None = None) -> None:
     stages, run_id = report.stages, report.run_id
+    address = cluster_address(settings, dask_address, "ingest")
     with stages.run("ingest") as record:
         for source in sources:
-            report.ingest.append(ingest_task(
-                str(ws.root), source, root=root, pre_aligned=pre_aligned,
-                settings=settings.ingest, run_id=run_id, retry_quarantined=retry_quarantined))
+            report.ingest += ingest_stage(settings, ws, [source], root=root,
+                                          pre_aligned=pre_aligned,
+                                          retry_quarantined=retry_quarantined, run_id=run_id,
+                                          address=address)
         record.detail = (f"{sum(r.n_ingested for r in report.ingest)} new faces, "
                          f"{sum(r.n_quarantined for r in report.ingest)} quarantined")
     with stages.run("embed") as record:
-        report.embed = embed_task(str(ws.root), specs, run_id=run_id)
+        report.embed = embed_stage(settings, ws, specs, run_id=run_id,
+                                   address=cluster_address(settings, dask_address, "embed"))
         record.detail = ", ".join(f"{role} {t.computed} computed"
                                   for role, t in report.embed.tables.items())
     if generator is None:
@@ -180,7 +195,7 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
         return
     encoders = {f"{spec.role}_encoder": spec for spec in specs}
     report.published = generate_and_publish(stages, settings, ws, generator, styles,
-                                            thresholds, encoders)
+                                            thresholds, encoders, dask_address)
     outcome = report.published.validation
     if outcome is None or not outcome.published:
         return

@@ -94,6 +94,7 @@ def generate_and_publish(
     styles: list[str] | None,
     thresholds: str | None,
     encoders: dict[str, Any],
+    dask_address: str | None = None,
 ) -> Published:
     """Draw what is missing, then validate the generator's sketches and publish them.
 
@@ -103,7 +104,8 @@ def generate_and_publish(
     out = Published()
     with stages.run("generate") as record:
         out.generation = generate(workspace=str(workspace.root), generator=str(generator),
-                                styles=night_styles(settings, generator, styles))
+                                styles=night_styles(settings, generator, styles),
+                                dask_address=dask_address)
         generated = sum(c.generated for c in out.generation.per_style.values())
         record.detail = (f"generator {out.generation.generator_version}: {generated} drawn, "
                          f"{out.generation.shards} shards")

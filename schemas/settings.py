@@ -26,13 +26,16 @@ class IngestSettings(BaseSettings):
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1)
     # Rows are written to the store every this many files, so a killed run keeps its work.
     write_every: int = Field(256, ge=1)
+    # On a Dask cluster (``dask_address``): files a task decodes, detects and aligns.
+    shard_size: int = Field(256, ge=1)
 
 
 class GenerationSettings(BaseSettings):
     """How the nightly run and ``backfill`` draw sketches (``generate`` takes them as options).
 
     ``dask_address`` sends the shards to an existing Dask cluster (one worker per GPU); unset,
-    they run on this machine.
+    ``CLIP4SKETCH_DASK_ADDRESS`` (every stage's cluster) decides, and without either they run
+    on this machine.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_GENERATE_")
@@ -62,6 +65,12 @@ class Settings(BaseSettings):
     image_encoder: str = "effnet-lite0"
     text_encoder: str = "minilm"
     embed_batch_size: int = Field(64, ge=1)
+    # The Dask scheduler (tcp://HOST:8786) that ingest, embed and generate send their shards
+    # to; unset, everything runs on this machine. CLIP4SKETCH_GENERATE_DASK_ADDRESS still sets
+    # generate's own, and wins over this one for generate.
+    dask_address: str | None = None
+    # On a Dask cluster: faces a task embeds (the local run encodes 512 at a time, too).
+    embed_shard_size: int = Field(512, ge=1)
     # How long a flow waits for another run holding the same workspace before refusing.
     lock_timeout_seconds: float = Field(60.0, ge=0)
     # Extra style files (JSON, one style each) on top of the bundled registry and

@@ -26,6 +26,7 @@ from tasks import storage
 from tasks.encoders import load
 from tasks.encoders.base import Encoder
 from tasks.ingest.align import decode_png
+from tasks.progress import Progress
 from tasks.runtime import retry_transient
 from tasks.storage import FACES, Workspace
 
@@ -53,8 +54,12 @@ def encoder_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def table_name(role: str, encoder_name: str, dim: int) -> str:
+    return f"emb_{role}_{encoder_slug(encoder_name)}_{dim}"
+
+
 def embedding_table(role: str, encoder: Encoder) -> str:
-    return f"emb_{role}_{encoder_slug(encoder.name)}_{encoder.dim}"
+    return table_name(role, encoder.name, encoder.dim)
 
 
 def table_dim(table: str) -> int | None:
@@ -86,7 +91,8 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
         yield slice(start, min(start + size, n))
 
 
-def _checked(vectors: np.ndarray, expected: tuple[int, int], encoder: Encoder) -> np.ndarray:
+def checked_vectors(vectors: np.ndarray, expected: tuple[int, int],
+                    encoder: Encoder) -> np.ndarray:
     if vectors.shape != expected or not np.isfinite(vectors).all():
         raise ValueError(
             f"{encoder.name} returned {vectors.shape} with "
@@ -94,6 +100,66 @@ def _checked(vectors: np.ndarray, expected: tuple[int, int], encoder: Encoder) -
             f"non-finite rows; expected finite {expected}"
         )
     return vectors.astype(np.float32, copy=False)
+
+
+def faces_to_embed(workspace: Workspace, table: str, dim: int,
+                   version: str) -> tuple[int, pa.Table]:
+    """How many faces are stored, and those (``face_id``, ``identity_id``, ``kind``) whose
+    vector in ``table`` is missing or from another encoder version, in the faces table's
+    order. Also makes sure the table exists."""
+    schema = embedding_schema(dim)
+    faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"],
+                         schema=FACES_SCHEMA)
+    stored = storage.read(workspace, table, columns=["face_id", "encoder_version"],
+                          schema=schema)
+    current = {
+        face for face, stored_version in zip(stored.column("face_id").to_pylist(),
+                                             stored.column("encoder_version").to_pylist(),
+                                             strict=True)
+        if stored_version == version
+    }
+    todo = faces.filter(pc.invert(pc.is_in(
+        faces.column("face_id"), value_set=pa.array(sorted(current), pa.string()))))
+    storage.ensure_table(workspace, table, schema)
+    return faces.num_rows, todo
+
+
+def read_crops(workspace: Workspace, ids: list[str]) -> np.ndarray:
+    """The aligned crops of these faces, in this order, as a (n, 112, 112, 3) BGR batch."""
+    crops_table = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
+                               where=storage.where_in("face_id", ids))
+    crop_of = dict(zip(crops_table.column("face_id").to_pylist(),
+                       crops_table.column("aligned_png").to_pylist(), strict=True))
+    return np.stack([decode_png(crop_of[i]) for i in ids])
+
+
+def vector_rows(rows: pa.Table, vectors: np.ndarray, encoder_name: str, version: str,
+                dim: int, run_id: str) -> pa.Table:
+    """Rows of an embedding table: ``rows`` (face_id, identity_id, kind) with their vectors."""
+    n = rows.num_rows
+    now = dt.datetime.now(dt.UTC)
+    return pa.table({
+        "face_id": rows.column("face_id"),
+        "identity_id": rows.column("identity_id"),
+        "kind": rows.column("kind"),
+        "encoder": [encoder_name] * n,
+        "encoder_version": [version] * n,
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        "run_id": [run_id] * n,
+        "embedded_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=embedding_schema(dim))
+
+
+def finish_table(workspace: Workspace, table: str, encoder_name: str, version: str, dim: int,
+                 computed: int, faces: int, run_id: str) -> TableReport:
+    """Tag the table with the run and export its Parquet mirror."""
+    storage.tag(workspace, table, f"run-{run_id}")
+    parquet = storage.export_parquet(workspace, table)
+    return TableReport(
+        table=table, encoder=encoder_name, encoder_version=version, dim=dim,
+        computed=computed, reused=faces - computed, rows=storage.count(workspace, table),
+        parquet=str(parquet) if parquet else None,
+    )
 
 
 def embed_faces_with(
@@ -105,53 +171,26 @@ def embed_faces_with(
     chunk: int = 512,
     progress: Callable[[int, int], None] | None = None,
 ) -> TableReport:
-    """Embed every stored face whose vector from this encoder version is missing or stale."""
+    """Embed every stored face whose vector from this encoder version is missing or stale.
+
+    ``chunk`` faces are encoded and written at a time (a sharded run, ``tasks.embed_shards``,
+    encodes a shard at a time).
+    """
     name = embedding_table(role, encoder)
-    schema = embedding_schema(encoder.dim)
-    faces = storage.read(workspace, FACES, columns=["face_id", "identity_id", "kind"],
-                         schema=FACES_SCHEMA)
-    stored = storage.read(workspace, name, columns=["face_id", "encoder_version"], schema=schema)
-    current = {
-        face for face, version in zip(stored.column("face_id").to_pylist(),
-                                      stored.column("encoder_version").to_pylist(), strict=True)
-        if version == encoder.version
-    }
-    todo = faces.filter(pc.invert(pc.is_in(
-        faces.column("face_id"), value_set=pa.array(sorted(current), pa.string()))))
-    storage.ensure_table(workspace, name, schema)
+    n_faces, todo = faces_to_embed(workspace, name, encoder.dim, encoder.version)
     for part in _chunks(todo.num_rows, chunk):
         rows = todo.slice(part.start, part.stop - part.start)
         ids = rows.column("face_id").to_pylist()
         # Crops are fetched per chunk so memory stays bounded by the chunk, not the table.
-        quoted = ", ".join(f"'{i}'" for i in ids)
-        crops_table = storage.read(workspace, FACES, columns=["face_id", "aligned_png"],
-                                   where=f"face_id IN ({quoted})")
-        crop_of = dict(zip(crops_table.column("face_id").to_pylist(),
-                           crops_table.column("aligned_png").to_pylist(), strict=True))
-        crops = np.stack([decode_png(crop_of[i]) for i in ids])
-        vectors = _checked(encoder.encode(crops), (len(ids), encoder.dim), encoder)
-        now = dt.datetime.now(dt.UTC)
-        table = pa.table({
-            "face_id": ids,
-            "identity_id": rows.column("identity_id"),
-            "kind": rows.column("kind"),
-            "encoder": [encoder.name] * len(ids),
-            "encoder_version": [encoder.version] * len(ids),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)),
-                                                        encoder.dim),
-            "run_id": [run_id] * len(ids),
-            "embedded_at": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-        }, schema=schema)
-        storage.upsert(workspace, name, table, "face_id")
+        vectors = checked_vectors(encoder.encode(read_crops(workspace, ids)),
+                                  (len(ids), encoder.dim), encoder)
+        storage.upsert(workspace, name, vector_rows(rows, vectors, encoder.name,
+                                                    encoder.version, encoder.dim, run_id),
+                       "face_id")
         if progress:
             progress(part.stop, todo.num_rows)
-    storage.tag(workspace, name, f"run-{run_id}")
-    parquet = storage.export_parquet(workspace, name)
-    return TableReport(
-        table=name, encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
-        computed=todo.num_rows, reused=faces.num_rows - todo.num_rows,
-        rows=storage.count(workspace, name), parquet=str(parquet) if parquet else None,
-    )
+    return finish_table(workspace, name, encoder.name, encoder.version, encoder.dim,
+                        todo.num_rows, n_faces, run_id)
 
 
 def embed_faces(
@@ -193,8 +232,8 @@ def embed_texts(workspace: Workspace, texts: dict[str, str], spec: EncoderSpec,
     storage.ensure_table(workspace, name, schema)
     if todo:
         keys = sorted(todo)
-        vectors = _checked(encoder.encode([todo[k] for k in keys]), (len(keys), encoder.dim),
-                           encoder)
+        vectors = checked_vectors(encoder.encode([todo[k] for k in keys]),
+                                  (len(keys), encoder.dim), encoder)
         storage.upsert(workspace, name, pa.table({
             TEXT_SCHEMA_KEY: keys,
             "text": [todo[k] for k in keys],
@@ -221,7 +260,5 @@ def load_vectors(workspace: Workspace, table: str, where: str | None = None) -> 
       cache_policy=NO_CACHE)
 def embed_task(workspace: str, specs: list[EncoderSpec], run_id: str = "local") -> EmbedReport:
     """Thin Prefect wrapper; encoders load inside the worker process (``encoders.load``)."""
-    from tasks.progress import Progress
-
     with Progress("embed faces", unit="face") as progress:
         return embed_faces(Workspace.open(workspace), specs, run_id=run_id, progress=progress)

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -35,6 +36,7 @@ from tasks import storage
 from tasks.ingest.align import align_face, detect_faces, encode_png, pre_aligned
 from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
 from tasks.ingest.sources import SourceItem, printable, read_source
+from tasks.progress import Progress
 from tasks.runtime import retry_transient
 from tasks.storage import FACES, QUARANTINE, Workspace
 
@@ -106,8 +108,24 @@ def pixel_digest(decoded: DecodedImage) -> str:
     return digest.hexdigest()
 
 
-def locate_face(decoded: DecodedImage, item: SourceItem, face_id: str, pixel_sha: str,
-                run_id: str, settings: IngestSettings, is_pre_aligned: bool) -> FaceRecord:
+@dataclass(frozen=True)
+class Analysis:
+    """What decoding, detection and alignment made of one file's bytes.
+
+    A pure function of the bytes and the ingest settings (``analyse``), so it can be computed
+    anywhere (a Dask worker: ``tasks.ingest.shards``) and handed to ``ingest_source``, which
+    makes every decision that depends on other files. ``pixel_sha`` is None when decoding
+    refused the file (``refusal`` says why); set with a ``refusal``, no face was found;
+    otherwise ``face`` holds the record's fields that come from the pixels.
+    """
+
+    pixel_sha: str | None = None
+    refusal: tuple[QuarantineReason, str] | None = None
+    face: dict[str, Any] | None = None
+
+
+def _face_fields(decoded: DecodedImage, settings: IngestSettings,
+                 is_pre_aligned: bool) -> dict[str, Any]:
     """Detect and align one decoded image; raises ImageRejected when there is no face."""
     if is_pre_aligned:
         crop = pre_aligned(decoded.bgr)
@@ -126,14 +144,7 @@ def locate_face(decoded: DecodedImage, item: SourceItem, face_id: str, pixel_sha
         crop = align_face(decoded.bgr, face.landmarks)
         landmarks = [float(v) for v in face.landmarks.reshape(-1)]
         box, score, n_faces = list(face.box), face.score, len(faces)
-    return FaceRecord(
-        face_id=face_id,
-        identity_id=item.identity_id,
-        kind=item.kind,
-        style=item.style,
-        paired_face_id=None,
-        source_path=str(item.path),
-        pixel_sha256=pixel_sha,
+    return dict(
         width=decoded.width,
         height=decoded.height,
         image_format=decoded.image_format,
@@ -145,9 +156,43 @@ def locate_face(decoded: DecodedImage, item: SourceItem, face_id: str, pixel_sha
         det_score=score,
         n_faces=n_faces,
         aligned_png=encode_png(crop),
+    )
+
+
+def _face_record(fields: dict[str, Any], item: SourceItem, face_id: str, pixel_sha: str,
+                 run_id: str) -> FaceRecord:
+    return FaceRecord(
+        face_id=face_id,
+        identity_id=item.identity_id,
+        kind=item.kind,
+        style=item.style,
+        paired_face_id=None,
+        source_path=str(item.path),
+        pixel_sha256=pixel_sha,
+        **fields,
         run_id=run_id,
         ingested_at=_now(),
     )
+
+
+def locate_face(decoded: DecodedImage, item: SourceItem, face_id: str, pixel_sha: str,
+                run_id: str, settings: IngestSettings, is_pre_aligned: bool) -> FaceRecord:
+    """Detect and align one decoded image; raises ImageRejected when there is no face."""
+    return _face_record(_face_fields(decoded, settings, is_pre_aligned), item, face_id,
+                        pixel_sha, run_id)
+
+
+def analyse(data: bytes, settings: IngestSettings, is_pre_aligned: bool) -> Analysis:
+    """Decode, detect and align one file's bytes (see ``Analysis``)."""
+    try:
+        decoded = decode_image(data, max_pixels=settings.max_pixels, min_side=settings.min_side)
+    except ImageRejected as rejected:
+        return Analysis(refusal=(rejected.reason, rejected.detail))
+    pixel_sha = pixel_digest(decoded)
+    try:
+        return Analysis(pixel_sha, face=_face_fields(decoded, settings, is_pre_aligned))
+    except ImageRejected as rejected:
+        return Analysis(pixel_sha, refusal=(rejected.reason, rejected.detail))
 
 
 @dataclass
@@ -185,8 +230,12 @@ def _stored_refusals(workspace: Workspace) -> set[tuple[str, str, str]]:
                    strict=True))
 
 
-def _read_all(items: list[SourceItem], settings: IngestSettings, run_id: str,
-              quarantine: list[QuarantineRecord]) -> list[tuple[SourceItem, bytes, str]]:
+def read_hashes(items: list[SourceItem], settings: IngestSettings, run_id: str,
+                quarantine: list[QuarantineRecord],
+                keep: Callable[[str, bytes], None] | None = None) -> list[tuple[SourceItem, str]]:
+    """Each readable item with the sha256 of its bytes (its face id); the others refused into
+    ``quarantine``. ``keep(sha, data)`` receives the bytes of each, for a caller that decodes
+    them here; a sharded run keeps none (its workers read the files again)."""
     readable = []
     for item in items:
         if item.refusal:
@@ -197,8 +246,27 @@ def _read_all(items: list[SourceItem], settings: IngestSettings, run_id: str,
         except ImageRejected as rejected:
             quarantine.append(_quarantine(item, rejected.reason, rejected.detail, None, run_id))
             continue
-        readable.append((item, data, hashlib.sha256(data).hexdigest()))
+        sha = hashlib.sha256(data).hexdigest()
+        if keep is not None:
+            keep(sha, data)
+        readable.append((item, sha))
     return readable
+
+
+def to_analyse(workspace: Workspace, readable: list[tuple[SourceItem, str]],
+               retry_quarantined: bool = False) -> list[tuple[SourceItem, str]]:
+    """The first item of every content ``ingest_source`` may have to decode: not stored yet,
+    and not refused before under the same identity and kind (unless retried). A superset of
+    what it decodes (a file whose bytes an earlier file of the run claims is not decoded),
+    so a sharded run has an analysis for every content its replay asks for."""
+    stored = _Claims.from_store(workspace).by_bytes
+    refused = set() if retry_quarantined else _stored_refusals(workspace)
+    chosen: dict[str, SourceItem] = {}
+    for item, sha in readable:
+        if sha in stored or sha in chosen or (sha, item.identity_id, item.kind) in refused:
+            continue
+        chosen[sha] = item
+    return [(item, sha) for sha, item in chosen.items()]
 
 
 def ingest_source(
@@ -211,13 +279,31 @@ def ingest_source(
     run_id: str = "local",
     retry_quarantined: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    analyses: Callable[[SourceItem, str], Analysis | None] | None = None,
+    items: list[SourceItem] | None = None,
+    readable: list[tuple[SourceItem, str]] | None = None,
+    quarantine: list[QuarantineRecord] | None = None,
 ) -> IngestReport:
+    """Ingest one source: read, decide and write (see the module's docstring).
+
+    ``analyses(item, sha)`` gives the decoding and detection of an item's bytes; by default
+    they are computed here. A sharded run (``tasks.ingest.shards``) computes them on workers
+    and passes them in, with the ``items``, ``readable`` and ``quarantine`` it read while
+    planning: every decision below is then made exactly as in a local run.
+    """
     started = time.perf_counter()
     settings = settings or IngestSettings()
-    items = read_source(source, root)
+    if items is None:
+        items = read_source(source, root)
     report = IngestReport(source=printable(str(source)), run_id=run_id, seen=len(items))
-    quarantine: list[QuarantineRecord] = []
-    readable = _read_all(items, settings, run_id, quarantine)
+    quarantine = [] if quarantine is None else list(quarantine)
+    if readable is None or analyses is None:
+        data_of: dict[str, bytes] = {}
+        readable = read_hashes(items, settings, run_id, quarantine, keep=data_of.setdefault)
+
+        def analyses(item: SourceItem, sha: str) -> Analysis:
+            return analyse(data_of[sha], settings, is_pre_aligned)
+
     claims = _Claims.from_store(workspace)
     refused = set() if retry_quarantined else _stored_refusals(workspace)
     skipped: Counter[str] = Counter()
@@ -236,7 +322,7 @@ def ingest_source(
             report.faces_version = result.version
             faces.clear()
 
-    for done, (item, data, sha) in enumerate(readable, start=1):
+    for done, (item, sha) in enumerate(readable, start=1):
         if progress:
             progress(done, len(readable))
         owner = claims.by_bytes.get(sha)
@@ -252,9 +338,15 @@ def ingest_source(
             skipped["already_quarantined"] += 1
             continue
         try:
-            decoded = decode_image(data, max_pixels=settings.max_pixels,
-                                   min_side=settings.min_side)
-            pixel_sha = pixel_digest(decoded)
+            analysis = analyses(item, sha)
+            if analysis is None:
+                # Sharded runs only: the file changed or vanished after it was hashed. Not a
+                # refusal of its content; the next run reads it afresh.
+                skipped["changed_during_ingest"] += 1
+                continue
+            pixel_sha = analysis.pixel_sha
+            if pixel_sha is None:  # not decodable
+                raise ImageRejected(*analysis.refusal)
             owner = claims.by_pixels.get(pixel_sha)
             if owner is not None and owner[0] != item.identity_id:
                 raise ImageRejected(
@@ -266,8 +358,9 @@ def ingest_source(
                 face_of_path[item.path] = owner[1]
                 skipped["duplicate_picture"] += 1
                 continue
-            record = locate_face(decoded, item, sha, pixel_sha, run_id, settings,
-                                 is_pre_aligned)
+            if analysis.face is None:  # no face
+                raise ImageRejected(*analysis.refusal)
+            record = _face_record(analysis.face, item, sha, pixel_sha, run_id)
         except ImageRejected as rejected:
             refuse(item, rejected.reason, rejected.detail, sha)
             continue
@@ -307,8 +400,6 @@ def ingest_task(workspace: str, source: str, root: str | None = None,
                 pre_aligned: bool = False, settings: IngestSettings | None = None,
                 run_id: str = "local", retry_quarantined: bool = False) -> IngestReport:
     """Thin Prefect wrapper; takes a workspace path, never a connection, so it pickles."""
-    from tasks.progress import Progress
-
     with Progress(f"ingest {Path(source).name}", unit="file") as progress:
         return ingest_source(Workspace.open(workspace), source, root=root,
                              is_pre_aligned=pre_aligned, settings=settings, run_id=run_id,
