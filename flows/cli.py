@@ -126,6 +126,16 @@ def _publish_options(parser: argparse.ArgumentParser, style_required: bool = Fal
                         help="print what each stage would do; change nothing")
 
 
+def _retention_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("retention (default CLIP4SKETCH_RETENTION_*; see prune)")
+    group.add_argument("--keep-published", type=int, default=None, metavar="N",
+                       help="keep the newest N published versions (plus current and pinned "
+                            "ones); remove what only older versions used")
+    group.add_argument("--keep-days", type=float, default=None, metavar="DAYS",
+                       help="keep rejected versions, run tags, galleries and old table "
+                            "versions younger than this (default 14)")
+
+
 def _dask_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-address", default=None, metavar="tcp://HOST:8786",
                         help="run the shards (ingest: decode, detect, align; embed: encode; "
@@ -216,7 +226,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         generator=args.generator, styles=args.style or None, thresholds=args.thresholds,
         train_recognizer_steps=args.train_recognizer_steps,
         evaluate_pairs=args.evaluate_pairs, evaluate_root=args.evaluate_root,
-        dry_run=args.dry_run, dask_address=args.dask_address, **_specs(args)), args.dry_run)
+        dry_run=args.dry_run, keep_published=args.keep_published, keep_days=args.keep_days,
+        dask_address=args.dask_address, **_specs(args)), args.dry_run)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -335,10 +346,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from tasks.locking import workspace_lock
     from tasks.storage import Workspace
-    from tasks.validate.publish import list_versions, versions_table
+    from tasks.validate.publish import list_versions, pin_version, unpin_version, versions_table
 
-    print(versions_table(list_versions(Workspace.open(args.workspace))))
+    workspace = Workspace.open(args.workspace)
+    if args.pin or args.unpin:
+        # Pins decide what a prune keeps: never change them under a running prune.
+        with workspace_lock(workspace.root, "datasets --pin", timeout=60.0, reentrant=True):
+            for version in args.pin or []:
+                pin_version(workspace, version, note=args.note or "")
+                print(f"pinned {version}: `prune` keeps it")
+            for version in args.unpin or []:
+                print(f"unpinned {version}" if unpin_version(workspace, version)
+                      else f"{version} was not pinned")
+    print(versions_table(list_versions(workspace)))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from schemas.settings import load_settings
+    from tasks.retention import resolve_policy
+
+    # A refused policy (--keep 0) is told before Prefect starts.
+    resolve_policy(args.keep, args.keep_days, load_settings(args.workspace).retention)
+    from flows.prune import prune_workspace
+
+    report = prune_workspace(workspace=str(args.workspace), keep_published=args.keep,
+                             keep_days=args.keep_days, dry_run=args.dry_run, wait=args.wait)
+    freed = report.bytes_before - report.bytes_after
+    print(f"would free {report.bytes:,} bytes (dry run: nothing removed)" if report.dry_run
+          else f"freed {freed:,} bytes ({report.bytes_before:,} -> {report.bytes_after:,})")
     return 0
 
 
@@ -516,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     nightly.add_argument("--evaluate-pairs", default=None, metavar="MANIFEST",
                          help="evaluate the baseline (and that recognizer) on these pairs")
     nightly.add_argument("--evaluate-root", default=None)
+    _retention_options(nightly)
     backfill = add("backfill", cmd_backfill,
                    "draw a style for every stored face, then validate and publish", True)
     _encoder_options(backfill)
@@ -572,7 +611,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a rendered style (pencil-dodge, xdog-lines; repeatable)")
     rendered.add_argument("--face", action="append", metavar="ID",
                           help="restrict to these face or identity ids (repeatable)")
-    add("datasets", cmd_datasets, "list dataset versions and their status")
+    datasets = add("datasets", cmd_datasets, "list dataset versions and their status")
+    datasets.add_argument("--pin", action="append", metavar="VERSION",
+                          help="keep this published version whatever retention says "
+                               "(repeatable)")
+    datasets.add_argument("--unpin", action="append", metavar="VERSION")
+    datasets.add_argument("--note", default=None, help="why it is pinned (with --pin)")
+    pruning = add("prune", cmd_prune,
+                  "remove what only old or rejected dataset versions use, under the "
+                  "workspace lock", True)
+    pruning.add_argument("--keep", type=int, default=None, metavar="N",
+                         help="published versions to keep, newest first (>= 1; default "
+                              "CLIP4SKETCH_RETENTION_KEEP_PUBLISHED); current and pinned "
+                              "versions are kept too")
+    pruning.add_argument("--keep-days", type=float, default=None, metavar="DAYS",
+                         help="keep what is younger than this (default 14)")
+    pruning.add_argument("--dry-run", action="store_true",
+                         help="list what would go and its bytes; remove nothing")
+    pruning.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                         help="wait this long for a running night's lock, then refuse "
+                              "(default CLIP4SKETCH_LOCK_TIMEOUT_SECONDS, 60)")
     export = add("export", cmd_export,
                  "write a published version as image folders + a Parquet manifest")
     export.add_argument("version")
@@ -703,6 +761,8 @@ USER_ERRORS = (
     ("tasks.generate.saved", "GeneratorLoadError"),
     ("tasks.ingest.sources", "ManifestError"),
     ("tasks.locking", "WorkspaceBusyError"),
+    ("tasks.retention", "RetentionError"),
+    ("tasks.validate.publish", "VersionError"),
     ("tasks.styles.registry", "StyleError"),
     ("tasks.styles.rendered_dataset", "RenderError"),
 )

@@ -38,6 +38,7 @@ from schemas.encoders import EncoderSpec
 from schemas.settings import Settings
 from tasks.embed import EmbedReport
 from tasks.ingest.run import IngestReport
+from tasks.retention import PruneReport, plan_prune, prune, resolve_policy
 from tasks.runtime import current_run_id
 from tasks.storage import Workspace
 
@@ -52,6 +53,7 @@ class NightlyReport(BaseModel):
     published: Published = Field(default_factory=Published)
     evaluation: str | None = None  # metrics.json of the night's evaluation
     recognizer: str | None = None
+    prune: PruneReport | None = None
     run_record: str | None = None
 
 
@@ -117,6 +119,8 @@ def nightly(
     evaluate_pairs: str | None = None,
     evaluate_root: str | None = None,
     dry_run: bool = False,
+    keep_published: int | None = None,
+    keep_days: float | None = None,
     dask_address: str | None = None,
 ) -> NightlyReport:
     """One night's regeneration of the dataset.
@@ -129,6 +133,8 @@ def nightly(
     ``dry_run`` prints what each stage would do and changes nothing.
     ``dask_address`` (default ``CLIP4SKETCH_DASK_ADDRESS``): ingest, embed and generate run in
     shards on that Dask cluster (see flows/sharded.py); the tables are written here.
+    ``keep_published`` / ``keep_days`` (default: the retention settings; unset, nothing is
+    removed): the night ends with a prune (see tasks/retention.py).
     """
     settings, ws = resolve(workspace)
     run_id = current_run_id()
@@ -138,9 +144,16 @@ def nightly(
     report = NightlyReport(run_id=run_id, workspace=str(ws.root), dry_run=dry_run)
     stages = report.stages
     generator_path, why_not = _generator(settings, ws, generator)
+    retention = (resolve_policy(keep_published, keep_days, settings.retention)
+                 if keep_published is not None or settings.retention.keep_published else None)
     if dry_run:
         _dry_run(settings, ws, report, sources, root, generator_path, why_not, styles,
                  evaluate_pairs, train_recognizer_steps)
+        if retention:
+            plan = plan_prune(ws, *retention)
+            stages.plan("prune", f"keep {len(plan.kept_versions)} version(s), prune "
+                                 f"{len(plan.pruned_versions)}; {plan.bytes:,} bytes (as the "
+                                 "workspace stands now, before tonight's version)")
         print("\n".join(["nightly --dry-run: nothing changed. It would:", *stages.lines()]))
         return report
 
@@ -151,12 +164,21 @@ def nightly(
                   "train_recognizer_steps": train_recognizer_steps,
                   "evaluate_pairs": evaluate_pairs,
                   "dask_address": dask_address,
-                  "generation": settings.generate.model_dump(mode="json")}
+                  "generation": settings.generate.model_dump(mode="json"),
+                  "retention": ({"keep_published": retention[0], "keep_days": retention[1]}
+                                if retention else None)}
     try:
         with hold_workspace(settings, ws, "nightly", run_id):
             _run(settings, ws, report, sources, root, pre_aligned, retry_quarantined, specs,
                  generator_path, why_not, styles, thresholds, train_recognizer_steps,
                  evaluate_pairs, evaluate_root, dask_address)
+            if retention:
+                with stages.run("prune") as record:
+                    report.prune = prune(ws, *retention)
+                    record.detail = (f"kept {len(report.prune.kept_versions)} version(s), "
+                                     f"pruned {len(report.prune.pruned_versions)}; "
+                                     f"{report.prune.bytes_before - report.prune.bytes_after:,}"
+                                     " bytes freed")
     finally:
         # Written on failure too: the manifest of a failed night says how far it got.
         record = write_run_record(ws, "nightly", run_id, parameters, _reports(report),
@@ -230,6 +252,8 @@ def _reports(report: NightlyReport) -> dict[str, BaseModel]:
         reports["generate"] = report.published.generation
     if report.published.validation:
         reports["validate"] = report.published.validation
+    if report.prune:
+        reports["prune"] = report.prune
     return reports
 
 

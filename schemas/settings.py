@@ -57,6 +57,21 @@ class GenerationSettings(BaseSettings):
     cpu_threads: int | None = Field(None, ge=1)
 
 
+class RetentionSettings(BaseSettings):
+    """What the nightly run keeps (``clip4sketch prune`` takes the same two as options).
+
+    ``keep_published`` unset: nights remove nothing. Set, each night ends with a prune that
+    keeps the current, the newest ``keep_published`` published and every pinned version, and
+    what is younger than ``keep_days`` (rejected versions, run tags, galleries, LanceDB's old
+    table versions); see tasks/retention.py.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_RETENTION_")
+
+    keep_published: int | None = Field(None, ge=1)
+    keep_days: float = Field(14.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIP4SKETCH_")
 
@@ -78,6 +93,7 @@ class Settings(BaseSettings):
     styles_dir: Path | None = None
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     generate: GenerationSettings = Field(default_factory=GenerationSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
 def load_settings(workspace: str | Path | None = None) -> Settings:
