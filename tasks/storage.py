@@ -410,12 +410,23 @@ def rows_sha256(rows: pa.Table) -> str:
     """A sha256 of a table's column names, types and values (not of its file encoding), so
     the same rows hash the same after a Parquet round trip."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([(f.name, str(f.type)) for f in rows.schema]).encode())
+    digest.update(json.dumps([(f.name, _type_name(f.type)) for f in rows.schema]).encode())
     for batch in rows.to_batches():
         for row in batch.to_pylist():
             digest.update(json.dumps(row, sort_keys=True, default=str).encode())
             digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _type_name(kind: pa.DataType) -> str:
+    """A type as text without the names of list items: Arrow names them ``item`` and a
+    Parquet round trip ``element``, so ``str(type)`` of a list column changes on disk and its
+    checksum could never match. Other types read as ``str`` does (older checksums hold)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"list<{_type_name(kind.value_type)}>"
+    if pa.types.is_fixed_size_list(kind):
+        return f"fixed_size_list<{_type_name(kind.value_type)}>[{kind.list_size}]"
+    return str(kind)
 
 
 def write_parquet_atomic(rows: pa.Table, path: Path, checksum: bool = False) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from tasks import storage
 
@@ -41,3 +43,17 @@ def test_later_upserts_commit_once_each_and_merge_by_key(workspace):
         {"key": "a", "value": 10}, {"key": "c", "value": 3}]
     storage.upsert(workspace, "t", _rows(), "key")  # nothing to write: no commit
     assert _versions(workspace, "t") == 2
+
+
+def test_a_checksummed_file_with_list_columns_reads_back_verified(tmp_path):
+    """Arrow names list items ``item``, Parquet ``element``: the checksum must not care."""
+    rows = pa.table({"id": ["a", "b"], "reasons": [["blank"], []],
+                     "vector": pa.array([[0.5, 1.0], [2.0, 3.0]], pa.list_(pa.float32(), 2))})
+    path = storage.write_parquet_atomic(rows, tmp_path / "shard.parquet", checksum=True)
+    back = storage.read_verified_parquet(path)
+    assert back.column("reasons").to_pylist() == [["blank"], []]
+    damaged = rows.set_column(0, "id", pa.array(["a", "c"]))
+    metadata = pq.read_schema(path).metadata
+    pq.write_table(damaged.replace_schema_metadata(metadata), tmp_path / "tampered.parquet")
+    with pytest.raises(storage.CorruptFileError, match="do not match"):
+        storage.read_verified_parquet(tmp_path / "tampered.parquet")
