@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from schemas.generation import GenerateReport, PlanSummary
+from schemas.synthesize import SFACE_MATCH_THRESHOLD, SynthesizeReport
+from schemas.validation import ValidationReport
 from tasks import storage
 from tasks.embed import EmbedReport
 from tasks.ingest.run import IngestReport
@@ -140,3 +146,80 @@ def prune_markdown(report: PruneReport) -> str:
         "| what | bytes |", "|---|---:|", rows or "| nothing | 0 |", "",
         f"Workspace: {report.bytes_before:,} bytes before, {report.bytes_after:,} after "
         f"(LanceDB's clean-up freed {report.lancedb_bytes_freed:,})."])
+
+
+def validate_markdown(outcome: ValidationReport) -> str:
+    d, m = outcome.dataset, outcome.metrics
+    state = "**published**" if outcome.published else "**rejected** (not published)"
+    lines = [
+        f"# Validation run `{outcome.run_id}`", "",
+        f"Dataset version `{outcome.version}` {state}; current published version: "
+        f"`{outcome.current_version or 'none'}`.", "",
+        f"- sketches {d.sketches}: accepted {d.accepted}, rejected {d.rejected} "
+        f"({d.acceptance_rate:.1%} accepted), {d.identities} identities",
+        f"- metrics: {m.computed} computed, {m.reused} reused (version `{m.metrics_version}`); "
+        f"vectors encoded: {', '.join(f'{k} {v}' for k, v in m.encoded.items()) or 'none'}",
+        f"- style check: {m.style_method or 'none'} over {', '.join(m.style_classes) or '-'}",
+        f"- contracts: {'passed' if outcome.contracts_success else 'FAILED'}"
+        + (" (reused from the identical earlier check)" if outcome.reused_contracts else ""),
+        f"- report: [{Path(outcome.report_path).name}]({Path(outcome.report_path).as_uri()})",
+    ]
+    if outcome.data_docs:
+        lines.append(f"- Data Docs: {outcome.data_docs}")
+    if d.reasons:
+        lines += ["", "Rejected by reason:", ""]
+        lines += [f"- **{reason}**: {n}" for reason, n in sorted(d.reasons.items())]
+    if outcome.failed_expectations:
+        lines += ["", "Failed expectations:", ""]
+        lines += [f"- {f}" for f in outcome.failed_expectations]
+    return "\n".join(lines)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def validate_style_rows(outcome: ValidationReport) -> list[dict[str, Any]]:
+    return [{"style": style, "sketches": f.sketches, "accepted": f.accepted,
+             "identities": f.identities,
+             "mean_identity_similarity": _round(f.mean_identity_similarity),
+             "mean_identity_margin": _round(f.mean_identity_margin),
+             "wrong_style": f.wrong_style, "frechet": _round(f.frechet),
+             "frechet_reference": f.frechet_reference}
+            for style, f in outcome.dataset.per_style.items()]
+
+
+def publish_validate(outcome: ValidationReport) -> None:
+    create_markdown_artifact(markdown=validate_markdown(outcome), key="validate-summary",
+                             description="validation summary")
+    create_table_artifact(table=validate_style_rows(outcome) or [{"style": "none"}],
+                          key="validate-styles", description="per-style figures")
+    create_link_artifact(link=Path(outcome.report_path).as_uri(), key="validate-report",
+                         link_text=f"validation report for {outcome.version}",
+                         description="self-contained HTML report (opens offline)")
+
+
+def synthesize_markdown(report: SynthesizeReport) -> str:
+    imp = report.impostor
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(report.refused.items())) or "none"
+    lines = [
+        "## Synthetic mugshots", "",
+        f"`{report.out}`: **{report.kept}** identities ({report.images} images) of "
+        f"{report.requested} requested; this run kept {report.kept_new}, judged "
+        f"{report.candidates_judged} candidates, drew {report.candidates_drawn}.", "",
+        f"- refused (identities): {refused}",
+        f"- refused (extra images): {report.images_refused or 'none'}",
+        f"- surplus candidates kept for later: {report.surplus}",
+        f"- shards: {report.shards} ({report.shards_skipped} finished before) on "
+        f"{report.task_runner}",
+    ]
+    if report.seconds_per_image is not None:
+        lines.append(f"- generator: {report.seconds_per_image:.3f} s an image; "
+                     f"{report.seconds_per_candidate:.3f} s a candidate with all checks")
+    if imp.pairs:
+        lines.append(f"- SFace between kept identities: median {imp.median:.3f}, p99 "
+                     f"{imp.p99:.3f}, max {imp.max:.3f}, {imp.share_above_match:.2%} of "
+                     f"{imp.pairs} pairs above {SFACE_MATCH_THRESHOLD}")
+    if report.short_by:
+        lines.append(f"- **short by {report.short_by}**: the candidate budget ran out")
+    return "\n".join(lines)

@@ -12,7 +12,6 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.common import hold_workspace, resolve, write_run_record
-from flows.generate import checked_generator, style_texts
 from flows.stages import (
     DatasetRejectedError,
     Published,
@@ -22,8 +21,9 @@ from flows.stages import (
     generation_preview,
 )
 from schemas.encoders import EncoderSpec
-from tasks.generate.catalog import find_generator
+from tasks.generate.catalog import checked_generator, find_generator
 from tasks.runtime import current_run_id
+from tasks.styles.registry import prompts_for
 
 
 class BackfillReport(BaseModel):
@@ -60,7 +60,7 @@ def backfill(
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     # Both checks before anything runs: a typo in a style or version costs seconds, not a night.
-    names = list(style_texts(settings, styles))
+    names = list(prompts_for(settings, styles))
     path = find_generator(ws.root, generator or settings.generate.generator)
     checked_generator(path)
     report = BackfillReport(run_id=run_id, workspace=str(ws.root), styles=names,

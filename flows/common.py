@@ -1,4 +1,5 @@
-"""What every flow does first (resolve settings and workspace) and last (a run record)."""
+"""What every flow does first (resolve settings and workspace), where its shards run (a
+cluster address, a task runner), and what it does last (a run record)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from schemas.encoders import EncoderSpec
@@ -72,6 +74,16 @@ def cluster_address(settings: Settings, given: str | None, stage: str) -> str | 
     if stage == "generate" and settings.generate.dask_address:
         return settings.generate.dask_address
     return settings.dask_address
+
+
+def task_runner(dask_address: str | None, workers: int = 1) -> TaskRunner:
+    """Where a stage's shard tasks run: the Dask cluster at ``dask_address`` (through
+    prefect-dask; each worker loads its model once), else ``workers`` threads here."""
+    if dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address)
+    return ThreadPoolTaskRunner(max_workers=workers)
 
 
 def encoder_spec(settings: Settings, role: str, given: EncoderSpec | dict | None) -> EncoderSpec:

@@ -20,13 +20,8 @@ from __future__ import annotations
 
 import errno
 import time
-from pathlib import Path
-from typing import Any
 
 from prefect import flow
-from prefect.futures import as_completed, wait
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel
 
 from flows.artifacts import generate_markdown, generate_style_rows, publish_generate
 from flows.common import (
@@ -34,84 +29,26 @@ from flows.common import (
     encoder_spec,
     hold_workspace,
     resolve,
+    task_runner,
     write_run_record,
 )
 from schemas.encoders import EncoderSpec
 from schemas.generation import (
     GenerateReport,
     GenerationContext,
-    PlanSummary,
     SamplingParams,
-    ShardResult,
-    StyleCounts,
+    ShardOutcome,
 )
-from schemas.settings import Settings
 from tasks.embed import embed_texts
-from tasks.generate.catalog import find_generator
+from tasks.generate.catalog import checked_generator, find_generator
 from tasks.generate.conditions import condition_sources
 from tasks.generate.formulations import check_eta
-from tasks.generate.merge import merge_task
+from tasks.generate.merge import flagged, merge_task, per_style
 from tasks.generate.plan import plan_task, read_plan
-from tasks.generate.saved import check_recorded_shapes, read_manifest, verify_files
 from tasks.generate.shard import generate_shard_task, local_devices
-from tasks.progress import Progress
-from tasks.runtime import current_run_id
+from tasks.runtime import current_run_id, settle
 from tasks.storage import DiskFullError, is_disk_full
-from tasks.styles.registry import get_style, styles_for
-
-
-class ShardOutcome(BaseModel):
-    shard_id: str
-    result: ShardResult | None = None
-    error: str | None = None
-    disk_full: bool = False  # failed for want of space: the run's error says so first
-
-
-def _ran_out_of_space(future: Any) -> bool:
-    """Whether a failed shard's exception is a full disk (``tasks.storage.DiskFullError``)."""
-    try:
-        error = future.result(raise_on_failure=False)
-    except Exception as raised:  # a crashed or cancelled future may raise its own error
-        error = raised
-    return isinstance(error, BaseException) and is_disk_full(error)
-
-
-def checked_generator(path: Path) -> dict[str, Any]:
-    """The generator's manifest, after checking every weights file against its sha256 and
-    its tensor shapes against its config."""
-    manifest = read_manifest(path)
-    # The core's own checks (from_pretrained runs them too); run here so a truncated file or
-    # weights of another shape fail the flow before planning, from the manifest and the
-    # safetensors headers alone: no network is built and torch is not imported.
-    verify_files(path, manifest["files"])
-    if not check_recorded_shapes(path, manifest):
-        # Saved before manifests recorded tensor shapes: only its nets can tell them (built
-        # on the meta device, which imports torch and diffusers), so imported only then.
-        from tasks.generate.networks import check_weight_shapes
-
-        check_weight_shapes(path)
-    return manifest
-
-
-def style_texts(settings: Settings, names: list[str] | None) -> dict[str, str]:
-    """``{style: prompt}`` from the style registry: the one place this flow touches it.
-
-    Without names, every active style. Unknown names fail with the registry's message.
-    """
-    registry = styles_for(settings)
-    if names:
-        chosen = [get_style(name, registry) for name in dict.fromkeys(names)]
-    else:
-        chosen = [style for style in registry.values() if style.active]
-    return {style.name: style.prompt for style in chosen}
-
-
-def task_runner(dask_address: str | None, devices: list[str]) -> TaskRunner:
-    if dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        return DaskTaskRunner(address=dask_address)
-    return ThreadPoolTaskRunner(max_workers=len(devices))
+from tasks.styles.registry import prompts_for
 
 
 @flow(name="generate-shards")
@@ -120,43 +57,13 @@ def generate_shards(context: GenerationContext, plan_path: str) -> list[ShardOut
     parent still merges every shard that finished."""
     shards = read_plan(plan_path).shard_refs
     futures = [generate_shard_task.submit(context, shard) for shard in shards]
-    with Progress("generate shards", total=len(futures), unit="shard") as progress:
-        for _ in as_completed(futures):
-            progress.advance()
-    wait(futures)
     outcomes = []
-    for shard, future in zip(shards, futures, strict=True):
-        state = future.state
-        if state.is_completed():
-            outcomes.append(ShardOutcome(shard_id=shard.shard_id, result=future.result()))
-        else:
-            outcomes.append(ShardOutcome(shard_id=shard.shard_id,
-                                         error=state.message or state.name,
-                                         disk_full=_ran_out_of_space(future)))
+    for shard, done in zip(shards, settle(futures, "generate shards"), strict=True):
+        raised = done.raised()
+        outcomes.append(ShardOutcome(shard_id=shard.shard_id, result=done.result,
+                                     error=done.error,
+                                     disk_full=raised is not None and is_disk_full(raised)))
     return outcomes
-
-
-def _per_style(plan: PlanSummary, outcomes: list[ShardOutcome]) -> dict[str, StyleCounts]:
-    per_style = {name: counts.model_copy() for name, counts in plan.per_style.items()}
-    for outcome in outcomes:
-        if outcome.result is None:
-            continue
-        for style, counts in outcome.result.by_style.items():
-            target = per_style.setdefault(style, StyleCounts())
-            target.generated += counts.get("generated", 0)
-            target.reused += counts.get("reused", 0)
-            target.flagged += counts.get("nan", 0) + counts.get("blank", 0)
-    return per_style
-
-
-def _flagged(outcomes: list[ShardOutcome]) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for outcome in outcomes:
-        for counts in (outcome.result.by_style.values() if outcome.result else []):
-            for status in ("nan", "blank"):
-                if counts.get(status):
-                    totals[status] = totals.get(status, 0) + counts[status]
-    return totals
 
 
 @flow(name="generate", log_prints=True)
@@ -208,7 +115,7 @@ def generate(
     # style prompts' vectors, so it holds the lock like every other writing flow.
     with hold_workspace(settings, ws, "generate", run_id):
         sources = condition_sources(ws, manifest, roles=("identity", "image"))
-        texts = style_texts(settings, styles)
+        texts = prompts_for(settings, styles)
         embed_texts(ws, texts, encoder_spec(settings, "text", text_encoder), run_id=run_id)
         sources |= condition_sources(ws, manifest, roles=("text",))
         sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
@@ -225,7 +132,7 @@ def generate(
               + (f" (Dask at {dask_address})" if dask_address else ""))
         outcomes: list[ShardOutcome] = []
         if plan.shards:
-            runner = task_runner(dask_address, devices)
+            runner = task_runner(dask_address, len(devices))
             outcomes = generate_shards.with_options(task_runner=runner)(context, plan.plan_path)
         merged = merge_task(str(ws.root), plan.plan_path, run_id)
         report = GenerateReport(
@@ -235,8 +142,8 @@ def generate(
             shards=plan.shards,
             shards_skipped=sum(1 for o in outcomes if o.result and o.result.skipped),
             failed_shards={o.shard_id: o.error or "failed" for o in outcomes if o.result is None},
-            per_style=_per_style(plan, outcomes), skipped_faces=plan.skipped_faces,
-            flagged=_flagged(outcomes), merge=merged,
+            per_style=per_style(plan, outcomes), skipped_faces=plan.skipped_faces,
+            flagged=flagged(outcomes), merge=merged,
         )
         report.seconds = time.perf_counter() - started
         publish_generate(generate_markdown(report, plan), generate_style_rows(report))

@@ -23,9 +23,8 @@ from __future__ import annotations
 import time
 
 from prefect import flow
-from prefect.futures import as_completed, wait
-from prefect.task_runners import TaskRunner
 
+from flows.common import task_runner
 from schemas.encoders import EncoderSpec
 from schemas.settings import IngestSettings, Settings
 from tasks.embed import EmbedReport, embed_task
@@ -47,30 +46,14 @@ from tasks.ingest.shards import (
     plan_source,
 )
 from tasks.ingest.shards import remove_shards as remove_ingest_shards
-from tasks.progress import Progress
+from tasks.runtime import settle
 from tasks.storage import Workspace
-
-
-def dask_runner(address: str) -> TaskRunner:
-    from prefect_dask import DaskTaskRunner
-
-    return DaskTaskRunner(address=address)
 
 
 def _finished(futures: list, label: str) -> tuple[list, list[str]]:
     """Results of the futures that completed, and a line for each that did not."""
-    with Progress(label, total=len(futures), unit="shard") as progress:
-        for _ in as_completed(futures):
-            progress.advance()
-    wait(futures)
-    done, failed = [], []
-    for future in futures:
-        state = future.state
-        if state.is_completed():
-            done.append(future.result())
-        else:
-            failed.append(state.message or state.name)
-    return done, failed
+    settled = settle(futures, label)
+    return [s.result for s in settled if s.ok], [s.error for s in settled if not s.ok]
 
 
 @flow(name="ingest-shards")
@@ -119,7 +102,7 @@ def ingest_stage(settings: Settings, ws: Workspace, sources: list[str], *, root:
               f"shards to analyse on Dask at {address}")
         done = []
         if plan.shards:
-            done = ingest_shards.with_options(task_runner=dask_runner(address))(
+            done = ingest_shards.with_options(task_runner=task_runner(address))(
                 str(ws.root), plan.shards, settings.ingest, pre_aligned)
         report = merge_source(ws, plan, done, is_pre_aligned=pre_aligned,
                               settings=settings.ingest, run_id=run_id,
@@ -136,7 +119,7 @@ def embed_stage(settings: Settings, ws: Workspace, specs: list[EncoderSpec], *, 
     if not address:
         return embed_task(str(ws.root), specs, run_id=run_id)
     started = time.perf_counter()
-    plans, done, failed = embed_shards.with_options(task_runner=dask_runner(address))(
+    plans, done, failed = embed_shards.with_options(task_runner=task_runner(address))(
         str(ws.root), specs, settings.embed_shard_size)
     report, unmerged = merge_embeddings(ws, plans, done, run_id)
     report.seconds = time.perf_counter() - started

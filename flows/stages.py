@@ -16,15 +16,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from flows.common import encoder_spec
-from flows.generate import checked_generator, generate, style_texts
+from flows.generate import generate
 from flows.validate import ContractsFailedError, validate
 from schemas.generation import GenerateReport
 from schemas.settings import Settings
 from schemas.validation import ValidationReport
-from tasks.generate.catalog import trained_styles
+from tasks.generate.catalog import checked_generator, trained_styles
 from tasks.generate.conditions import ConditionError, condition_sources
 from tasks.generate.plan import plan_generation
 from tasks.storage import Workspace
+from tasks.styles.registry import prompts_for
 
 StageStatus = Literal["done", "skipped", "rejected", "failed", "planned"]
 
@@ -127,7 +128,7 @@ def generate_and_publish(
 def night_styles(settings: Settings, generator: Path, styles: list[str] | None) -> list[str]:
     """The styles a night draws: those given, else every active style the generator was
     trained on (drawing an untrained style would publish noise under its name)."""
-    active = list(style_texts(settings, styles))
+    active = list(prompts_for(settings, styles))
     if styles:
         return active
     trained = trained_styles(generator)

@@ -9,23 +9,17 @@ little more than reading the tables and writing a new report.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from prefect import flow
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
-
-from data_contracts.thresholds import load_thresholds
+from flows.artifacts import publish_validate
 from flows.common import encoder_spec, hold_workspace, resolve, write_run_record
 from schemas.encoders import EncoderSpec
-from schemas.settings import load_settings
-from schemas.validation import MetricsReport, Scope, ValidationReport
-from tasks.runtime import current_run_id, retry_transient
-from tasks.storage import Workspace, disk_space
-from tasks.styles.registry import styles_for
-from tasks.validate.compute import compute_metrics
-from tasks.validate.judge import judge_dataset
-from tasks.validate.report import write_report
+from schemas.validation import Scope, ValidationReport
+from tasks.runtime import current_run_id
+from tasks.storage import disk_space
+from tasks.validate.compute import metrics_task
+from tasks.validate.judge import contracts_task
+from tasks.validate.report import report_task
 
 MAX_FAILED_LISTED = 5
 
@@ -40,92 +34,6 @@ class ContractsFailedError(RuntimeError):
     def __init__(self, message: str, outcome: ValidationReport | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
-
-
-def _registry(workspace: str):
-    return styles_for(load_settings(workspace))
-
-
-@task(name="validate-metrics", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def metrics_task(workspace: str, identity: EncoderSpec, image: EncoderSpec,
-                 text: EncoderSpec | None, scope: Scope, run_id: str) -> MetricsReport:
-    return compute_metrics(Workspace.open(workspace), identity, image, _registry(workspace),
-                           scope=scope, text_spec=text, run_id=run_id)
-
-
-@task(name="validate-contracts-publish", retries=2, retry_delay_seconds=5,
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def contracts_task(workspace: str, metrics: MetricsReport, identity: EncoderSpec,
-                   image: EncoderSpec, scope: Scope, thresholds: str | None, report_path: str,
-                   run_id: str) -> ValidationReport:
-    """Verdicts, contracts, then publish or reject (a rejection is a result, not an error)."""
-
-    return judge_dataset(Workspace.open(workspace), metrics, _registry(workspace), identity,
-                         image, scope=scope, thresholds_path=thresholds,
-                         report_path=report_path, run_id=run_id)
-
-
-@task(name="validate-report", cache_policy=NO_CACHE)
-def report_task(workspace: str, outcome: ValidationReport, thresholds: str | None) -> str:
-    return str(write_report(Workspace.open(workspace), outcome, load_thresholds(thresholds)))
-
-
-def summary_markdown(outcome: ValidationReport) -> str:
-    d, m = outcome.dataset, outcome.metrics
-    state = "**published**" if outcome.published else "**rejected** (not published)"
-    lines = [
-        f"# Validation run `{outcome.run_id}`", "",
-        f"Dataset version `{outcome.version}` {state}; current published version: "
-        f"`{outcome.current_version or 'none'}`.", "",
-        f"- sketches {d.sketches}: accepted {d.accepted}, rejected {d.rejected} "
-        f"({d.acceptance_rate:.1%} accepted), {d.identities} identities",
-        f"- metrics: {m.computed} computed, {m.reused} reused (version `{m.metrics_version}`); "
-        f"vectors encoded: {', '.join(f'{k} {v}' for k, v in m.encoded.items()) or 'none'}",
-        f"- style check: {m.style_method or 'none'} over {', '.join(m.style_classes) or '-'}",
-        f"- contracts: {'passed' if outcome.contracts_success else 'FAILED'}"
-        + (" (reused from the identical earlier check)" if outcome.reused_contracts else ""),
-        f"- report: [{Path(outcome.report_path).name}]({Path(outcome.report_path).as_uri()})",
-    ]
-    if outcome.data_docs:
-        lines.append(f"- Data Docs: {outcome.data_docs}")
-    if d.reasons:
-        lines += ["", "Rejected by reason:", ""]
-        lines += [f"- **{reason}**: {n}" for reason, n in sorted(d.reasons.items())]
-    if outcome.failed_expectations:
-        lines += ["", "Failed expectations:", ""]
-        lines += [f"- {f}" for f in outcome.failed_expectations]
-    return "\n".join(lines)
-
-
-def style_rows(outcome: ValidationReport) -> list[dict[str, Any]]:
-    return [{"style": style, "sketches": f.sketches, "accepted": f.accepted,
-             "identities": f.identities,
-             "mean_identity_similarity": _round(f.mean_identity_similarity),
-             "mean_identity_margin": _round(f.mean_identity_margin),
-             "wrong_style": f.wrong_style, "frechet": _round(f.frechet),
-             "frechet_reference": f.frechet_reference}
-            for style, f in outcome.dataset.per_style.items()]
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def publish_artifacts(outcome: ValidationReport) -> None:
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
-
-    create_markdown_artifact(markdown=summary_markdown(outcome), key="validate-summary",
-                             description="validation summary")
-    create_table_artifact(table=style_rows(outcome) or [{"style": "none"}],
-                          key="validate-styles", description="per-style figures")
-    create_link_artifact(link=Path(outcome.report_path).as_uri(), key="validate-report",
-                         link_text=f"validation report for {outcome.version}",
-                         description="self-contained HTML report (opens offline)")
 
 
 @flow(name="validate", log_prints=True)
@@ -161,7 +69,7 @@ def validate(
         outcome = contracts_task(str(ws.root), metrics, identity, image, scope, thresholds,
                                  report_path, run_id)
         report_task(str(ws.root), outcome, thresholds)
-        publish_artifacts(outcome)
+        publish_validate(outcome)
         record = write_run_record(
             ws, "validate", run_id,
             {"generator_version": generator_version, "styles": styles,

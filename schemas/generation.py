@@ -104,6 +104,15 @@ class ShardResult(BaseModel):
     result_path: str = ""
 
 
+class ShardOutcome(BaseModel):
+    """One shard of a run: its result, or the error it failed with."""
+
+    shard_id: str
+    result: ShardResult | None = None
+    error: str | None = None
+    disk_full: bool = False  # failed for want of space: the run's error says so first
+
+
 class StyleCounts(BaseModel):
     """Per style: items in scope, and what became of them this run."""
 

@@ -1,4 +1,5 @@
-"""Prefect glue shared by the task wrappers: retry policy and run identity.
+"""Prefect glue shared by the task wrappers and the flows: retry policy, run identity, and
+waiting for a stage's submitted tasks (``settle``).
 
 Only errors that can pass on their own (IO hiccups, a LanceDB commit conflict) are
 retried; a bad manifest, a misconfigured encoder or a full disk fails at once, because
@@ -8,7 +9,10 @@ retrying it only delays the message the user needs.
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass
 from typing import Any
+
+from tasks.progress import Progress
 
 PERMANENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
              NotADirectoryError, PermissionError, ImportError, NotImplementedError)
@@ -33,3 +37,44 @@ def current_run_id(default: str = "local") -> str:
 
     run_id = flow_run.get_id()
     return str(run_id) if run_id else default
+
+
+@dataclass
+class Settled:
+    """What one submitted task came to: its result, or why it did not finish."""
+
+    future: Any
+    result: Any = None
+    error: str | None = None  # the final state's message; None when the task completed
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def raised(self) -> BaseException | None:
+        """The exception the task failed with, where Prefect kept it."""
+        if self.ok:
+            return None
+        try:
+            error = self.future.result(raise_on_failure=False)
+        except Exception as raised:  # a crashed or cancelled future may raise its own error
+            error = raised
+        return error if isinstance(error, BaseException) else None
+
+
+def settle(futures: list[Any], label: str) -> list[Settled]:
+    """Wait for every future, a progress step as each finishes; then, in the futures' order,
+    what each returned or why it failed. Failures are collected, not raised, so the caller
+    still merges every shard that finished."""
+    from prefect.futures import as_completed, wait
+
+    with Progress(label, total=len(futures), unit="shard") as progress:
+        for _ in as_completed(futures):
+            progress.advance()
+    wait(futures)
+    settled = []
+    for future in futures:
+        state = future.state
+        settled.append(Settled(future, result=future.result()) if state.is_completed()
+                       else Settled(future, error=state.message or state.name))
+    return settled

@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.generate.saved import MANIFEST_FILE, read_manifest
+from tasks.generate.saved import (
+    MANIFEST_FILE,
+    check_recorded_shapes,
+    read_manifest,
+    verify_files,
+)
 
 GENERATORS_DIR = "generators"
 DEFAULT_GENERATOR = Path(GENERATORS_DIR) / "default" / "final"
@@ -56,3 +61,20 @@ def trained_styles(generator: Path) -> list[str] | None:
     if not path.is_file():
         return None
     return sorted(json.loads(path.read_text(encoding="utf-8")).get("styles", {}))
+
+
+def checked_generator(path: Path) -> dict[str, Any]:
+    """The generator's manifest, after checking every weights file against its sha256 and
+    its tensor shapes against its config."""
+    manifest = read_manifest(path)
+    # The core's own checks (from_pretrained runs them too); run here so a truncated file or
+    # weights of another shape fail the flow before planning, from the manifest and the
+    # safetensors headers alone: no network is built and torch is not imported.
+    verify_files(path, manifest["files"])
+    if not check_recorded_shapes(path, manifest):
+        # Saved before manifests recorded tensor shapes: only its nets can tell them (built
+        # on the meta device, which imports torch and diffusers), so imported only then.
+        from tasks.generate.networks import check_weight_shapes
+
+        check_weight_shapes(path)
+    return manifest

@@ -3,7 +3,8 @@
 Shard tasks run in parallel and each writes only its own Parquet file; this single step
 upserts them into LanceDB by ``sketch_id`` (``merge_insert``, so merging the same shard twice
 changes nothing), tags the table version with the run, exports ``datasets/sketches.parquet``
-and compacts the fragments that chunked upserts leave behind.
+and compacts the fragments that chunked upserts leave behind. ``per_style`` and ``flagged``
+sum what the run's shards did, for its report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from schemas.generation import MergeReport
+from schemas.generation import MergeReport, PlanSummary, ShardOutcome, StyleCounts
 from schemas.records import SKETCHES_SCHEMA
 from tasks import storage
 from tasks.generate.plan import read_plan
@@ -94,3 +95,29 @@ def merge_task(workspace: str, plan_path: str, run_id: str) -> MergeReport:
     """Merges every shard of the plan that finished; takes the plan's path, not its rows."""
     ws = Workspace.open(workspace)
     return merge_shards(ws, finished_shards(ws, plan_path), run_id)
+
+
+def per_style(plan: PlanSummary, outcomes: list[ShardOutcome]) -> dict[str, StyleCounts]:
+    """The plan's counts per style, plus what the finished shards generated, reused and
+    flagged."""
+    counts = {name: style.model_copy() for name, style in plan.per_style.items()}
+    for outcome in outcomes:
+        if outcome.result is None:
+            continue
+        for style, done in outcome.result.by_style.items():
+            target = counts.setdefault(style, StyleCounts())
+            target.generated += done.get("generated", 0)
+            target.reused += done.get("reused", 0)
+            target.flagged += done.get("nan", 0) + done.get("blank", 0)
+    return counts
+
+
+def flagged(outcomes: list[ShardOutcome]) -> dict[str, int]:
+    """Sketches flagged ``nan`` or ``blank`` by the finished shards, by status."""
+    totals: dict[str, int] = {}
+    for outcome in outcomes:
+        for counts in (outcome.result.by_style.values() if outcome.result else []):
+            for status in ("nan", "blank"):
+                if counts.get(status):
+                    totals[status] = totals.get(status, 0) + counts[status]
+    return totals

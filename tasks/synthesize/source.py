@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.synthesize import (
     MANIFEST_NAME,
@@ -226,6 +228,16 @@ def select(state: SourceState, request: SynthesizeRequest, last: int) -> None:
         manifest["judged_through"] = index
         state.judged_now += 1
     write_manifest(state, request)
+
+
+@task(name="select-identities", cache_policy=NO_CACHE)
+def select_task(request: SynthesizeRequest, last: int) -> dict[str, object]:
+    """Judge drawn candidates in order and build identity folders: one writer per source."""
+    state = open_source(request)
+    select(state, request, last)
+    return {"kept": state.kept, "kept_now": state.kept_now, "judged_now": state.judged_now,
+            "next_index": state.next_index, "refused": dict(state.refused_now),
+            "images_refused": dict(state.images_refused_now), "gap": state.stopped_at_gap}
 
 
 def _stored(request: SynthesizeRequest) -> tuple[np.ndarray, list[str]]:

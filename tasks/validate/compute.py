@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.encoders import EncoderSpec
 from schemas.records import SKETCHES_SCHEMA
@@ -37,6 +39,7 @@ from schemas.validation import (
 )
 from tasks import storage
 from tasks.encoders import load
+from tasks.runtime import retry_transient
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import styles_for
 from tasks.validate import style_classifier as sc
@@ -287,3 +290,13 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+@task(name="validate-metrics", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def metrics_task(workspace: str, identity: EncoderSpec, image: EncoderSpec,
+                 text: EncoderSpec | None, scope: Scope, run_id: str) -> MetricsReport:
+    """Thin Prefect wrapper of ``compute_metrics``; the style registry is the workspace's."""
+    return compute_metrics(Workspace.open(workspace), identity, image,
+                           styles_for(load_settings(workspace)), scope=scope, text_spec=text,
+                           run_id=run_id)

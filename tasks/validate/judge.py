@@ -19,11 +19,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from data_contracts.run import ContractReport
 from data_contracts.thresholds import THRESHOLDS_FILE, Thresholds, load_thresholds
 from schemas.encoders import EncoderSpec
 from schemas.records import SKETCHES_SCHEMA
+from schemas.settings import load_settings
 from schemas.styles import Style
 from schemas.validation import (
     SKETCH_METRICS,
@@ -35,7 +38,9 @@ from schemas.validation import (
     ValidationReport,
 )
 from tasks import storage
+from tasks.runtime import retry_transient
 from tasks.storage import FACES, SKETCHES, Workspace
+from tasks.styles.registry import styles_for
 from tasks.validate import contracts as c
 from tasks.validate import publish
 from tasks.validate.compute import read_scope
@@ -227,3 +232,14 @@ def judge_dataset(
         verdicts_path=record.verdicts_path if record.verdicts_path else None,
         seconds=seconds,
     )
+
+
+@task(name="validate-contracts-publish", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def contracts_task(workspace: str, metrics: MetricsReport, identity: EncoderSpec,
+                   image: EncoderSpec, scope: Scope, thresholds: str | None, report_path: str,
+                   run_id: str) -> ValidationReport:
+    """Verdicts, contracts, then publish or reject (a rejection is a result, not an error)."""
+    return judge_dataset(Workspace.open(workspace), metrics, styles_for(load_settings(workspace)),
+                         identity, image, scope=scope, thresholds_path=thresholds,
+                         report_path=report_path, run_id=run_id)

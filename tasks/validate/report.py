@@ -20,9 +20,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from data_contracts.run import ContractReport
-from data_contracts.thresholds import Thresholds
+from data_contracts.thresholds import Thresholds, load_thresholds
 from schemas.validation import ValidationReport
 from tasks import storage
 from tasks.storage import FACES, Workspace
@@ -336,3 +338,9 @@ def write_report(workspace: Workspace, outcome: ValidationReport,
     path = Path(outcome.report_path)
     html = render_report(workspace, outcome, thresholds, path)
     return storage.write_bytes_atomic(html.encode("utf-8"), path)
+
+
+@task(name="validate-report", cache_policy=NO_CACHE)
+def report_task(workspace: str, outcome: ValidationReport, thresholds: str | None) -> str:
+    """Thin Prefect wrapper of ``write_report``: the thresholds file read by path."""
+    return str(write_report(Workspace.open(workspace), outcome, load_thresholds(thresholds)))

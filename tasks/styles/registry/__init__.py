@@ -125,3 +125,12 @@ def get_style(name: str, styles: Mapping[str, Style]) -> Style:
 def style_texts(styles: Iterable[Style]) -> dict[str, str]:
     """``{name: prompt}``: what ``tasks.embed.embed_texts`` stores, keyed by style name."""
     return {style.name: style.prompt for style in styles}
+
+
+def prompts_for(settings: Settings, names: Iterable[str] | None) -> dict[str, str]:
+    """``{style: prompt}`` of the styles named (each once, in order), else of every active
+    style. Unknown names fail with the registry's message."""
+    registry = styles_for(settings)
+    if names:
+        return style_texts(get_style(name, registry) for name in dict.fromkeys(names))
+    return style_texts(style for style in registry.values() if style.active)
