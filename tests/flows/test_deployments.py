@@ -35,7 +35,12 @@ def test_every_entrypoint_imports_a_flow():
 
 
 # Flows that only run inside another flow (to pick a task runner), never on their own.
-SUBFLOWS = {"flows/generate.py:generate_shards", "flows/synthesize.py:synthesize_shards"}
+SUBFLOWS = {
+    "flows/generate.py:generate_shards",
+    "flows/synthesize.py:synthesize_shards",
+    "flows/sharded.py:ingest_shards",
+    "flows/sharded.py:embed_shards",
+}
 
 
 def test_every_flow_has_a_deployment():
@@ -55,3 +60,12 @@ def test_nightly_is_scheduled_and_never_overlaps():
     schedule = construct_schedule(cron=nightly["schedules"][0]["cron"], timezone="UTC")
     assert schedule.cron == "0 2 * * *"
     assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+def test_prune_is_weekly_and_never_runs_beside_a_night():
+    prune = next(d for d in SPEC["deployments"] if d["name"] == "prune")
+    schedule = construct_schedule(cron=prune["schedules"][0]["cron"], timezone="UTC")
+    assert schedule.cron == "0 5 * * 0"
+    assert prune["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    # A scheduled prune must carry its own policy: without one it would refuse every week.
+    assert prune["parameters"]["keep_published"] >= 1
