@@ -16,6 +16,13 @@ seconds, beside:
   against it);
 - night 2's seconds; goal: the last night ≤ 1.2 × night 2.
 
+Night 100 is both a new-style night (it draws the new style for every face) and a rejected
+one, so beside the goal's ratio it prints the like-for-like one: the median of the last ten
+ordinary nights (published, no new style) over the median of the first ten. Wall seconds
+swing with whatever else the machine runs; the process's CPU seconds (every thread of the
+flows; the Prefect server is a separate process) swing far less, so both are printed, and
+each night's stage seconds are kept in ``nights.json``.
+
 All nights run in one process against one Prefect server started (and warmed) before the
 clock, as ``benchmarks/nightly.py`` does.
 
@@ -54,17 +61,38 @@ def _add_style(workspace: Path, index: int) -> str:
 
 
 def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
-           keep: int | None) -> tuple[float, str]:
+           keep: int | None) -> dict:
+    """One night: outcome, wall and CPU seconds, and its stages' seconds (from its run record,
+    which a rejected night writes too)."""
     from flows.nightly import NightlyRejectedError, nightly
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         nightly(sources=[str(live)], workspace=str(workspace), styles=styles,
                 thresholds=thresholds, keep_published=keep, keep_days=0 if keep else None)
         outcome = "published"
     except NightlyRejectedError:
         outcome = "rejected"
-    return time.perf_counter() - started, outcome
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    record = max((workspace / "runs").glob("nightly-*.json"), key=lambda p: p.stat().st_mtime)
+    stages = {name: stage["seconds"]
+              for name, stage in json.loads(record.read_text())["summary"].items()}
+    return {"outcome": outcome, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "stages": stages}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def like_for_like(rows: list[dict], key: str, count: int = 10) -> tuple[float, float]:
+    """Medians of ``key`` over the first and the last ``count`` ordinary nights (published,
+    no new style; night 1, which ingests everything, left out)."""
+    ordinary = [r for r in rows[1:] if r["outcome"] == "published" and not r["new_style"]]
+    return (_median([r[key] for r in ordinary[:count]]),
+            _median([r[key] for r in ordinary[-count:]]))
 
 
 def needed_bytes(workspace: Path, scratch: Path) -> int:
@@ -130,7 +158,8 @@ def _plot(rows: list[dict], path: Path, needed: int) -> None:
     top.axhline(1.3 * needed / 1e6, color="red", linestyle=":", label="goal: 1.3x")
     top.set_ylabel("MB")
     top.legend()
-    bottom.plot(nights, [r["seconds"] for r in rows], label="night")
+    bottom.plot(nights, [r["seconds"] for r in rows], label="night (wall)")
+    bottom.plot(nights, [r["cpu_seconds"] for r in rows], label="night (CPU)")
     bottom.axhline(1.2 * rows[1]["seconds"], color="red", linestyle=":",
                    label="goal: 1.2x night 2")
     bottom.set_ylabel("seconds")
@@ -203,16 +232,18 @@ def main() -> None:
         for night in range(1, args.nights + 1):
             if night > 1:
                 arrive(max(1, round(arrived * args.growth)))
-            if night % args.style_every == 0:
+            new_style = night % args.style_every == 0
+            if new_style:
                 styles.append(_add_style(workspace, night // args.style_every))
             rejected = night % args.reject_every == 0
-            seconds, outcome = _night(workspace, live, styles,
-                                      str(THRESHOLDS_FILE) if rejected else accept, keep)
+            done = _night(workspace, live, styles,
+                          str(THRESHOLDS_FILE) if rejected else accept, keep)
             size = storage.folder_bytes(workspace)
             rows.append({"night": night, "faces": arrived, "styles": len(styles),
-                         "outcome": outcome, "seconds": seconds, "bytes": size})
+                         "new_style": new_style, **done, "bytes": size})
             print(f"night {night:3d}: {arrived:4d} faces, {len(styles)} style(s), "
-                  f"{outcome:9} {seconds:6.1f} s, workspace {size / 1e6:8.2f} MB", flush=True)
+                  f"{done['outcome']:9} {done['seconds']:6.1f} s ({done['cpu_seconds']:6.1f} "
+                  f"s CPU), workspace {size / 1e6:8.2f} MB", flush=True)
 
     needed = needed_bytes(workspace, temp)
     last, second = rows[-1], rows[1]
@@ -225,8 +256,12 @@ def main() -> None:
     print(f"{'workspace after last night':28} {last['bytes'] / 1e6:10.2f} MB "
           f"{1.3 * needed / 1e6:10.2f} MB  (1.3 x {needed / 1e6:.2f} MB the kept versions "
           f"need: {last['bytes'] / needed:.2f} x)")
-    print(f"{'last night / night 2':28} {last['seconds'] / second['seconds']:12.2f} "
-          f"{1.2:12.2f}  ({last['seconds']:.1f} s / {second['seconds']:.1f} s)")
+    for key, unit in (("seconds", "s"), ("cpu_seconds", "s CPU")):
+        print(f"{'last night / night 2':28} {last[key] / second[key]:12.2f} "
+              f"{1.2:12.2f}  ({last[key]:.1f} / {second[key]:.1f} {unit})")
+        first, latest = like_for_like(rows, key)
+        print(f"{'ordinary nights, last/first':28} {latest / first:12.2f} {1.2:12.2f}  "
+              f"(median of 10: {latest:.1f} / {first:.1f} {unit})")
     print("by folder after the last night: " + ", ".join(
         f"{k} {v / 1e6:.2f} MB" for k, v in _by_folder(workspace).items()))
     print(f"plot: {plot}\nrows: {temp / 'nights.json'}")

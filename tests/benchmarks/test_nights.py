@@ -1,0 +1,22 @@
+"""The hundred-nights benchmark compares like nights with like."""
+
+from __future__ import annotations
+
+from benchmarks.nights import like_for_like
+
+
+def _night(night: int, seconds: float, outcome: str = "published", new_style: bool = False):
+    return {"night": night, "seconds": seconds, "outcome": outcome, "new_style": new_style}
+
+
+def test_like_for_like_leaves_out_night_one_new_style_and_rejected_nights():
+    rows = [_night(1, 100.0)] + [_night(n, 10.0) for n in range(2, 5)]
+    rows += [_night(5, 50.0, new_style=True), _night(6, 40.0, outcome="rejected")]
+    rows += [_night(n, 12.0) for n in range(7, 10)]
+    first, last = like_for_like(rows, "seconds", count=3)
+    assert (first, last) == (10.0, 12.0)
+
+
+def test_like_for_like_takes_the_median_of_each_end():
+    rows = [_night(1, 0.0)] + [_night(n, s) for n, s in zip(range(2, 8), [1, 9, 2, 3, 30, 4])]
+    assert like_for_like(rows, "seconds", count=3) == (2, 4)
