@@ -42,7 +42,7 @@ from tasks.validate.vectors import to_aligned
 
 ARTIST = "artist"
 SFACE_SPEC = EncoderSpec(role="identity", name="sface")
-# The validate stage's image encoder (flows/cli.py ENCODER_DEFAULTS["image"]): Fréchet
+# The validate stage's image encoder (flows/cli_options.py ENCODER_DEFAULTS["image"]): Fréchet
 # figures here are comparable with the ones its reports print.
 IMAGE_SPEC = EncoderSpec(role="image", name="effnet-lite0")
 # dlib's 5-point predictor was trained on boxes of its own detector around faces of 80+ px;

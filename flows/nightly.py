@@ -26,6 +26,7 @@ from flows.common import (
     resolve,
     write_run_record,
 )
+from flows.evaluate import evaluate
 from flows.sharded import embed_stage, ingest_stage
 from flows.stages import (
     DatasetRejectedError,
@@ -34,9 +35,12 @@ from flows.stages import (
     generate_and_publish,
     generation_preview,
 )
+from flows.train_recognizer import train_recognizer
 from schemas.encoders import EncoderSpec
 from schemas.settings import Settings
 from tasks.embed import EmbedReport
+from tasks.generate.catalog import DEFAULT_GENERATOR, find_generator
+from tasks.ingest.preview import preview_source
 from tasks.ingest.run import IngestReport
 from tasks.retention import PruneReport, plan_prune, prune, resolve_policy
 from tasks.runtime import current_run_id
@@ -63,8 +67,6 @@ class NightlyRejectedError(DatasetRejectedError):
 
 def _generator(settings: Settings, ws: Workspace, given: str | None) -> tuple[Path | None, str]:
     """The generator folder, or None with the reason when none is saved yet."""
-    from tasks.generate.catalog import DEFAULT_GENERATOR, find_generator
-
     chosen = given or settings.generate.generator
     path = find_generator(ws.root, chosen)
     if chosen is None and not path.exists():
@@ -77,8 +79,6 @@ def _dry_run(settings: Settings, ws: Workspace, report: NightlyReport, sources: 
              root: str | None, generator: Path | None, why_not: str,
              styles: list[str] | None, evaluate_pairs: str | None,
              train_recognizer_steps: int) -> None:
-    from tasks.ingest.preview import preview_source
-
     stages = report.stages
     previews = [preview_source(ws, s, root, settings.ingest.max_file_bytes) for s in sources]
     new_photos = sum(p.new.get("photo", 0) for p in previews)
@@ -223,8 +223,6 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
         return
     recognizers = ["baseline"]
     if train_recognizer_steps:
-        from flows.train_recognizer import train_recognizer
-
         with stages.run("train") as record:
             trained = train_recognizer(workspace=str(ws.root), name=f"nightly-{outcome.version}",
                                        dataset=outcome.version, steps=train_recognizer_steps,
@@ -233,8 +231,6 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
             recognizers.append(trained.recognizer_dir)
             record.detail = f"{trained.recognizer_dir}: {trained.steps} steps"
     if evaluate_pairs:
-        from flows.evaluate import evaluate
-
         with stages.run("evaluate") as record:
             scored = evaluate(pairs=evaluate_pairs, recognizers=recognizers,
                               out=str(ws.root / "evaluations" / f"nightly-{run_id}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.settings import GenerationSettings
+from schemas.vectors import VectorTable
 
 CONDITION_ROLES = ("identity", "image", "text")
 
@@ -33,14 +34,6 @@ class SamplingParams(_Frozen):
     blank_std: float = Field(2.0, ge=0.0)
 
 
-class ConditionSource(_Frozen):
-    """Where one role's condition vectors live, and the encoder they must come from."""
-
-    table: str
-    dim: int
-    version: str
-
-
 class GenerationContext(_Frozen):
     """What every shard of one run shares: the workspace, the generator and how to sample."""
 
@@ -48,7 +41,7 @@ class GenerationContext(_Frozen):
     generator_path: str
     generator_version: str
     generator_config: str
-    conditions: dict[str, ConditionSource]  # by role: identity, image, text
+    conditions: dict[str, VectorTable]  # by role: identity, image, text
     sampling: SamplingParams = SamplingParams()
     # Devices this run may use. Locally, one per GPU ("cuda:0", "cuda:1") or ["cpu"]; a shard
     # claims a free one. On Dask, ["auto"]: each worker owns one GPU (CUDA_VISIBLE_DEVICES).

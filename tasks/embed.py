@@ -8,7 +8,6 @@ a nightly run embeds only new faces and swapping weights re-embeds everything.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from schemas.encoders import EncoderSpec
 from schemas.records import FACES_SCHEMA, embedding_schema
+from schemas.vectors import table_name
 from tasks import storage
 from tasks.encoders import load
 from tasks.encoders.base import Encoder
@@ -50,22 +50,9 @@ class EmbedReport(BaseModel):
     seconds: float = 0.0
 
 
-def encoder_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def table_name(role: str, encoder_name: str, dim: int) -> str:
-    return f"emb_{role}_{encoder_slug(encoder_name)}_{dim}"
-
-
 def embedding_table(role: str, encoder: Encoder) -> str:
+    """The table ``encoder`` writes for ``role`` (named by ``schemas.vectors.table_name``)."""
     return table_name(role, encoder.name, encoder.dim)
-
-
-def table_dim(table: str) -> int | None:
-    """The vector size an embedding table's name ends with (``emb_<role>_<name>_<dim>``)."""
-    match = re.search(r"_(\d+)$", table)
-    return int(match.group(1)) if match else None
 
 
 def stored_versions(workspace: Workspace, table: str) -> Counter[str]:

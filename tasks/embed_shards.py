@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.encoders import EncoderSpec
+from schemas.vectors import table_name
 from tasks import storage
 from tasks.embed import (
     EmbedReport,
@@ -41,7 +42,6 @@ from tasks.embed import (
     faces_to_embed,
     finish_table,
     read_crops,
-    table_name,
     vector_matrix,
     vector_rows,
 )

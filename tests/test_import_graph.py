@@ -25,12 +25,6 @@ PACKAGES = ("flows", "tasks", "schemas", "data_contracts", "benchmarks")
 # (issue 23). Listed by name so the list can only shrink: remove a line when its module is
 # clean.
 PENDING = {
-    "flows.nightly": "being edited elsewhere",
-    "flows.sharded": "being written elsewhere",
-    "tasks.embed": "being edited elsewhere",
-    "tasks.ingest.locate": "being edited elsewhere",
-    "tasks.ingest.run": "being edited elsewhere",
-    "benchmarks.ingest_dask": "being written elsewhere",
     "benchmarks.nights": "being edited elsewhere",
 }
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from schemas.generation import CONDITION_ROLES, ConditionSource
+from schemas.generation import CONDITION_ROLES
+from schemas.vectors import VectorTable, table_dim
 from tasks import storage
-from tasks.embed import TEXT_SCHEMA_KEY, stored_versions, table_dim, vector_matrix
+from tasks.embed import TEXT_SCHEMA_KEY, stored_versions, vector_matrix
 from tasks.generate.saved import check_encoders
 from tasks.storage import Workspace
 
@@ -37,7 +38,7 @@ def condition_sources(
     workspace: Workspace,
     manifest: Mapping[str, Any],
     roles: Iterable[str] = CONDITION_ROLES,
-) -> dict[str, ConditionSource]:
+) -> dict[str, VectorTable]:
     """For each role, the table holding vectors from the generator's encoder.
 
     Raises GeneratorMismatchError (worded by the generator core) when the workspace holds
@@ -46,7 +47,7 @@ def condition_sources(
     dims = manifest.get("condition_dims", {})
     versions = manifest.get("encoder_versions", {})
     tables = storage.table_names(workspace)
-    sources: dict[str, ConditionSource] = {}
+    sources: dict[str, VectorTable] = {}
     for role in roles:
         candidates = sorted(t for t in tables if t.startswith(f"emb_{role}_"))
         if not candidates:
@@ -57,7 +58,8 @@ def condition_sources(
         found = {t: stored_versions(workspace, t) for t in candidates}
         matches = [t for t in candidates if table_dim(t) == want_dim and found[t][want_version]]
         if matches:
-            sources[role] = ConditionSource(table=matches[0], dim=want_dim, version=want_version)
+            sources[role] = VectorTable(role=role, table=matches[0], dim=want_dim,
+                                        version=want_version)
             continue
         # Compare with the workspace's likeliest table, so the message names both encoders.
         best = max(candidates, key=lambda t: (table_dim(t) == want_dim, found[t].total()))
@@ -75,7 +77,7 @@ def _chunks(values: list[str], size: int = FILTER_CHUNK) -> Iterable[list[str]]:
         yield values[start:start + size]
 
 
-def face_vectors(workspace: Workspace, source: ConditionSource,
+def face_vectors(workspace: Workspace, source: VectorTable,
                  face_ids: list[str]) -> np.ndarray:
     """(len(face_ids), dim) vectors in the given order; every face must have one."""
     unique = sorted(set(face_ids))
@@ -100,7 +102,7 @@ def face_vectors(workspace: Workspace, source: ConditionSource,
     return matrix[[index[f] for f in face_ids]]
 
 
-def text_vectors(workspace: Workspace, source: ConditionSource,
+def text_vectors(workspace: Workspace, source: VectorTable,
                  names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     """``{text_id: (vector, text)}`` for the named texts from the generator's text encoder."""
 

@@ -17,7 +17,6 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
@@ -25,8 +24,9 @@ import pyarrow as pa
 
 from schemas.records import FACES_SCHEMA, embedding_schema
 from schemas.styles import PairedSource, RenderSource, Style
+from schemas.vectors import VectorTable
 from tasks import storage
-from tasks.embed import embedding_table, vector_matrix
+from tasks.embed import vector_matrix
 from tasks.faces import read_crops
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
@@ -39,20 +39,6 @@ _BATCH_SALT = 0x5EED_BA7C
 
 class DatasetError(ValueError):
     """The workspace cannot give a usable training set (no vectors, no examples, ...)."""
-
-
-@dataclass(frozen=True)
-class VectorTable:
-    """Where one role's vectors are stored and which encoder version counts as current."""
-
-    role: str
-    table: str
-    version: str
-    dim: int
-
-    @classmethod
-    def of(cls, role: str, encoder: Any) -> VectorTable:
-        return cls(role, embedding_table(role, encoder), encoder.version, encoder.dim)
 
 
 @dataclass(frozen=True)

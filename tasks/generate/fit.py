@@ -33,13 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.encoders import EncoderSpec
 from schemas.styles import SLUG, Style
+from schemas.vectors import VectorTable
 from tasks.embed import TableReport, embed_texts
 from tasks.encoders import load
 from tasks.generate.config import GeneratorConfig, load_config
 from tasks.generate.dataset import (
     DatasetError,
     TrainingSet,
-    VectorTable,
     assemble,
     batch_source,
     read_text_vectors,

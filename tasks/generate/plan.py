@@ -29,8 +29,9 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from schemas.generation import ConditionSource, Plan, PlanSummary, ShardRef, StyleCounts
+from schemas.generation import Plan, PlanSummary, ShardRef, StyleCounts
 from schemas.records import FACES_SCHEMA, SKETCHES_SCHEMA
+from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.generate.conditions import text_vectors
 from tasks.runtime import retry_transient
@@ -154,7 +155,7 @@ def _versions_by_face(workspace: Workspace, table: str) -> dict[str, str]:
 
 
 def _skip_reason(face: str, vectors: dict[str, dict[str, str]],
-                 sources: dict[str, ConditionSource]) -> str | None:
+                 sources: dict[str, VectorTable]) -> str | None:
     for role, missing, stale in (("identity", SKIP_NO_IDENTITY, SKIP_STALE_IDENTITY),
                                  ("image", SKIP_NO_IMAGE, SKIP_STALE_IMAGE)):
         version = vectors[role].get(face)
@@ -235,7 +236,7 @@ def _repair_shards(workspace: Workspace, generator_version: str,
 def plan_generation(
     workspace: Workspace,
     generator_version: str,
-    sources: dict[str, ConditionSource],
+    sources: dict[str, VectorTable],
     styles: list[str],
     samples_per_face: int = 2,
     shard_size: int = 256,
@@ -319,7 +320,7 @@ def summary(plan: Plan) -> PlanSummary:
 
 @task(name="plan-generation", retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def plan_task(workspace: str, generator_version: str, sources: dict[str, ConditionSource],
+def plan_task(workspace: str, generator_version: str, sources: dict[str, VectorTable],
               styles: list[str], samples_per_face: int, shard_size: int,
               faces: list[str] | None = None) -> PlanSummary:
     """Returns the plan without its shard list; shards are read from ``plan_path``."""

@@ -17,6 +17,7 @@ from schemas.records import QUARANTINE_SCHEMA
 from schemas.settings import IngestSettings
 from tasks import storage
 from tasks.ingest.decode import ImageRejected, decode_image
+from tasks.ingest.run import pixel_digest
 from tasks.ingest.sources import SourceItem
 from tasks.storage import FACES, QUARANTINE, Workspace
 
@@ -126,8 +127,6 @@ def locate(workspace: Workspace, items: Sequence[SourceItem],
 def _locate_by_pixels(workspace: Workspace, items: Sequence[SourceItem], out: list[Located],
                       pending: list[int], settings: IngestSettings) -> list[Located]:
     """Files skipped as ``duplicate_picture``: the same pixels stored from another file."""
-    from tasks.ingest.run import pixel_digest
-
     digests: dict[int, str] = {}
     for i in pending:
         try:

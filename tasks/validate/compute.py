@@ -37,6 +37,7 @@ from schemas.validation import (
     Reason,
     Scope,
 )
+from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.encoders import load
 from tasks.runtime import retry_transient
@@ -46,7 +47,6 @@ from tasks.validate import style_classifier as sc
 from tasks.validate.health import measure
 from tasks.validate.metrics import identity_scores
 from tasks.validate.vectors import (
-    VectorSource,
     check_png,
     face_vectors,
     gallery,
@@ -90,7 +90,7 @@ class StyleJudge:
     fingerprint: str | None
     workspace: Workspace
     registry: Mapping[str, Style]
-    image: VectorSource
+    image: VectorTable
     plan: sc.ExamplePlan | None = None
     text_spec: EncoderSpec | None = None
     _classifier: sc.StyleClassifier | None = None
@@ -99,9 +99,10 @@ class StyleJudge:
 
     @classmethod
     def for_workspace(cls, workspace: Workspace, registry: Mapping[str, Style],
-                      image: VectorSource, size: int,
+                      image: VectorTable, size: int,
                       text_spec: EncoderSpec | None) -> StyleJudge:
-        if text_spec is not None and text_spec.name == image.spec.name == "open_clip":
+        image_encoder = image.spec.name if image.spec else None
+        if text_spec is not None and text_spec.name == image_encoder == "open_clip":
             key = {"text": text_spec.model_dump(), "image": image.version,
                    "prompts": {n: s.prompt for n, s in sorted(registry.items())}}
             fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -153,7 +154,7 @@ def validate_judge(workspace: Workspace, size: int,
 # --------------------------------------------------------------------------- the stage
 
 
-def metrics_version(identity: VectorSource, image: VectorSource, gallery_key: str,
+def metrics_version(identity: VectorTable, image: VectorTable, gallery_key: str,
                     style_key: str | None) -> str:
     key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version,
            "gallery": gallery_key, "style": style_key}
@@ -232,7 +233,7 @@ def compute_metrics(
 
 
 def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str | None]],
-                   identity: VectorSource, image: VectorSource, judge: StyleJudge,
+                   identity: VectorTable, image: VectorTable, judge: StyleJudge,
                    gallery_: tuple[list[str], np.ndarray], version: str, run_id: str,
                    report: MetricsReport) -> pa.Table:
     now = dt.datetime.now(dt.UTC)

@@ -37,6 +37,7 @@ from schemas.validation import (
     Scope,
     ValidationReport,
 )
+from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.runtime import retry_transient
 from tasks.storage import FACES, SKETCHES, Workspace
@@ -52,7 +53,7 @@ from tasks.validate.metrics import (
     reasons,
 )
 from tasks.validate.style_classifier import StyleClassifier, cache_path
-from tasks.validate.vectors import VectorSource, stored_sketch_vectors
+from tasks.validate.vectors import stored_sketch_vectors
 
 SUITES_VERSION = "suites-1"
 NOT_MEASURED = "not_measured"
@@ -62,9 +63,10 @@ def thresholds_sha256(path: str | Path | None) -> str:
     return hashlib.sha256(Path(path or THRESHOLDS_FILE).read_bytes()).hexdigest()
 
 
-def _source(metrics: MetricsReport, role: str, spec: EncoderSpec) -> VectorSource:
+def _source(metrics: MetricsReport, role: str, spec: EncoderSpec) -> VectorTable:
     info = metrics.sources[role]
-    return VectorSource(role, str(info["table"]), str(info["version"]), int(info["dim"]), spec)
+    return VectorTable(role=role, table=str(info["table"]), version=str(info["version"]),
+                       dim=int(info["dim"]), spec=spec)
 
 
 def _content_hash(sketches: pa.Table) -> str:
@@ -101,7 +103,7 @@ def verdicts_of(rows: Sequence[Mapping[str, Any]], thresholds: Thresholds
 
 
 def _diversity(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
-               verdicts: Mapping[str, list[str]], identity: VectorSource
+               verdicts: Mapping[str, list[str]], identity: VectorTable
                ) -> list[GroupDiversity]:
     accepted = [r for r in rows if not verdicts[r["sketch_id"]]]
     vectors = stored_sketch_vectors(workspace, identity,
@@ -113,7 +115,7 @@ def _diversity(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
 
 
 def _frechet(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
-             verdicts: Mapping[str, list[str]], image: VectorSource,
+             verdicts: Mapping[str, list[str]], image: VectorTable,
              classifier: StyleClassifier | None
              ) -> dict[str, tuple[float | None, str, tuple[int, int]]]:
     """Per style: accepted sketches against the style's reference examples (real sketches for

@@ -27,11 +27,12 @@ import numpy as np
 
 from schemas.records import FACES_SCHEMA
 from schemas.styles import PairedSource, RenderSource, Style
+from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
-from tasks.validate.vectors import VectorSource, checked_encoder, to_aligned
+from tasks.validate.vectors import checked_encoder, to_aligned
 
 CODE_VERSION = "softmax-3"
 MAX_EXAMPLES_PER_STYLE = 200
@@ -333,7 +334,7 @@ def cached_classifier(workspace: Workspace, plan: ExamplePlan) -> StyleClassifie
 
 
 def load_or_train(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str, Style],
-                  image: VectorSource) -> tuple[StyleClassifier, str]:
+                  image: VectorTable) -> tuple[StyleClassifier, str]:
     """The cached classifier for ``plan``, or a new one (trained and cached)."""
     cached = cached_classifier(workspace, plan)
     if cached is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,8 +21,9 @@ import pyarrow as pa
 from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
 from schemas.validation import Reason
+from schemas.vectors import VectorTable, table_dim, table_prefix
 from tasks import storage
-from tasks.embed import embedding_table, encoder_slug, stored_versions, table_dim, vector_matrix
+from tasks.embed import stored_versions, vector_matrix
 from tasks.encoders import load
 from tasks.storage import Workspace
 
@@ -34,42 +34,28 @@ class StaleVectorsError(LookupError):
     """The workspace's face vectors do not come from the encoder validation would use."""
 
 
-@dataclass(frozen=True)
-class VectorSource:
-    """A face-embedding table and the encoder version its vectors (and ours) must have."""
-
-    role: str
-    table: str
-    version: str
-    dim: int
-    spec: EncoderSpec
-
-    @property
-    def sketch_table(self) -> str:
-        return f"sketch_{self.table}"
-
-
-def resolve_source(workspace: Workspace, spec: EncoderSpec) -> VectorSource:
+def resolve_source(workspace: Workspace, spec: EncoderSpec) -> VectorTable:
     """The face table of ``spec``'s encoder and its version, without loading the model when
     the workspace leaves no doubt (one table, one version): loading costs seconds, and an
     unchanged dataset should re-validate in well under that."""
-    prefix = f"emb_{spec.role}_{encoder_slug(spec.name)}_"
+    prefix = table_prefix(spec.role, spec.name)
     tables = sorted(t for t in storage.table_names(workspace)
                     if t.startswith(prefix) and t[len(prefix):].isdigit())
     if len(tables) == 1:
         versions = stored_versions(workspace, tables[0])
         if len(versions) == 1 and not spec.options():
             (version,) = versions
-            return VectorSource(spec.role, tables[0], version, table_dim(tables[0]), spec)
+            return VectorTable(role=spec.role, table=tables[0], version=version,
+                               dim=table_dim(tables[0]), spec=spec)
 
     encoder = load(spec)
-    table = embedding_table(spec.role, encoder)
-    if table not in tables or not stored_versions(workspace, table)[encoder.version]:
+    source = VectorTable.of(spec.role, encoder, spec)
+    if source.table not in tables or not stored_versions(workspace, source.table)[source.version]:
         raise StaleVectorsError(
             f"no {spec.role} vectors from {encoder.version} in {workspace.root}: run "
             f"`clip4sketch embed` with this encoder before validating"
         )
-    return VectorSource(spec.role, table, encoder.version, encoder.dim, spec)
+    return source
 
 
 def _chunks(values: Sequence[str], size: int = FILTER_CHUNK) -> Iterable[Sequence[str]]:
@@ -77,7 +63,7 @@ def _chunks(values: Sequence[str], size: int = FILTER_CHUNK) -> Iterable[Sequenc
         yield values[start:start + size]
 
 
-def face_vectors(workspace: Workspace, source: VectorSource,
+def face_vectors(workspace: Workspace, source: VectorTable,
                  face_ids: Iterable[str]) -> dict[str, np.ndarray]:
     """Current-version vectors of these faces; faces without one are simply absent."""
     found: dict[str, np.ndarray] = {}
@@ -90,7 +76,7 @@ def face_vectors(workspace: Workspace, source: VectorSource,
     return found
 
 
-def gallery(workspace: Workspace, source: VectorSource
+def gallery(workspace: Workspace, source: VectorTable
             ) -> tuple[list[str], list[str], np.ndarray]:
     """Every mugshot's (face ids, identity ids, vectors): who a sketch must not look like."""
     rows = storage.read(workspace, source.table, columns=["face_id", "identity_id", "vector"],
@@ -171,7 +157,7 @@ def _schema(dim: int) -> pa.Schema:
     ])
 
 
-def _cached(workspace: Workspace, source: VectorSource,
+def _cached(workspace: Workspace, source: VectorTable,
             items: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
     wanted = dict(items)
     found: dict[str, np.ndarray] = {}
@@ -189,7 +175,10 @@ def _cached(workspace: Workspace, source: VectorSource,
     return found
 
 
-def checked_encoder(source: VectorSource):
+def checked_encoder(source: VectorTable):
+    """The encoder ``source.spec`` loads, refused unless it writes vectors like the table's."""
+    if source.spec is None:
+        raise ValueError(f"{source.table}: no encoder spec to encode more vectors with")
     encoder = load(source.spec)
     if encoder.version != source.version or encoder.dim != source.dim:
         raise StaleVectorsError(
@@ -199,7 +188,7 @@ def checked_encoder(source: VectorSource):
     return encoder
 
 
-def sketch_vectors(workspace: Workspace, source: VectorSource,
+def sketch_vectors(workspace: Workspace, source: VectorTable,
                    items: Sequence[tuple[str, str]],
                    crops: Callable[[Sequence[str]], np.ndarray],
                    run_id: str = "local") -> tuple[np.ndarray, int]:
@@ -231,7 +220,7 @@ def sketch_vectors(workspace: Workspace, source: VectorSource,
     return matrix, len(todo)
 
 
-def stored_sketch_vectors(workspace: Workspace, source: VectorSource,
+def stored_sketch_vectors(workspace: Workspace, source: VectorTable,
                           items: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
     """Already-stored sketch vectors (for dataset-level metrics: never encodes)."""
     return _cached(workspace, source, items)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.demo.faces import make_demo_source
 from tasks.embed import embed_texts
@@ -14,7 +15,6 @@ from tasks.encoders import load
 from tasks.faces import read_crops
 from tasks.generate.dataset import (
     DatasetError,
-    VectorTable,
     assemble,
     batch_source,
     read_text_vectors,
@@ -90,7 +90,7 @@ def test_faces_without_current_vectors_are_skipped_with_a_reason(demo, tmp_path:
     assert training.skipped["pencil-dodge"] == {"missing_identity_vector": 1}
     assert training.examples_per_style["pencil-dodge"] == 8
 
-    stale = {**tables, "image": VectorTable("image", tables["image"].table, "effnet@old", 1280)}
+    stale = {**tables, "image": tables["image"].model_copy(update={"version": "effnet@old"})}
     training = assemble(workspace, styles, stale, texts, SIZE)
     assert len(training) == 0 and training.styles == ()
     assert training.skipped["xdog-lines"] == {"missing_identity_vector": 1,
