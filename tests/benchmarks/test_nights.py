@@ -18,5 +18,6 @@ def test_like_for_like_leaves_out_night_one_new_style_and_rejected_nights():
 
 
 def test_like_for_like_takes_the_median_of_each_end():
-    rows = [_night(1, 0.0)] + [_night(n, s) for n, s in zip(range(2, 8), [1, 9, 2, 3, 30, 4])]
+    seconds = [1, 9, 2, 3, 30, 4]
+    rows = [_night(1, 0.0)] + [_night(n, s) for n, s in zip(range(2, 8), seconds, strict=True)]
     assert like_for_like(rows, "seconds", count=3) == (2, 4)
