@@ -64,6 +64,8 @@ def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
            keep: int | None) -> dict:
     """One night: outcome, wall and CPU seconds, and its stages' seconds (from its run record,
     which a rejected night writes too)."""
+    # Imported here, once main() has pointed PREFECT_HOME at the run folder: Prefect (which
+    # these modules import) reads its settings when first imported.
     from flows.nightly import NightlyRejectedError, nightly
 
     started, cpu = time.perf_counter(), time.process_time()
@@ -97,6 +99,8 @@ def like_for_like(rows: list[dict], key: str, count: int = 10) -> tuple[float, f
 
 def needed_bytes(workspace: Path, scratch: Path) -> int:
     """What the kept versions need (see the module's docstring)."""
+    # Imported here, once main() has pointed PREFECT_HOME at the run folder: Prefect (which
+    # these modules import) reads its settings when first imported.
     import pyarrow.parquet as pq
 
     from tasks import storage
@@ -140,7 +144,7 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
 
 
 def _by_folder(workspace: Path) -> dict[str, int]:
-    from tasks import storage
+    from tasks import storage  # see _night: after PREFECT_HOME is set
 
     return {p.name: storage.folder_bytes(p) for p in sorted(workspace.iterdir()) if p.is_dir()}
 
@@ -187,6 +191,8 @@ def main() -> None:
     os.environ.setdefault("PREFECT_HOME", str(temp / "prefect-home"))
     (temp / "prefect-home").mkdir(parents=True, exist_ok=True)
 
+    # Imported here, once main() has pointed PREFECT_HOME at the run folder: Prefect (which
+    # these modules import) reads its settings when first imported.
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 

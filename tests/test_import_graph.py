@@ -21,13 +21,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("flows", "tasks", "schemas", "data_contracts", "benchmarks")
 
-# Modules other work is rewriting right now; their imports inside functions are left to it
-# (issue 23). Listed by name so the list can only shrink: remove a line when its module is
-# clean.
-PENDING = {
-    "benchmarks.nights": "being edited elsewhere",
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -165,7 +158,7 @@ def test_first_party_modules_are_imported_at_the_top():
     stands in; third-party ones are free."""
     hidden = []
     for edge in imports():
-        if not edge.in_function or edge.source in PENDING:
+        if not edge.in_function:
             continue
         comments = _comment_lines(modules()[edge.source])
         if not comments & set(range(edge.why_from, edge.why_to + 1)):
