@@ -1,6 +1,7 @@
 """The recognizer comparison of issue 11, every row from one command, with bootstrap intervals.
 
-Rows (each trained as ``procrustes``, ``adapter`` and, for reference, ``head``), judged on
+Rows (each trained as ``procrustes``, ``adapter`` and, for reference, ``head``; ``--kinds``
+adds ``encoder``, SFace's first blocks retrained on sketch images), judged on
 the CUFSF test part (schemas/splits/cufsf.csv, 200 identities) and the CUHK test part (57):
     1  baseline SFace (no training)
     2  real CUFSF train pairs only (223 identities: "the few real pairs")
@@ -61,6 +62,7 @@ ROWS = {
     6: "real CUHK train pairs only",
 }
 KINDS = ("procrustes", "adapter", "head")
+ENCODER_STEPS = 50  # the most steps of each encoder candidate (early stopping ends most)
 RENDER_STYLES = ("pencil-dodge", "xdog-lines")
 TESTS = {"CUFSF test": ("cufsf.csv", "cufsf"), "CUHK test": ("cuhk.csv", "cuhk")}
 
@@ -179,7 +181,8 @@ def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: lis
 
 
 def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: Path,
-          seed: int, head_steps: int, retrain: bool) -> Path:
+          seed: int, head_steps: int, retrain: bool, encoder_steps: int = ENCODER_STEPS,
+          ) -> Path:
     """Train one recognizer (or reuse it when its request is unchanged)."""
     # Imported here, not at the top: tasks.recognize.train loads prefect, which reads the
     # environment set above.
@@ -188,7 +191,7 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     request = TrainRecognizerRequest(
         workspace=str(workspace.root), out=str(out), mode=kind, split=str(split), seed=seed,
         identity_encoder=EncoderSpec(role="identity", name="sface"),
-        steps=head_steps if kind == "head" else 1500,
+        steps={"head": head_steps, "encoder": encoder_steps}.get(kind, 1500),
         vectors_cache=str(out.parent / "vectors-cache"), **sources)
     key = request.model_dump_json(exclude={"run_id"})
     stamp = out / "request.json"
@@ -204,9 +207,29 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     report = train_recognizer(request, progress=lambda m: say(f"  {out.name}: {m}"))
     stamp.write_text(key)
     chosen = (report.validation or {}).get("chosen")
+    rate = (f"; {report.seconds_per_epoch:.0f} s an epoch of training steps"
+            if report.seconds_per_epoch else "")
     say(f"{out.name}: {report.identities} identities, {report.examples}, skipped "
-        f"{report.skipped}, chose {chosen} ({time.perf_counter() - started:.0f} s)")
+        f"{report.skipped}, chose {chosen} ({time.perf_counter() - started:.0f} s{rate})")
     return out
+
+
+def probes_per_second(workspace: Any, report: Any, directory: str) -> dict[str, float]:
+    """Sketch probes embedded per second by a recognizer, loaded afresh (evaluation's path):
+    the test probes of one evaluation, their stored crops through the recognizer."""
+    import pyarrow.parquet as pq
+
+    # Imported here, not at the top: tasks.recognize.recognizer loads prefect, which reads
+    # the environment set above.
+    from tasks.recognize.recognizer import load_recognizer
+
+    probes = [r["face_id"] for r in pq.read_table(report.inputs).to_pylist()
+              if r["role"] == "probe" and r["status"] == "ok"]
+    recognizer = load_recognizer(directory)
+    started = time.perf_counter()
+    recognizer.embed(workspace, probes)
+    seconds = time.perf_counter() - started
+    return {"probes": len(probes), "seconds": seconds, "per_second": len(probes) / seconds}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -281,6 +304,11 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
         two = [n for n, (r, k) in names.items() if r == 2 and k == kind]
         if four and two:
             pairs.append((four[0], two[0]))
+    for row in sorted({r for r, _ in names.values()}):
+        encoder = [n for n, (r, k) in names.items() if r == row and k == "encoder"]
+        adapter = [n for n, (r, k) in names.items() if r == row and k == "adapter"]
+        if encoder and adapter:
+            pairs.append((encoder[0], adapter[0]))
     for a, b in pairs:
         for test in results:
             for metric in ("rank1", "1e-02"):
@@ -322,6 +350,8 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--head-steps", type=int, default=1000)
+    parser.add_argument("--encoder-steps", type=int, default=ENCODER_STEPS,
+                        help="the most steps of each encoder candidate run")
     parser.add_argument("--retrain", action="store_true")
     args = parser.parse_args()
 
@@ -366,11 +396,19 @@ def main() -> int:
             if args.drop_test_identities:
                 sources["drop_test_identities"] = True
             train(workspace, directory, kind, sources, split_path,
-                  args.seed, args.head_steps, args.retrain)
+                  args.seed, args.head_steps, args.retrain, args.encoder_steps)
             names[directory.name] = (row, kind)
             refs.append(str(directory))
     results = evaluate_all(workspace, manifests, data, refs, out, args.seed)
     markdown, figures = table(results, names, args.seed)
+    speed = {name: probes_per_second(workspace, results["CUFSF test"],
+                                     str(work / "recognizers" / name))
+             for name, (_, kind) in names.items() if kind == "encoder"}
+    if speed:
+        markdown += "\nSketch probes embedded per second at evaluation (CUFSF test probes):\n\n" \
+            + "".join(f"- {n}: {s['per_second']:.1f} probes/s ({s['probes']} in "
+                      f"{s['seconds']:.1f} s)\n" for n, s in speed.items())
+        figures["probes_per_second"] = speed
     command = "nice -n 15 .venv/bin/python -m benchmarks.recognizers " + " ".join(sys.argv[1:])
     header = (f"# Recognizer comparison\n\n`{command}`\n\nrank-1 and TAR@FAR=1e-2 with 95 % "
               f"bootstrap intervals (probes resampled 1,000 times, seed {args.seed}); "

@@ -216,9 +216,10 @@ COMMANDS: dict[str, Command] = {
             Opt("drop_test_identities", "drop identities of the split's test part from the "
                                         "sources (default: refuse such sources)"),
             Opt("include_synthetic", "train on real sketches only"),
-            Opt("mode", "procrustes/adapter adapt the sketch side only, tuned on a validation "
-                        "part of the training identities",
-                choices=("head", "backbone", "procrustes", "adapter")),
+            Opt("mode", "procrustes/adapter/encoder adapt the sketch side only, tuned on a "
+                        "validation part of the training identities (encoder: SFace's first "
+                        "blocks retrained on sketch images)",
+                choices=("head", "backbone", "procrustes", "adapter", "encoder")),
             Opt("loss", choices=("adaface", "arcface", "cosface")),
             Opt("backbone_arch"), Opt("backbone_weights"), Opt("steps"), Opt("batch_size"),
             Opt("samples_per_identity"), Opt("lr"), Opt("seed"), Opt("resume"),

@@ -32,6 +32,9 @@ def train_recognizer_markdown(report: TrainRecognizerReport, name: str) -> str:
     resumed = f", resumed from step {report.resumed_from}" if report.resumed_from else ""
     per_step = (f"{report.seconds_per_step:.3f} s/step" if report.seconds_per_step
                 else "no steps this run")
+    if report.seconds_per_epoch:
+        per_step += (f", {report.seconds_per_epoch:.0f} s an epoch, "
+                     f"{report.probes_per_second:.1f} probes/s embedded")
     loss = (f"{report.first_loss:.3f} -> {report.final_loss:.3f} (means of the first and "
             f"last 10 steps)" if report.final_loss is not None else "n/a")
     lines = [
@@ -71,7 +74,7 @@ def train_recognizer(
     backbone_arch: str = "ir_50",
     backbone_weights: str | None = None,
     steps: int = 1000,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     samples_per_identity: int = 4,
     lr: float | None = None,
     seed: int = 0,
@@ -90,8 +93,10 @@ def train_recognizer(
     manifests of real sketches; ``split``: a bundled split name ("cuhk") or CSV, of which
     only ``train`` identities are used: a source holding its ``test`` identities is
     refused unless ``drop_test_identities``.
-    ``mode``: head, backbone, or the sketch-side ``procrustes`` / ``adapter`` (these choose
-    their hyper-parameters on a validation part of the training identities)."""
+    ``mode``: head, backbone, or the sketch-side ``procrustes`` / ``adapter`` / ``encoder``
+    (these choose their hyper-parameters on a validation part of the training identities;
+    ``encoder`` retrains SFace's first blocks on sketch images, ``steps`` bounding each
+    candidate run). ``batch_size``: default 64, 24 for ``encoder``."""
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     request = TrainRecognizerRequest(

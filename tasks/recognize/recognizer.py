@@ -6,6 +6,9 @@ and ``recognizer.safetensors`` (the inference weights only). Kinds:
 * ``head``: a ProjectionHead over frozen identity-encoder vectors.
 * ``procrustes`` / ``adapter``: a map applied to the *sketch* side only (faces stored with
   kind ``sketch``); photos keep the frozen encoder's vectors (``sketch_side.py``).
+* ``encoder``: SFace's first blocks retrained on sketch images (``sketch_encoder.py``);
+  sketches are embedded from their crops by that branch, photos keep the frozen encoder's
+  vectors.
 * ``backbone``: an AdaFace IR backbone that embeds aligned crops itself.
 
 A kind over encoder vectors only means something for the exact encoder version it was
@@ -31,6 +34,7 @@ from schemas.encoders import EncoderSpec
 from tasks.encoders import load
 from tasks.encoders.adaface import build_model
 from tasks.faces import crop_stack, encoder_vectors, rows_by_id
+from tasks.recognize.sketch_encoder import ENCODER_MODE, build_sketch_encoder, embed_crops
 from tasks.recognize.sketch_side import build_sketch_module
 from tasks.storage import FACES, Workspace
 
@@ -69,11 +73,15 @@ class EncoderRecognizer:
 
 
 def weights_digest(path: Path) -> str:
+    return _sha256(path)[:12]
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -94,7 +102,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-VECTOR_MODES = ("head", "procrustes", "adapter")  # read frozen identity-encoder vectors
+# read frozen identity-encoder vectors (``encoder`` for its photos, and its branch is built
+# from that encoder's weights)
+VECTOR_MODES = ("head", "procrustes", "adapter", ENCODER_MODE)
 SKETCH_SIDE = "sketch"
 
 
@@ -156,6 +166,12 @@ class TrainedRecognizer:
         sketch = np.array([kinds.get(f, {}).get("kind") == "sketch" for f in face_ids], bool)
         out = inputs / np.maximum(np.linalg.norm(inputs, axis=1, keepdims=True), 1e-12)
         rows = np.flatnonzero(sketch)
+        if self.config["mode"] == ENCODER_MODE:
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                crops = crop_stack(workspace, [face_ids[i] for i in chunk])
+                out[chunk] = embed_crops(self.module, crops, torch.device(self.device))
+            return out.astype(np.float32)
         with torch.inference_mode():
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
@@ -190,18 +206,6 @@ def load_recognizer(ref: str, identity_encoder: EncoderSpec | None = None,
         return EncoderRecognizer(identity_encoder)
     directory = Path(ref).expanduser().resolve()
     config = read_config(directory)
-    module = build_module(config)
-    from safetensors.torch import load_file
-
-    state = load_file(str(directory / WEIGHTS_FILE))
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise RecognizerError(f"{directory}: weights do not fit its config: {error}") from error
-    import torch
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module.eval().to(device)
     base = None
     if config["mode"] in VECTOR_MODES:
         saved = EncoderSpec(**config["identity_encoder"])
@@ -215,6 +219,29 @@ def load_recognizer(ref: str, identity_encoder: EncoderSpec | None = None,
                 f"the identity encoder here is {base.version!r} ({spec.label()}); its "
                 f"output would be meaningless. Evaluate with the encoder it was trained on "
                 f"(same name, arch and weights file), or retrain the head")
-    digest = weights_digest(directory / WEIGHTS_FILE)
+    from safetensors.torch import load_file
+
+    weights = directory / WEIGHTS_FILE
+    if config.get("weights_sha256") and _sha256(weights) != config["weights_sha256"]:
+        raise RecognizerError(f"{weights}: checksum differs from the one {CONFIG_FILE} "
+                              "records; the weights were changed or damaged")
+    state = load_file(str(weights))
+    try:
+        if config["mode"] == ENCODER_MODE:
+            # the sketch branch is rebuilt from the (version-checked) encoder's weights file
+            module = build_sketch_encoder(getattr(base.encoder, "weights", None),
+                                          config["blocks"], config.get("hidden"),
+                                          config["in_dim"])
+            module.load_trainable(state)
+        else:
+            module = build_module(config)
+            module.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as error:
+        raise RecognizerError(f"{directory}: weights do not fit its config: {error}") from error
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module.eval().to(device)
+    digest = weights_digest(weights)
     version = f"{config['mode']}-{config.get('loss', '?')}@{digest}"
     return TrainedRecognizer(directory, config, module, base, directory.name, version, device)

@@ -74,18 +74,37 @@ from tasks.recognize.data import (
     synthetic_source,
 )
 from tasks.recognize.recognizer import CONFIG_FILE, FORMAT, WEIGHTS_FILE, crops_to_tensor
-from tasks.recognize.sketch_side import ADAPTER_LR, SKETCH_SIDE_MODES, fit_sketch_side
+from tasks.recognize.sketch_encoder import (
+    ENCODER_BATCH,
+    ENCODER_LR,
+    ENCODER_MODE,
+    ENCODER_THREADS,
+    EncoderData,
+    adapter_on_top,
+    check_validation,
+    fit_encoder,
+    sface_net,
+    torch_threads,
+)
+from tasks.recognize.sketch_side import (
+    ADAPTER_LR,
+    SKETCH_SIDE_MODES,
+    VectorSet,
+    fit_sketch_side,
+    torch_modules,
+)
 from tasks.runtime import retry_transient
 from tasks.splits import load_split, resolve_split
 from tasks.storage import Workspace, write_bytes_atomic
 
-Mode = Literal["head", "backbone", "procrustes", "adapter"]
+Mode = Literal["head", "backbone", "procrustes", "adapter", "encoder"]
 Loss = Literal["adaface", "arcface", "cosface"]
 PLAN_FILE = "plan.json"
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "state.json", "config.json")
 DEFAULT_LR = {"head": 1e-3, "backbone": 1e-4}
+DEFAULT_BATCH = {"encoder": ENCODER_BATCH}
 
 
 class TrainRecognizerRequest(BaseModel):
@@ -112,7 +131,7 @@ class TrainRecognizerRequest(BaseModel):
     backbone_weights: str | None = None
     identity_encoder: EncoderSpec
     steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=64, ge=2)
+    batch_size: int | None = Field(default=None, ge=2)  # None: DEFAULT_BATCH of the mode
     samples_per_identity: int = Field(default=4, ge=2)
     lr: float | None = Field(default=None, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
@@ -125,6 +144,11 @@ class TrainRecognizerRequest(BaseModel):
     device: str | None = None
     ingest: IngestSettings | None = None
     run_id: str = "local"
+
+    def batch(self) -> int:
+        """The batch size: as given, else the mode's default (an image-level encoder step
+        on a CPU costs ~0.1 s an image, so its batches are smaller)."""
+        return self.batch_size or DEFAULT_BATCH.get(self.mode, 64)
 
     def datasets(self) -> list[str | None]:
         if self.dataset is None:
@@ -166,7 +190,12 @@ class TrainRecognizerReport(BaseModel):
     seconds: float
     seconds_per_step: float | None
     validation: dict[str, Any] | None = Field(
-        default=None, description="procrustes/adapter: how hyper-parameters were chosen")
+        default=None, description="procrustes/adapter/encoder: how hyper-parameters were chosen")
+    seconds_per_epoch: float | None = Field(
+        default=None, description="encoder: seconds of training steps per pass over the fit "
+                                  "sketches")
+    probes_per_second: float | None = Field(
+        default=None, description="encoder: sketches embedded per second by the trained branch")
 
 
 StepHook = Callable[[int, float], None]
@@ -466,6 +495,8 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
     say(f"training set: {training.counts()} over {len(training.identities)} identities; "
         f"skipped {training.skipped or 'nothing'}")
 
+    if request.mode == ENCODER_MODE:
+        return _train_sketch_encoder(request, workspace, training, inputs, out, began, say)
     if request.mode in SKETCH_SIDE_MODES:
         return _train_sketch_side(request, workspace, training, inputs, out, began, say)
     in_dim = encoder_version = None
@@ -477,7 +508,7 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
         training.crops = load_crops(workspace, training.examples)
 
     K = request.samples_per_identity
-    P = max(1, request.batch_size // K)
+    P = max(1, request.batch() // K)
     lr = request.lr or DEFAULT_LR[request.mode]
     plan = {
         "mode": request.mode, "loss": request.loss, "data": training.fingerprint(),
@@ -629,6 +660,89 @@ def _train_sketch_side(request: TrainRecognizerRequest, workspace: Workspace,
 _SKETCH_SIDE_LOSS = {"procrustes": "orthogonal", "adapter": "infonce"}
 
 
+def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
+                          training: TrainingSet, inputs: dict[str, Any], out: Path,
+                          began: float, say: Callable[[str], None]) -> TrainRecognizerReport:
+    """``encoder``: SFace's first blocks retrained on sketch images (``sketch_encoder.py``)."""
+    import torch
+    from safetensors.torch import save
+
+    if request.identity_encoder.name != "sface":
+        raise DataError(f"mode encoder retrains SFace's first blocks; the identity encoder "
+                        f"here is {request.identity_encoder.label()}")
+    # Too few identities for a validation part: say so before any vector, pixel or step.
+    check_validation(VectorSet.from_training(
+        training.identities, training.labels, training.kinds,
+        np.ones((len(training.labels), 1), np.float32)), request.seed)
+    training.vectors, encoder_version = _cached_vectors(workspace, request, training,
+                                                        _cache_dir(request, out))
+    vectors = VectorSet.from_training(training.identities, training.labels, training.kinds,
+                                      training.vectors)
+    sketches = [e for e, kind in zip(training.examples, training.kinds.tolist(), strict=True)
+                if kind != "photo"]
+    data = EncoderData(vectors, load_crops(workspace, sketches))
+    encoder = load(request.identity_encoder)
+    device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    base = sface_net(encoder.weights)
+    timed = time.perf_counter()
+    with torch_threads(ENCODER_THREADS):
+        fitted = fit_encoder(data, base, request.seed, request.steps, device,
+                             batch=min(request.batch(), 4 * len(sketches)), say=say)
+        # the adapter on top of the branch's vectors, kept only if validation says so
+        top = adapter_on_top(data, fitted.module, request.seed, device)
+    seconds = time.perf_counter() - timed
+    fitted.validation["adapter_on_top"] = {k: top.validation[k]
+                                           for k in ("best", "baseline", "runs")}
+    fitted.chosen["adapter"] = top.chosen if top.chosen["steps"] else None
+    if fitted.chosen["adapter"]:
+        fitted.module.adapter = torch_modules()["adapter"](training.vectors.shape[1],
+                                                           top.chosen["hidden"])
+        fitted.module.adapter.load_state_dict(top.state)
+        fitted.state = fitted.module.trainable_state()
+        fitted.validation["best"] = {"step": fitted.chosen["steps"],
+                                     **{k: top.validation["best"][k] for k in
+                                        ("rank1", "tar_at_far_1e-2", "score")}}
+    best, baseline = fitted.validation["best"], fitted.validation["baseline"]
+    say(f"encoder: chose {fitted.chosen} on {fitted.validation['identities']} identities; "
+        f"validation rank-1 {best['rank1']:.3f} (frozen encoder {baseline['rank1']:.3f}), "
+        f"TAR@FAR=1e-2 {best['tar_at_far_1e-2']:.3f} ({baseline['tar_at_far_1e-2']:.3f}); "
+        f"{fitted.seconds_per_epoch or 0:.1f} s an epoch, {fitted.probes_per_second:.1f} "
+        f"probes/s")
+    weights = save(fitted.state)
+    config = recognizer_config(request, training, inputs, training.vectors.shape[1],
+                               encoder_version, ENCODER_LR)
+    config.update(applies_to="sketch", chosen=fitted.chosen, blocks=fitted.chosen["blocks"],
+                  steps=fitted.chosen["steps"], loss="infonce",
+                  hidden=(fitted.chosen["adapter"] or {}).get("hidden"),
+                  weights_sha256=hashlib.sha256(weights).hexdigest())
+    write_bytes_atomic(weights, out / WEIGHTS_FILE)
+    write_bytes_atomic(json.dumps(config, indent=2, default=str).encode(), out / CONFIG_FILE)
+    write_bytes_atomic(("\n".join(training.identities) + "\n").encode(),
+                       out / "identities.txt")
+    write_bytes_atomic(json.dumps(fitted.validation, indent=2, default=float).encode(),
+                       out / "validation.json")
+    loss_png = plot_losses(fitted.losses, out / "loss.png",
+                           f"encoder: loss, k {fitted.chosen['blocks']}, lambda "
+                           f"{fitted.chosen['lambda']}")
+    steps_run = sum(r["steps_run"] for r in fitted.validation["runs"])
+    report = TrainRecognizerReport(
+        out=str(out), mode=request.mode, loss="infonce", device=str(device),
+        steps=fitted.chosen["steps"], resumed_from=None, steps_this_run=steps_run,
+        first_loss=float(np.mean(fitted.losses[:10])) if fitted.losses else None,
+        final_loss=float(np.mean(fitted.losses[-10:])) if fitted.losses else None,
+        identities=len(training.identities), examples=training.counts(),
+        skipped=training.skipped, inputs=inputs, recognizer_dir=str(out),
+        loss_png=str(loss_png), seconds=time.perf_counter() - began,
+        seconds_per_step=seconds / steps_run if steps_run else None,
+        validation={k: v for k, v in fitted.validation.items()
+                    if k not in ("history", "runs")} | {"chosen": fitted.chosen},
+        seconds_per_epoch=fitted.seconds_per_epoch,
+        probes_per_second=fitted.probes_per_second,
+    )
+    write_bytes_atomic(report.model_dump_json(indent=2).encode(), out / "training.json")
+    return report
+
+
 def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
                       inputs: dict[str, Any], in_dim: int | None,
                       encoder_version: str | None, lr: float) -> dict[str, Any]:
@@ -636,7 +750,7 @@ def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,
     config: dict[str, Any] = {
         "format": FORMAT, "mode": request.mode, "loss": request.loss,
         "num_classes": len(training.identities), "steps": request.steps, "lr": lr,
-        "batch_size": request.batch_size, "samples_per_identity": request.samples_per_identity,
+        "batch_size": request.batch(), "samples_per_identity": request.samples_per_identity,
         "seed": request.seed, "split": request.split,
         "training_data": {"fingerprint": training.fingerprint(), "examples": training.counts(),
                           "identities": len(training.identities),

@@ -72,6 +72,28 @@ def test_sketch_side_flow_reports_how_it_chose_and_evaluates(tmp_path: Path):
         "n_gallery"]
 
 
+def test_encoder_flow_trains_sketch_blocks_reports_speed_and_evaluates(tmp_path: Path):
+    demo = make_demo_source(tmp_path / "demo", identities=5, photos_per_identity=1)
+    workspace = Workspace.open(tmp_path / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+
+    report = train_recognizer(workspace=str(workspace.root), name="sketch blocks",
+                              mode="encoder", steps=1, batch_size=4)
+    assert report.mode == "encoder" and report.validation["chosen"]["blocks"] >= 1
+    assert report.seconds_per_epoch > 0 and report.probes_per_second > 0
+    summary = asyncio.run(_artifacts("train-recognizer-sketch-blocks-summary"))
+    assert summary and "probes/s" in summary[0].data and "chosen on" in summary[0].data
+
+    evaluated = evaluate(pairs=str(demo / "pairs.csv"), workspace=str(workspace.root),
+                         recognizers=["baseline", report.recognizer_dir], bootstrap=20)
+    assert set(evaluated.recognizers) == {"baseline", "sketch blocks"}
+    # one step stays below the first validation, so step 0 (the encoder) was kept: the
+    # same figures as the baseline
+    ours, base = evaluated.recognizers["sketch blocks"], evaluated.recognizers["baseline"]
+    assert ours["rank1"] == base["rank1"] and ours["n_probes"] == base["n_probes"]
+
+
 def test_training_waits_for_a_night_and_refuses_naming_it(tmp_path: Path, monkeypatch):
     """A night must not change the sketches a recognizer trains on: training takes the
     workspace lock, so it refuses (after the lock timeout) while a night holds it."""

@@ -1,0 +1,192 @@
+"""The ``encoder`` recognizer: SFace's first blocks retrained on sketch images.
+
+Real SFace (the bundled ONNX, ported to torch), real Prefect-free training, LanceDB on disk;
+tiny data and a few steps so each test takes seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.encoders import EncoderSpec
+from tasks import storage
+from tasks.demo.faces import make_demo_source
+from tasks.encoders import load
+from tasks.faces import crop_stack
+from tasks.ingest.run import ingest_source
+from tasks.recognize.data import DataError
+from tasks.recognize.recognizer import RecognizerError, load_recognizer
+from tasks.recognize.sketch_encoder import (
+    N_BLOCKS,
+    EncoderData,
+    augment,
+    block_of,
+    build_sketch_encoder,
+    embed_crops,
+    sface_net,
+    train_encoder,
+)
+from tasks.recognize.sketch_side import VectorSet
+from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
+from tasks.storage import FACES, Workspace
+
+from .synthetic import write_synthetic_sketches
+
+SFACE = EncoderSpec(role="identity", name="sface")
+IDENTITIES = 6
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sketch-encoder")
+    demo = make_demo_source(root / "demo", identities=IDENTITIES, photos_per_identity=1)
+    workspace = Workspace.open(root / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+    return {"root": root, "demo": demo, "workspace": workspace}
+
+
+def request(site: dict, out: str, **options) -> TrainRecognizerRequest:
+    return TrainRecognizerRequest(workspace=str(site["workspace"].root),
+                                  out=str(site["root"] / out), identity_encoder=SFACE,
+                                  mode="encoder", **{"steps": 1, "batch_size": 4, **options})
+
+
+def faces_of(workspace: Workspace, kind: str) -> list[str]:
+    faces = storage.read(workspace, FACES, columns=["face_id", "kind"]).to_pylist()
+    return [f["face_id"] for f in faces if f["kind"] == kind]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_only_the_first_k_blocks_train_and_the_branch_starts_as_the_encoder(site: dict):
+    import torch
+
+    module = build_sketch_encoder(None, 2)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable and {block_of(n) for n in trainable} == {1, 2}
+    assert block_of("net.conv_12_conv2d.weight") == 12  # not block 1
+    assert all(not p.requires_grad for n, p in module.named_parameters()
+               if (block_of(n) or N_BLOCKS + 1) > 2)
+    module.train()
+    assert not module.training  # BatchNorm keeps SFace's running statistics
+
+    workspace = site["workspace"]
+    photos = faces_of(workspace, "photo")
+    crops = crop_stack(workspace, photos)
+    ours = embed_crops(module, crops, torch.device("cpu"))
+    theirs = unit(load(SFACE).encode(crops))
+    assert np.min(np.sum(ours * theirs, axis=1)) > 0.9999  # step 0 is the baseline
+
+
+def test_augmentation_is_seeded_in_range_and_changes_the_sketch():
+    import torch
+
+    x = torch.rand(6, 3, 112, 112) * 2 - 1
+    a = augment(x, torch.Generator().manual_seed(3))
+    b = augment(x, torch.Generator().manual_seed(3))
+    c = augment(x, torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= -1.0 and a.max() <= 1.0 and (a - x).abs().mean() > 0.01
+
+
+def test_a_tiny_run_saves_reloads_and_embeds_the_same_vectors_twice(site: dict):
+    workspace = site["workspace"]
+    report = train_recognizer(request(site, "tiny"))
+    out = Path(report.out)
+    config = json.loads((out / "recognizer.json").read_text())
+    assert config["mode"] == "encoder" and config["applies_to"] == "sketch"
+    assert config["identity_encoder_version"] == load(SFACE).version
+    assert report.validation["identities"]["validation"] >= 2
+    assert report.seconds_per_epoch and report.probes_per_second
+    assert report.steps_this_run == 4  # k x lambda candidates, one step each
+    # real sketches stored in the workspace (never trained on here) are what evaluate embeds
+    ingest_source(workspace, str(site["demo"] / "pairs.csv"))
+    sketches, photos = faces_of(workspace, "sketch"), faces_of(workspace, "photo")
+    baseline = load_recognizer("baseline", SFACE)
+    # one step is below the first validation: step 0 is kept, which is the baseline
+    assert config["steps"] == 0 and config["chosen"]["adapter"] is None
+    first = load_recognizer(str(out)).embed(workspace, sketches + photos)
+    theirs = unit(baseline.embed(workspace, sketches + photos))
+    assert np.min(np.sum(first * theirs, axis=1)) > 0.9999
+    assert np.allclose(first[len(sketches):], theirs[len(sketches):], atol=1e-6)
+
+    # a trained branch (a few steps, no validation) written into the same folder: it
+    # reloads and embeds the very same vectors twice; photos stay the frozen encoder's
+    import hashlib
+
+    import torch
+    from safetensors.torch import save
+
+    vectors = np.random.default_rng(0).normal(size=(2 * IDENTITIES, 128))
+    labels = np.repeat(np.arange(IDENTITIES), 2)
+    kinds = np.array(["photo", "sketch"] * IDENTITIES)
+    data = VectorSet.from_training([f"i{i}" for i in range(IDENTITIES)], labels, kinds,
+                                   vectors)
+    crops = crop_stack(workspace, sketches[:IDENTITIES])
+    module, losses, _, best, _ = train_encoder(
+        sface_net(None), EncoderData(data, crops), config["blocks"], 1.0, 0, 3, None,
+        torch.device("cpu"), batch=4)
+    assert best == 3 and len(losses) == 3 and all(np.isfinite(losses))
+    weights = save(module.trainable_state())
+    (out / "recognizer.safetensors").write_bytes(weights)
+    config.update(weights_sha256=hashlib.sha256(weights).hexdigest(), steps=3)
+    (out / "recognizer.json").write_text(json.dumps(config))
+    again = load_recognizer(str(out)).embed(workspace, sketches + photos)
+    twice = load_recognizer(str(out)).embed(workspace, sketches + photos)
+    assert np.array_equal(again, twice)
+    assert np.allclose(again[len(sketches):], theirs[len(sketches):], atol=1e-6)
+    assert np.max(np.abs(again[:len(sketches)] - first[:len(sketches)])) > 1e-4
+
+    # damaged weights are refused by their checksum
+    (out / "recognizer.safetensors").write_bytes(save(
+        {k: v + 1 for k, v in module.trainable_state().items()}))
+    with pytest.raises(RecognizerError, match="checksum"):
+        load_recognizer(str(out))
+
+
+def test_the_cuda_path_with_autocast_runs_on_the_cpu(site: dict):
+    import torch
+
+    workspace = site["workspace"]
+    crops = crop_stack(workspace, faces_of(workspace, "photo")[:4])
+    vectors = np.random.default_rng(1).normal(size=(8, 128))
+    data = VectorSet.from_training(["a", "b", "c", "d"], np.repeat(np.arange(4), 2),
+                                   np.array(["photo", "synthetic"] * 4), vectors)
+    module, losses, _, _, _ = train_encoder(sface_net(None), EncoderData(data, crops), 1, 0.3,
+                                            0, 2, None, torch.device("cpu"), autocast=True,
+                                            batch=4)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    mixed = embed_crops(module, crops, torch.device("cpu"), autocast=True)
+    full = embed_crops(module, crops, torch.device("cpu"), autocast=False)
+    assert np.min(np.sum(mixed * full, axis=1)) > 0.98  # bf16 agrees with fp32
+
+
+def test_a_wrong_encoder_version_is_refused_naming_both(site: dict):
+    report = train_recognizer(request(site, "versioned"))
+    path = Path(report.out) / "recognizer.json"
+    config = json.loads(path.read_text())
+    trained_on = config["identity_encoder_version"]
+    config["identity_encoder_version"] = "sface@0000other"
+    path.write_text(json.dumps(config))
+    with pytest.raises(RecognizerError) as error:
+        load_recognizer(str(report.out), SFACE)
+    assert "sface@0000other" in str(error.value) and trained_on in str(error.value)
+
+
+def test_too_few_identities_for_validation_is_an_error_before_training(tmp_path: Path):
+    demo = make_demo_source(tmp_path / "demo", identities=3, photos_per_identity=1)
+    workspace = Workspace.open(tmp_path / "ws")
+    ingest_source(workspace, demo / "photos")
+    write_synthetic_sketches(workspace)
+    out = tmp_path / "few"
+    with pytest.raises(DataError, match="encoder: 3 identities with sketches.*at least 4"):
+        train_recognizer(TrainRecognizerRequest(
+            workspace=str(workspace.root), out=str(out), identity_encoder=SFACE,
+            mode="encoder", steps=1))
+    assert not (out / "cache").exists()  # refused before any vector was computed
