@@ -3,6 +3,8 @@
 # judged on the CUFSF (200) and CUHK (57) test identities with bootstrap intervals.
 #
 #   experiments/recognizers.sh base     # rows 1, 2, 5, 6 (no generator needed)
+#   experiments/recognizers.sh encoder  # rows 1, 2, 5, 6 with the image-level `encoder` kind
+#                                       # beside procrustes and adapter (comparison-encoder)
 #   experiments/recognizers.sh v3       # rows 3, 4 on the kept bridge's sketches (comparison-v3)
 #   experiments/recognizers.sh v4|v5|v6 # the same with a bridge that was not adopted
 #
@@ -15,19 +17,26 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-which="${1:?usage: experiments/recognizers.sh base|v3|v4|v5|v6}"
+which="${1:?usage: experiments/recognizers.sh base|encoder|v3|v4|v5|v6}"
 rec_ws="$RUNS/recognizers/ws"
-bench=("$PY" benchmarks/recognizers.py --workspace "$rec_ws" --data "$DATA")
+# benchmarks/ is a package: run the module, not the file
+bench=("$PY" -m benchmarks.recognizers --workspace "$rec_ws" --data "$DATA")
 
 if [ "$which" = base ]; then
     say "rows 1, 2, 5, 6"
     time $NICE "${bench[@]}" --rows 1,2,5,6 --out "$RUNS/recognizers/comparison-base"
     exit 0
 fi
+if [ "$which" = encoder ]; then
+    say "rows 1, 2, 5, 6: procrustes, adapter and encoder"
+    time $NICE "${bench[@]}" --rows 1,2,5,6 --kinds procrustes,adapter,encoder \
+        --out "$RUNS/recognizers/comparison-encoder"
+    exit 0
+fi
 
 case "$which" in
     v3) real_ws=ws4 ;; v4) real_ws=ws5 ;; v5) real_ws=ws6 ;; v6) real_ws=ws7 ;;
-    *) echo "unknown version $which (base, v3, v4, v5 or v6)" >&2; exit 2 ;;
+    *) echo "unknown version $which (base, encoder, v3, v4, v5 or v6)" >&2; exit 2 ;;
 esac
 n="${which#v}"
 gen="$(generator_dir "cpu-bridge-$which")"
