@@ -104,7 +104,7 @@ def test_a_tiny_run_saves_reloads_and_embeds_the_same_vectors_twice(site: dict):
     assert config["identity_encoder_version"] == load(SFACE).version
     assert report.validation["identities"]["validation"] >= 2
     assert report.seconds_per_epoch and report.probes_per_second
-    assert report.steps_this_run == 4  # k x lambda candidates, one step each
+    assert report.steps_this_run == 3  # two k, then the other lambda: one step each
     # real sketches stored in the workspace (never trained on here) are what evaluate embeds
     ingest_source(workspace, str(site["demo"] / "pairs.csv"))
     sketches, photos = faces_of(workspace, "sketch"), faces_of(workspace, "photo")
