@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from schemas.encoders import EncoderSpec
 from schemas.records import FACES_SCHEMA, embedding_schema
-from schemas.vectors import table_name
+from schemas.vectors import VectorTable, table_name
 from tasks import storage
 from tasks.encoders import load
 from tasks.encoders.base import Encoder
@@ -71,6 +71,20 @@ def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     if len(column) == 0:
         return np.zeros((0, dim), np.float32)
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+
+
+def current_vectors(workspace: Workspace, table: VectorTable,
+                    face_ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """The vectors of these faces from ``table``'s current encoder version; a face without
+    one is simply absent (callers decide whether that is an error)."""
+    found: dict[str, np.ndarray] = {}
+    for chunk in storage.id_chunks(sorted(set(face_ids))):
+        rows = storage.read(workspace, table.table, columns=["face_id", "vector"],
+                            where=f"{storage.where_in('face_id', chunk)} AND "
+                                  f"encoder_version = {storage.quote(table.version)}")
+        matrix = vector_matrix(rows.column("vector"), table.dim)
+        found.update(zip(rows.column("face_id").to_pylist(), matrix, strict=True))
+    return found
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:

@@ -27,7 +27,7 @@ import shutil
 import stat
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,6 +226,15 @@ def quote(value: str) -> str:
 
 def where_in(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({', '.join(quote(v) for v in values)})"
+
+
+FILTER_CHUNK = 500  # ids per IN (...) filter: keeps the query string small
+
+
+def id_chunks(values: Sequence[str], size: int = FILTER_CHUNK) -> Iterator[Sequence[str]]:
+    """``values`` in runs short enough for one :func:`where_in` filter each."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def read(

@@ -17,11 +17,9 @@ import numpy as np
 from schemas.generation import CONDITION_ROLES
 from schemas.vectors import VectorTable, table_dim
 from tasks import storage
-from tasks.embed import TEXT_SCHEMA_KEY, stored_versions, vector_matrix
+from tasks.embed import TEXT_SCHEMA_KEY, current_vectors, stored_versions, vector_matrix
 from tasks.generate.saved import check_encoders
 from tasks.storage import Workspace
-
-FILTER_CHUNK = 500  # ids per IN (...) filter: keeps the query string small
 
 _HINTS = {
     "identity": "run `clip4sketch embed` with the generator's identity encoder",
@@ -72,34 +70,19 @@ def condition_sources(
     return sources
 
 
-def _chunks(values: list[str], size: int = FILTER_CHUNK) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
 def face_vectors(workspace: Workspace, source: VectorTable,
                  face_ids: list[str]) -> np.ndarray:
     """(len(face_ids), dim) vectors in the given order; every face must have one."""
-    unique = sorted(set(face_ids))
-    index: dict[str, int] = {}
-    parts: list[np.ndarray] = []
-    for chunk in _chunks(unique):
-        rows = storage.read(
-            workspace, source.table, columns=["face_id", "vector"],
-            where=f"{storage.where_in('face_id', chunk)} "
-                  f"AND encoder_version = {storage.quote(source.version)}",
-        )
-        offset = sum(len(p) for p in parts)
-        index.update({f: offset + i for i, f in enumerate(rows.column("face_id").to_pylist())})
-        parts.append(vector_matrix(rows.column("vector"), source.dim))
-    missing = [f for f in unique if f not in index]
+    found = current_vectors(workspace, source, face_ids)
+    missing = sorted(set(face_ids) - set(found))
     if missing:
         raise ConditionError(
             f"{len(missing)} faces lost their {source.table} vectors since planning "
             f"(first: {missing[0]}); plan again"
         )
-    matrix = np.concatenate(parts) if parts else np.zeros((0, source.dim), np.float32)
-    return matrix[[index[f] for f in face_ids]]
+    if not face_ids:
+        return np.zeros((0, source.dim), np.float32)
+    return np.stack([found[f] for f in face_ids])
 
 
 def text_vectors(workspace: Workspace, source: VectorTable,

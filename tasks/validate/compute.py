@@ -39,6 +39,7 @@ from schemas.validation import (
 )
 from schemas.vectors import VectorTable
 from tasks import storage
+from tasks.embed import current_vectors
 from tasks.encoders import load
 from tasks.runtime import retry_transient
 from tasks.storage import SKETCHES, Workspace
@@ -48,7 +49,6 @@ from tasks.validate.health import measure
 from tasks.validate.metrics import identity_scores
 from tasks.validate.vectors import (
     check_png,
-    face_vectors,
     gallery,
     gallery_fingerprint,
     read_image,
@@ -265,7 +265,7 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
         id_vectors, encoded = sketch_vectors(workspace, identity, items, crops, run_id)
         report.encoded["identity"] += encoded
         report.vectors_reused["identity"] += len(items) - encoded
-        sources = face_vectors(workspace, identity, [r["face_id"] for r in ready])
+        sources = current_vectors(workspace, identity, [r["face_id"] for r in ready])
         nan = np.full(identity.dim, np.nan, np.float32)
         source_matrix = np.stack([sources.get(r["face_id"], nan) for r in ready])
         similarity, impostor, impostor_id, margin = identity_scores(

@@ -11,7 +11,7 @@ or a new gallery face never re-encodes a sketch; only new or redrawn PNGs are.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -26,8 +26,6 @@ from tasks import storage
 from tasks.embed import stored_versions, vector_matrix
 from tasks.encoders import load
 from tasks.storage import Workspace
-
-FILTER_CHUNK = 500
 
 
 class StaleVectorsError(LookupError):
@@ -56,24 +54,6 @@ def resolve_source(workspace: Workspace, spec: EncoderSpec) -> VectorTable:
             f"`clip4sketch embed` with this encoder before validating"
         )
     return source
-
-
-def _chunks(values: Sequence[str], size: int = FILTER_CHUNK) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
-def face_vectors(workspace: Workspace, source: VectorTable,
-                 face_ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """Current-version vectors of these faces; faces without one are simply absent."""
-    found: dict[str, np.ndarray] = {}
-    for chunk in _chunks(sorted(set(face_ids))):
-        rows = storage.read(workspace, source.table, columns=["face_id", "vector"],
-                            where=f"{storage.where_in('face_id', chunk)} AND "
-                                  f"encoder_version = {storage.quote(source.version)}")
-        matrix = vector_matrix(rows.column("vector"), source.dim)
-        found.update(zip(rows.column("face_id").to_pylist(), matrix, strict=True))
-    return found
 
 
 def gallery(workspace: Workspace, source: VectorTable
@@ -161,7 +141,7 @@ def _cached(workspace: Workspace, source: VectorTable,
             items: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
     wanted = dict(items)
     found: dict[str, np.ndarray] = {}
-    for chunk in _chunks(sorted(wanted)):
+    for chunk in storage.id_chunks(sorted(wanted)):
         rows = storage.read(workspace, source.sketch_table,
                             columns=["sketch_id", "png_sha256", "vector"],
                             where=f"{storage.where_in('sketch_id', chunk)} AND "
