@@ -72,18 +72,40 @@ def test_sketch_side_flow_reports_how_it_chose_and_evaluates(tmp_path: Path):
         "n_gallery"]
 
 
-def test_encoder_flow_trains_sketch_blocks_reports_speed_and_evaluates(tmp_path: Path):
-    demo = make_demo_source(tmp_path / "demo", identities=5, photos_per_identity=1)
+def test_encoder_flow_skips_a_faceless_sketch_reports_speed_and_evaluates(tmp_path: Path):
+    """The encoder kind through the Prefect flow, on real pairs one of which is a sketch
+    with no face: counted and reported, not trained on; evaluate loads what it wrote."""
+    import csv
+
+    import cv2
+    import numpy as np
+
+    demo = make_demo_source(tmp_path / "demo", identities=6, photos_per_identity=1)
     workspace = Workspace.open(tmp_path / "ws")
-    ingest_source(workspace, demo / "photos")
-    write_synthetic_sketches(workspace)
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((240, 192, 3), 200, np.uint8))
+    with open(demo / "pairs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    manifest = tmp_path / "pairs-noface.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            row["photo_path"] = str(demo / row["photo_path"])
+            row["sketch_path"] = str(blank if row["identity_id"] == "demo-005"
+                                     else demo / row["sketch_path"])
+            writer.writerow(row)
 
     report = train_recognizer(workspace=str(workspace.root), name="sketch blocks",
-                              mode="encoder", steps=1, batch_size=4)
+                              mode="encoder", real_pairs=[str(manifest)],
+                              real_pairs_root=[str(tmp_path)], include_synthetic=False,
+                              steps=1, batch_size=4)
     assert report.mode == "encoder" and report.validation["chosen"]["blocks"] >= 1
+    assert report.skipped["unusable_sketch_no_face"] == 1 and report.examples["sketch"] == 5
     assert report.seconds_per_epoch > 0 and report.probes_per_second > 0
     summary = asyncio.run(_artifacts("train-recognizer-sketch-blocks-summary"))
-    assert summary and "probes/s" in summary[0].data and "chosen on" in summary[0].data
+    assert summary and "probes/s" in summary[0].data and "unusable_sketch_no_face 1" in \
+        summary[0].data
 
     evaluated = evaluate(pairs=str(demo / "pairs.csv"), workspace=str(workspace.root),
                          recognizers=["baseline", report.recognizer_dir], bootstrap=20)
