@@ -28,6 +28,11 @@ clock, as ``benchmarks/nightly.py`` does.
 
     .venv/bin/python -m benchmarks.nights                       # 100 nights, 50 faces
     .venv/bin/python -m benchmarks.nights --nights 12 --faces 20 --no-prune   # the baseline
+    .venv/bin/python -m benchmarks.nights --out DIR --resume --nights 110     # 10 more nights
+
+``--resume`` continues a run whose ``--out`` folder holds its workspace and ``nights.json``
+(written after every night), e.g. to time ten more ordinary nights on a hundred nights'
+workspace beside a fresh run's first ten, both on the same, equally busy machine.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ import tempfile
 import time
 from pathlib import Path
 
-for key, value in {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                   "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-                   "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
-    os.environ.setdefault(key, value)
+# Set in main(), before Prefect is imported, never at import: a test that imports a helper
+# from here must not turn its own process's Prefect logging down to warnings.
+ENVIRONMENT = {"LANCEDB_LOG": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+               "PREFECT_LOGGING_LEVEL": "WARNING"}
 
 STYLE_PROMPTS = ["a soft graphite pencil sketch", "a charcoal drawing with heavy shading",
                  "a fine ink line drawing", "a police composite sketch", "a pastel portrait"]
@@ -92,7 +98,8 @@ def _median(values: list[float]) -> float:
 def like_for_like(rows: list[dict], key: str, count: int = 10) -> tuple[float, float]:
     """Medians of ``key`` over the first and the last ``count`` ordinary nights (published,
     no new style; night 1, which ingests everything, left out)."""
-    ordinary = [r for r in rows[1:] if r["outcome"] == "published" and not r["new_style"]]
+    ordinary = [r for r in rows[1:] if r["outcome"] == "published" and not r["new_style"]
+                and key in r]
     return (_median([r[key] for r in ordinary[:count]]),
             _median([r[key] for r in ordinary[-count:]]))
 
@@ -183,8 +190,14 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=3, help="published versions kept")
     parser.add_argument("--no-prune", action="store_true", help="the baseline: no retention")
     parser.add_argument("--out", default=None, help="workspace and plot folder (kept)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its nights.json")
     args = parser.parse_args()
+    if args.resume and not (args.out and (Path(args.out) / "nights.json").is_file()):
+        parser.error("--resume needs --out naming a folder with a nights.json")
 
+    for key, value in ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     os.environ["CLIP4SKETCH_GENERATE_SAMPLES_PER_FACE"] = "1"
     os.environ["CLIP4SKETCH_GENERATE_STEPS"] = "2"
     temp = Path(args.out or tempfile.mkdtemp(prefix="nights-bench-"))
@@ -204,13 +217,19 @@ def main() -> None:
     from tasks.generate.catalog import DEFAULT_GENERATOR
     from tasks.generate.networks import SketchGenerator
 
+    done_rows: list[dict] = (json.loads((temp / "nights.json").read_text())["rows"]
+                             if args.resume else [])
     extra = round(args.faces * args.growth * args.nights) + args.nights
-    source = make_demo_source(temp / "source", identities=args.faces + extra,
-                              photos_per_identity=1)
+    source = temp / "source"
+    if not args.resume:
+        source = make_demo_source(source, identities=args.faces + extra, photos_per_identity=1)
     names = sorted(p.name for p in (source / "photos").iterdir())
     workspace, live = temp / "ws", temp / "live"
     live.mkdir(parents=True, exist_ok=True)
-    arrived = 0
+    arrived = done_rows[-1]["faces"] if done_rows else 0
+    if len(names) < arrived + round(arrived * args.growth * (args.nights - len(done_rows))) + (
+            args.nights - len(done_rows)):
+        parser.error(f"{source} has too few faces for {args.nights} nights")
 
     def arrive(count: int) -> None:
         nonlocal arrived
@@ -218,16 +237,20 @@ def main() -> None:
             shutil.copytree(source / "photos" / name, live / name)
         arrived += count
 
-    encoders = {role: load(EncoderSpec(role=role, name=name)) for role, name in
-                (("identity", "sface"), ("image", "effnet-lite0"), ("text", "minilm"))}
-    generator = SketchGenerator.build("demo", {r: e.dim for r, e in encoders.items()},
-                                      {r: e.version for r, e in encoders.items()}, seed=0)
-    generator.save_pretrained(workspace / DEFAULT_GENERATOR)
+    if not args.resume:
+        encoders = {role: load(EncoderSpec(role=role, name=name)) for role, name in
+                    (("identity", "sface"), ("image", "effnet-lite0"), ("text", "minilm"))}
+        generator = SketchGenerator.build("demo", {r: e.dim for r, e in encoders.items()},
+                                          {r: e.version for r, e in encoders.items()}, seed=0)
+        generator.save_pretrained(workspace / DEFAULT_GENERATOR)
+        arrive(args.faces)
     accept = str(accept_all_thresholds(temp / "accept-all.yaml"))
-    styles = ["pencil-dodge"]
+    styles = ["pencil-dodge"] + [f"bench-style-{i}" for i in
+                                 range(1, len(done_rows) // args.style_every + 1)]
     keep = None if args.no_prune else args.keep
-    rows: list[dict] = []
-    arrive(args.faces)
+    rows: list[dict] = done_rows
+    for row in rows:  # runs written before the field
+        row.setdefault("new_style", row["night"] % args.style_every == 0)
 
     @flow
     def warm_up() -> None:
@@ -235,7 +258,7 @@ def main() -> None:
 
     with prefect_test_harness(server_startup_timeout=120):
         warm_up()
-        for night in range(1, args.nights + 1):
+        for night in range(len(rows) + 1, args.nights + 1):
             if night > 1:
                 arrive(max(1, round(arrived * args.growth)))
             new_style = night % args.style_every == 0
@@ -250,6 +273,8 @@ def main() -> None:
             print(f"night {night:3d}: {arrived:4d} faces, {len(styles)} style(s), "
                   f"{done['outcome']:9} {done['seconds']:6.1f} s ({done['cpu_seconds']:6.1f} "
                   f"s CPU), workspace {size / 1e6:8.2f} MB", flush=True)
+            (temp / "nights.json").write_text(json.dumps({"rows": rows, "args": vars(args)},
+                                                          indent=1))
 
     needed = needed_bytes(workspace, temp)
     last, second = rows[-1], rows[1]
@@ -263,6 +288,8 @@ def main() -> None:
           f"{1.3 * needed / 1e6:10.2f} MB  (1.3 x {needed / 1e6:.2f} MB the kept versions "
           f"need: {last['bytes'] / needed:.2f} x)")
     for key, unit in (("seconds", "s"), ("cpu_seconds", "s CPU")):
+        if key not in last or key not in second:
+            continue  # a resumed run's older nights were timed without CPU seconds
         print(f"{'last night / night 2':28} {last[key] / second[key]:12.2f} "
               f"{1.2:12.2f}  ({last[key]:.1f} / {second[key]:.1f} {unit})")
         first, latest = like_for_like(rows, key)

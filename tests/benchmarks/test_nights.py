@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from benchmarks.nights import like_for_like
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _night(night: int, seconds: float, outcome: str = "published", new_style: bool = False):
@@ -21,3 +28,12 @@ def test_like_for_like_takes_the_median_of_each_end():
     seconds = [1, 9, 2, 3, 30, 4]
     rows = [_night(1, 0.0)] + [_night(n, s) for n, s in zip(range(2, 8), seconds, strict=True)]
     assert like_for_like(rows, "seconds", count=3) == (2, 4)
+
+
+
+def test_importing_the_benchmark_leaves_the_environment_alone():
+    """Tests import helpers from here: the import must not turn their Prefect logging down."""
+    code = ("import os; before = dict(os.environ); import benchmarks.nights; "
+            "assert dict(os.environ) == before, set(os.environ) ^ set(before)")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_LEVEL"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True)
