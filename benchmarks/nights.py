@@ -11,9 +11,9 @@ seconds, beside:
 - the bytes the kept versions need: their folders, reports and the PNGs their verdicts
   name, the stored tables' current rows rewritten once (what a fresh workspace holding just
   them would store), the Parquet mirrors, the generator and styles, great-expectations'
-  project with the newest result of each suite, the newest style-classifier cache; goal: the
-  workspace ≤ 1.3 × that after the last night (run records, a few KB a night, count
-  against it);
+  project with the newest result of each suite, the newest style classifier and the
+  feature caches it was trained from; goal: the workspace ≤ 1.3 × that after the last
+  night (run records, a few KB a night, count against it);
 - night 2's seconds; goal: the last night ≤ 1.2 × night 2.
 
 Night 100 is both a new-style night (it draws the new style for every face) and a rejected
@@ -114,6 +114,7 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
     from tasks.retention import GX_PAGES, GX_RESULTS, STYLE_CACHE_DIR
     from tasks.storage import Workspace
     from tasks.validate import publish
+    from tasks.validate.style_classifier import feature_caches_in_use
 
     ws = Workspace.open(workspace)
     kept = [v for v in publish.list_versions(ws) if not v["pruned"]]
@@ -126,7 +127,7 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
         pngs |= {r["png_path"] for r in rows if r["png_path"]}
     total += sum((workspace / p).stat().st_size for p in pngs if (workspace / p).is_file())
     # The generator, the styles, great-expectations' project with the newest result and
-    # page of each suite, and the newest style-classifier cache.
+    # page of each suite, and the newest style classifier with its feature caches.
     total += sum(storage.folder_bytes(workspace / name) for name in ("generators", "styles"))
     total += storage.folder_bytes(workspace / "gx") - storage.folder_bytes(
         workspace / GX_RESULTS) - storage.folder_bytes(workspace / GX_PAGES)
@@ -135,8 +136,14 @@ def needed_bytes(workspace: Path, scratch: Path) -> int:
         if newest is not None:
             total += storage.folder_bytes(newest) + storage.folder_bytes(
                 workspace / GX_PAGES / newest.relative_to(workspace / GX_RESULTS))
-    total += max((p.stat().st_size for p in (workspace / STYLE_CACHE_DIR).glob("*.npz")),
-                 default=0)
+    classifiers = list((workspace / STYLE_CACHE_DIR).glob("*.npz"))
+    newest_classifier = max(classifiers, key=lambda p: p.stat().st_mtime, default=None)
+    if newest_classifier is not None:
+        total += newest_classifier.stat().st_size
+        used = feature_caches_in_use([newest_classifier]) or set()
+        features = workspace / STYLE_CACHE_DIR / "features"
+        total += sum((features / name).stat().st_size for name in used
+                     if (features / name).is_file())
     fresh = Workspace.open(scratch / "fresh")
     for name in storage.table_names(ws):
         rows = storage.read(ws, name)

@@ -41,6 +41,7 @@ from tasks.generate.plan import SHARDS_DIR, SKETCHES_DIR
 from tasks.storage import SKETCHES, Workspace
 from tasks.validate import publish
 from tasks.validate.style_classifier import CACHE_DIR as STYLE_CACHE_DIR
+from tasks.validate.style_classifier import feature_caches_in_use
 
 RUN_TAG_PREFIX = "run-"
 GX_RESULTS = Path("gx/uncommitted/validations")
@@ -250,14 +251,15 @@ def _shard_leftovers(workspace: Workspace, going: set[str]) -> list[Removal]:
 def _old_outputs(workspace: Workspace, kept: list[dict], cutoff: dt.datetime) -> list[Removal]:
     """Per-run outputs older than ``cutoff`` that no kept version names; the newest of each
     kind always stays: validation reports, great-expectations results with their Data Docs
-    pages, style-classifier caches (recomputed when missing) and CLI logs."""
+    pages, style-classifier caches (recomputed when missing) and CLI logs. A style's feature
+    cache is not per run (one file a style, grown by each night's new faces): it goes only
+    when old and no kept classifier was trained from it."""
     root = workspace.root
     named = {str(Path(v["report_path"]).resolve()) for v in kept if v.get("report_path")}
     groups: list[tuple[str, list[Path]]] = [
         ("reports of pruned nights", [p for p in (root / "reports").glob("validate-*.html")
                                       if str(p.resolve()) not in named]),
         ("style classifier caches", list((root / STYLE_CACHE_DIR).glob("*.npz"))),
-        ("style feature caches", list((root / STYLE_CACHE_DIR / "features").glob("*.npz"))),
         ("logs", list((root / "logs").glob("*.log"))),
     ]
     for suite in sorted((root / GX_RESULTS).glob("*/*")) if (root / GX_RESULTS).is_dir() else []:
@@ -276,6 +278,15 @@ def _old_outputs(workspace: Workspace, kept: list[dict], cutoff: dt.datetime) ->
                     removals.append(Removal(path=str(page.relative_to(root)),
                                             bytes=storage.folder_bytes(page),
                                             why="great-expectations Data Docs pages"))
+    going = {root / r.path for r in removals}
+    used = feature_caches_in_use([p for p in (root / STYLE_CACHE_DIR).glob("*.npz")
+                                  if p not in going])
+    if used is not None:  # else a kept classifier does not say: keep every feature cache
+        for path in sorted((root / STYLE_CACHE_DIR / "features").glob("*.npz")):
+            if path.name not in used and path.stat().st_mtime < cutoff.timestamp():
+                removals.append(Removal(path=str(path.relative_to(root)),
+                                        bytes=path.stat().st_size,
+                                        why="style feature caches no kept classifier uses"))
     return removals
 
 

@@ -149,11 +149,15 @@ class StyleClassifier:
     reference: dict[str, str]
     cv_accuracy: float | None
     fingerprint: str
+    # The per-style feature cache files it was trained from (names under features/): what
+    # retention must keep, or the next night re-encodes every example of those styles.
+    feature_caches: tuple[str, ...] = ()
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, classes: list[str],
             reference: dict[str, str], fingerprint: str,
-            groups: np.ndarray | None = None) -> StyleClassifier:
+            groups: np.ndarray | None = None,
+            feature_caches: Sequence[str] = ()) -> StyleClassifier:
         """``groups``: which rows are copies of one example (they share a fold)."""
         features = np.asarray(features, np.float64)
         mean = features.mean(axis=0)
@@ -162,7 +166,7 @@ class StyleClassifier:
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
         return cls(classes, mean, scale, weights, bias, features, labels, groups, reference,
                    cross_validated_accuracy(features, labels, len(classes), groups),
-                   fingerprint)
+                   fingerprint, tuple(sorted(feature_caches)))
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         """Unnormalised log-probabilities: a softmax over a subset of the classes (how two
@@ -214,7 +218,8 @@ class StyleClassifier:
                  groups=self.groups,
                  meta=np.array(json.dumps({"classes": self.classes, "reference": self.reference,
                                            "cv_accuracy": self.cv_accuracy,
-                                           "fingerprint": self.fingerprint})))
+                                           "fingerprint": self.fingerprint,
+                                           "feature_caches": list(self.feature_caches)})))
         return buffer.getvalue()
 
     @classmethod
@@ -224,8 +229,8 @@ class StyleClassifier:
             meta = json.loads(str(stored["meta"]))
             return cls(meta["classes"], stored["mean"], stored["scale"], stored["weights"],
                        stored["bias"], stored["features"], stored["labels"], stored["groups"],
-                       meta["reference"],
-                       meta["cv_accuracy"], meta["fingerprint"])
+                       meta["reference"], meta["cv_accuracy"], meta["fingerprint"],
+                       tuple(meta.get("feature_caches", ())))
 
 
 def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, classes: int,
@@ -293,13 +298,15 @@ def encode_examples(workspace: Workspace, style: Style, ids: list[str], size: in
 
 
 def _example_features(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str, Style],
-                      encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+                      encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Features, labels, groups, classes and the feature cache files they came from."""
     classes = sorted(plan.examples)
-    features, labels, groups = [], [], []
+    features, labels, groups, caches = [], [], [], []
     example = 0
     for label, name in enumerate(classes):
         ids = plan.examples[name]
         path = _feature_cache(workspace, registry[name], plan.size, encoder)
+        caches.append(path.name)
         cached = _read_features(path)
         missing = [face for face in ids if face not in cached]
         if missing:
@@ -316,11 +323,27 @@ def _example_features(workspace: Workspace, plan: ExamplePlan, registry: Mapping
             groups += [example] * len(copies)
             example += 1
     return (np.concatenate(features), np.asarray(labels, np.int64),
-            np.asarray(groups, np.int64), classes)
+            np.asarray(groups, np.int64), classes, caches)
 
 
 def cache_path(workspace: Workspace, fingerprint: str):
     return workspace.root / CACHE_DIR / f"{fingerprint}.npz"
+
+
+def feature_caches_in_use(classifier_files: Sequence[Path]) -> set[str] | None:
+    """The feature cache files these cached classifiers were trained from; None when one of
+    them predates the record (or does not read), so nothing can be known to be unused."""
+    used: set[str] = set()
+    for path in classifier_files:
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                meta = json.loads(str(stored["meta"]))
+        except (OSError, ValueError, KeyError):
+            return None
+        if "feature_caches" not in meta:
+            return None
+        used.update(meta["feature_caches"])
+    return used
 
 
 def cached_classifier(workspace: Workspace, plan: ExamplePlan) -> StyleClassifier | None:
@@ -339,10 +362,10 @@ def load_or_train(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str
     cached = cached_classifier(workspace, plan)
     if cached is not None:
         return cached, "cached"
-    features, labels, groups, classes = _example_features(workspace, plan, registry,
-                                                          checked_encoder(image))
+    features, labels, groups, classes, caches = _example_features(
+        workspace, plan, registry, checked_encoder(image))
     classifier = StyleClassifier.fit(features, labels, classes, plan.reference,
-                                     plan.fingerprint, groups)
+                                     plan.fingerprint, groups, caches)
     storage.write_bytes_atomic(classifier.to_bytes(), cache_path(workspace, plan.fingerprint))
     return classifier, "trained"
 

@@ -208,3 +208,55 @@ def test_per_run_outputs_past_retention_go_and_the_data_docs_stop_linking_them(
         for gone in runs[:-1]:
             assert gone not in index
     assert any(f.why == "great-expectations results" for f in report.files)
+
+
+def _classifier_file(path: Path, feature_caches: tuple[str, ...] | None) -> None:
+    """A cached style classifier; ``None``: one written before it named its feature caches."""
+    import io
+    import json
+
+    import numpy as np
+
+    from tasks.validate.style_classifier import StyleClassifier
+
+    zeros = np.zeros((2, 3))
+    classifier = StyleClassifier(["a", "b"], zeros[0], zeros[0] + 1, zeros.T, zeros[0, :2],
+                                 zeros, np.array([0, 1]), np.array([0, 1]), {}, None, "fp",
+                                 feature_caches or ())
+    data = classifier.to_bytes()
+    if feature_caches is None:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            arrays = dict(stored)
+        meta = json.loads(str(arrays["meta"]))
+        del meta["feature_caches"]
+        arrays["meta"] = np.array(json.dumps(meta))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_feature_caches_a_kept_classifier_uses_stay_however_old(tmp_path: Path, recorded: bool):
+    """One feature file a style, grown night by night: removing one that the newest classifier
+    reads made every later night encode all that style's examples again."""
+    import os
+
+    from tasks.retention import STYLE_CACHE_DIR, _old_outputs
+
+    workspace = Workspace.open(tmp_path / "ws")
+    cache = workspace.root / STYLE_CACHE_DIR
+    _classifier_file(cache / "newest.npz", ("pencil.npz", "ink.npz") if recorded else None)
+    features = cache / "features"
+    features.mkdir(parents=True)
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).timestamp()
+    for name in ("pencil.npz", "ink.npz", "dropped-style.npz"):
+        (features / name).write_bytes(b"features")
+        os.utime(features / name, (long_ago, long_ago))
+
+    removals = _old_outputs(workspace, [], dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+    removed = {Path(r.path).name for r in removals}
+    # Recorded: only the file no kept classifier reads goes. Not recorded (a classifier from
+    # before the record): nothing can be known unused, so every feature file stays.
+    assert removed == ({"dropped-style.npz"} if recorded else set())
