@@ -190,3 +190,27 @@ def test_too_few_identities_for_validation_is_an_error_before_training(tmp_path:
             workspace=str(workspace.root), out=str(out), identity_encoder=SFACE,
             mode="encoder", steps=1))
     assert not (out / "cache").exists()  # refused before any vector was computed
+
+
+def test_an_adapter_on_top_saves_and_reloads_with_the_branch(site: dict):
+    import torch
+    from safetensors.torch import load, save
+
+    workspace = site["workspace"]
+    crops = crop_stack(workspace, faces_of(workspace, "photo")[:3])
+    branch = build_sketch_encoder(None, 4, adapter_hidden=16)
+    plain = embed_crops(branch, crops, torch.device("cpu"))
+    assert np.allclose(plain, embed_crops(build_sketch_encoder(None, 4), crops,
+                                          torch.device("cpu")), atol=1e-6)  # starts as identity
+    with torch.no_grad():
+        branch.adapter.up.weight.normal_(0, 0.1)
+    state = load(save(branch.trainable_state()))
+    assert any(k.startswith("adapter.") for k in state) and \
+        {block_of(k) for k in state if not k.startswith("adapter.")} == {1, 2, 3, 4}
+    again = build_sketch_encoder(None, 4, adapter_hidden=16)
+    again.load_trainable(state)
+    ours = embed_crops(again, crops, torch.device("cpu"))
+    assert np.array_equal(ours, embed_crops(branch, crops, torch.device("cpu")))
+    assert np.max(np.abs(ours - plain)) > 1e-3
+    with pytest.raises(ValueError, match="unexpected"):
+        build_sketch_encoder(None, 4).load_trainable(state)  # no adapter to take them
