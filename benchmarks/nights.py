@@ -177,7 +177,9 @@ def _plot(rows: list[dict], path: Path, needed: int) -> None:
     top.set_ylabel("MB")
     top.legend()
     bottom.plot(nights, [r["seconds"] for r in rows], label="night (wall)")
-    bottom.plot(nights, [r["cpu_seconds"] for r in rows], label="night (CPU)")
+    timed = [r for r in rows if "cpu_seconds" in r]  # a resumed run's older nights lack it
+    bottom.plot([r["night"] for r in timed], [r["cpu_seconds"] for r in timed],
+                label="night (CPU)")
     bottom.axhline(1.2 * rows[1]["seconds"], color="red", linestyle=":",
                    label="goal: 1.2x night 2")
     bottom.set_ylabel("seconds")
@@ -241,7 +243,8 @@ def main() -> None:
     def arrive(count: int) -> None:
         nonlocal arrived
         for name in names[arrived:arrived + count]:
-            shutil.copytree(source / "photos" / name, live / name)
+            # A run killed after a night's faces arrived left them there: resumed, they stay.
+            shutil.copytree(source / "photos" / name, live / name, dirs_exist_ok=True)
         arrived += count
 
     if not args.resume:
