@@ -152,7 +152,7 @@ def run_case(case: Case, args: argparse.Namespace, tmp: Path, device: str) -> li
 
     from tasks.faces import read_crops
     from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
-    from tasks.generate.dataset import spatial_inputs, start_inputs
+    from tasks.generate.inputs import spatial_inputs, start_inputs
     from tasks.generate.networks import SketchGenerator
     from tasks.generate.plan import plan_generation
     from tasks.generate.shard import load_generator, run_shard

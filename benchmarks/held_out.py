@@ -20,7 +20,7 @@ from schemas.styles import PairedSource
 from tasks import storage
 from tasks.faces import read_crops
 from tasks.generate.conditions import condition_sources, face_vectors, text_vectors
-from tasks.generate.dataset import spatial_inputs, start_inputs, to_grey
+from tasks.generate.inputs import spatial_inputs, start_inputs, to_grey
 from tasks.generate.saved import read_manifest
 from tasks.splits import load_splits
 from tasks.storage import FACES, Workspace

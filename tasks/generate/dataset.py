@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -28,6 +27,7 @@ from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.embed import vector_matrix
 from tasks.faces import read_crops
+from tasks.generate.inputs import resize_grey, spatial_inputs, start_inputs, to_grey, to_unit
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 
@@ -138,18 +138,6 @@ def read_text_vectors(workspace: Workspace, table: VectorTable,
 # --------------------------------------------------------------------------- targets
 
 
-def to_grey(crop: np.ndarray) -> np.ndarray:
-    return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-
-
-def resize_grey(grey: np.ndarray, size: int) -> np.ndarray:
-    if grey.shape == (size, size):
-        return grey
-    shrink = size < grey.shape[0]
-    return cv2.resize(grey, (size, size),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-
-
 def target_image(style: Style, photo: np.ndarray, sketch: np.ndarray | None,
                  size: int) -> np.ndarray:
     """uint8 (size, size) grey target: the paired sketch, or the renderer's drawing.
@@ -166,11 +154,6 @@ def target_image(style: Style, photo: np.ndarray, sketch: np.ndarray | None,
         assert isinstance(source, RenderSource)
         grey = render(source.renderer, photo, **source.params)
     return resize_grey(grey, size)
-
-
-def to_unit(grey: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [-1, 1], the range the diffusion model works in."""
-    return grey.astype(np.float32) / 127.5 - 1.0
 
 
 # --------------------------------------------------------------------------- assembly
@@ -242,7 +225,7 @@ def assemble(
     with; a photo lacking a current vector in either is skipped (counted per reason), never
     embedded here: embedding is the embed stage's job and its versions must stay coherent.
     ``split`` maps identity -> "train"/"test"; only "train" identities are used.
-    ``start`` names a bridge's start image (formulations.base.start_images), made once per
+    ``start`` names a bridge's start image (tasks.generate.inputs.start_images), made once per
     example here rather than every step; ``identity_targets`` maps aligned BGR crops to the
     vectors the identity loss compares with (tasks.generate.objectives.identity_targets).
     """
@@ -327,26 +310,6 @@ def _vector_problem(photo: str, tables: Mapping[str, tuple[dict, dict, np.ndarra
         if photo not in current:
             return f"stale_{role}_vector" if photo in versions else f"missing_{role}_vector"
     return None
-
-
-def spatial_inputs(crops: Sequence[np.ndarray], mode: str, size: int) -> np.ndarray:
-    """The model's spatial channel for each photo, computed once (not per step)."""
-    # Imported here, not at the top: tasks.generate.networks loads diffusers and torch.
-    from tasks.generate.networks import spatial_condition
-
-    if not crops:
-        return np.zeros((0, 1, size, size), np.float32)
-    return spatial_condition(np.stack(crops), mode, size).numpy().astype(np.float32)
-
-
-def start_inputs(crops: Sequence[np.ndarray], start: str, size: int) -> np.ndarray:
-    """A bridge's start image for each photo, made exactly as at generation time."""
-    # Imported here, not at the top: tasks.generate.formulations.base loads torch.
-    from tasks.generate.formulations.base import start_images
-
-    if not crops:
-        return np.zeros((0, 1, size, size), np.float32)
-    return start_images(np.stack(crops), start, size)
 
 
 def _preview(training: TrainingSet, crops: Mapping[str, np.ndarray],

@@ -344,7 +344,7 @@ class SketchGenerator(nn.Module):
 
     @property
     def needs_start(self) -> bool:
-        """Whether sampling needs conditions["start"] (see formulations.base.start_images)."""
+        """Whether sampling needs conditions["start"] (see tasks.generate.inputs.start_images)."""
         return self.formulation.needs_start
 
     @property
@@ -399,7 +399,7 @@ class SketchGenerator(nn.Module):
             raise ValueError(
                 f"this generator ({self.config.formulation.kind}) starts from the mugshot's "
                 f"{self.config.formulation.start!r} image: give conditions['start'] "
-                "(tasks.generate.formulations.base.start_images)"
+                "(tasks.generate.inputs.start_images)"
             )
         s = torch.as_tensor(start, dtype=torch.float32)
         if s.shape != (batch_size, 1, size, size):

@@ -40,9 +40,8 @@ from prefect.cache_policies import NO_CACHE
 from schemas.generation import GenerationContext, SamplingParams, ShardRef, ShardResult
 from schemas.records import SKETCHES_SCHEMA, SketchStatus
 from tasks import storage
-from tasks.faces import read_crops
 from tasks.generate.conditions import face_vectors, text_vectors
-from tasks.generate.dataset import spatial_inputs, start_inputs
+from tasks.generate.inputs import face_inputs
 from tasks.generate.plan import checks_out, png_relpath, read_items, shard_id
 from tasks.generate.saved import read_manifest
 from tasks.runtime import retry_transient
@@ -283,28 +282,6 @@ def _provenance(context: GenerationContext, generator: Any, sampling: SamplingPa
     }
 
 
-def _spatial_maps(workspace: Workspace, generator: Any, faces: list[str]
-                  ) -> dict[str, dict[str, np.ndarray]] | None:
-    """The images each face gives the generator (its spatial channel, a bridge's start
-    image), by condition key then face, made exactly as in training (tasks.generate.dataset).
-    """
-    config = generator.config
-    mode = config.spatial_condition
-    if mode == "none" and not generator.needs_start:
-        return None
-
-    crops = read_crops(workspace, faces)
-    ordered = [crops[f] for f in faces]
-    maps: dict[str, dict[str, np.ndarray]] = {}
-    if mode != "none":
-        made = spatial_inputs(ordered, mode, config.resolution)
-        maps["spatial"] = dict(zip(faces, made, strict=True))
-    if generator.needs_start:
-        made = start_inputs(ordered, config.formulation.start, config.resolution)
-        maps["start"] = dict(zip(faces, made, strict=True))
-    return maps
-
-
 def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str, np.ndarray]],
             texts: Mapping[str, tuple[np.ndarray, str]], sampling: SamplingParams,
             spatial: Mapping[str, Mapping[str, np.ndarray]] | None = None
@@ -417,7 +394,7 @@ def run_shard(context: GenerationContext, shard: ShardRef, *,
         }
         texts = text_vectors(workspace, context.conditions["text"],
                              sorted({item["style"] for item in needed}))
-        spatial = _spatial_maps(workspace, generator, faces)
+        spatial = face_inputs(workspace, generator, faces)
         for b in batches:
             batch = items[b * size:(b + 1) * size]
             images, finite = _sample(generator, batch, vectors, texts, sampling, spatial)

@@ -9,13 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import cv2
-import numpy as np
 import torch
 
 from tasks.generate.config import GeneratorConfig
-from tasks.generate.formulations import FORMULATIONS, GREY_START, known_formulations
-from tasks.styles.rendering import render
+from tasks.generate.formulations import FORMULATIONS, known_formulations
 
 # (x_t, model timestep) -> the model's (guided) prediction, in the formulation's own terms.
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -97,25 +94,3 @@ def build_formulation(config: GeneratorConfig) -> Formulation:
                          f"{', '.join(known_formulations())}") from None
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(config)
-
-
-def start_images(crops: np.ndarray, start: str, size: int) -> np.ndarray:
-    """float32 (N, 1, size, size) in [-1, 1]: the image a bridge starts from, per mugshot.
-
-    ``crops``: uint8 (N, H, W, 3) BGR aligned faces as ingestion stores them (or (N, H, W)
-    grey). Renderers run at the stored crop size (their parameters are sized for 112 px) and
-    are resized afterwards, as the rendered styles' targets are (tasks.generate.dataset).
-    """
-    crops = np.asarray(crops)
-    out = np.empty((len(crops), 1, size, size), np.float32)
-    for i, crop in enumerate(crops):
-        if start == GREY_START:
-            grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-        else:
-            grey = render(start, crop)
-        if grey.shape != (size, size):
-            shrink = size < grey.shape[0]
-            grey = cv2.resize(grey, (size, size),
-                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        out[i, 0] = grey.astype(np.float32) / 127.5 - 1.0
-    return out

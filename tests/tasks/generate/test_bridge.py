@@ -12,7 +12,7 @@ import torch
 
 from tasks.generate.config import ConfigError, GeneratorConfig, LossSpec, load_config
 from tasks.generate.formulations import known_formulations, known_starts
-from tasks.generate.formulations.base import start_images
+from tasks.generate.inputs import start_images
 from tasks.generate.networks import SketchGenerator
 from tasks.generate.objectives import Objective, critic_per_item
 from tasks.generate.saved import HEAD_WEIGHTS, MANIFEST_FILE, GeneratorMismatchError

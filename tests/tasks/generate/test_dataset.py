@@ -18,10 +18,8 @@ from tasks.generate.dataset import (
     assemble,
     batch_source,
     read_text_vectors,
-    resize_grey,
-    to_grey,
-    to_unit,
 )
+from tasks.generate.inputs import resize_grey, to_grey, to_unit
 from tasks.ingest.run import ingest_source
 from tasks.storage import Workspace
 from tasks.styles.registry import load_styles, style_texts
