@@ -38,7 +38,8 @@ def main() -> None:
 
     # Imported here, not at the top: tasks.validate.vectors loads prefect, which reads the
     # environment set above.
-    from tasks.validate.vectors import read_image, to_aligned
+    from tasks.faces import to_aligned
+    from tasks.validate.vectors import read_image
 
     workspace = Workspace.open(args.workspace)
     split = load_split(resolve_split(args.split))

@@ -37,8 +37,8 @@ import numpy as np
 from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
 from tasks.encoders import load
+from tasks.faces import to_aligned
 from tasks.validate.metrics import frechet_reduced
-from tasks.validate.vectors import to_aligned
 
 ARTIST = "artist"
 SFACE_SPEC = EncoderSpec(role="identity", name="sface")

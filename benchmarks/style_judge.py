@@ -298,7 +298,8 @@ def _sketch_features(workspace, sketches, encoder):
     # environment set above.
     import numpy as np
 
-    from tasks.validate.vectors import read_image, to_aligned
+    from tasks.faces import to_aligned
+    from tasks.validate.vectors import read_image
 
     kept, out, missing = [], [], 0
     for start in range(0, len(sketches), 256):

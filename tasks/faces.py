@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.records import ALIGNED_SIZE
 from tasks import storage
 from tasks.embed import embed_faces_with, embedding_table
 from tasks.ingest.align import decode_png
@@ -86,3 +88,18 @@ def encoder_vectors(workspace: Workspace, encoder: Any, face_ids: Sequence[str],
     if not face_ids:
         return np.zeros((0, encoder.dim), np.float32)
     return np.asarray([found[f]["vector"] for f in face_ids], dtype=np.float32)
+
+
+def to_aligned(image: np.ndarray) -> np.ndarray:
+    """Any sketch drawn in the aligned frame -> uint8 (112, 112, 3) BGR, what encoders take.
+
+    Generated sketches are drawn at the generator's resolution in the ArcFace-aligned frame,
+    so resizing (never re-detecting) puts the face where the encoders expect it.
+    """
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+        shrink = image.shape[0] > ALIGNED_SIZE
+        image = cv2.resize(image, (ALIGNED_SIZE, ALIGNED_SIZE),
+                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(image, dtype=np.uint8)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from schemas.records import ALIGNED_SIZE, FACES_SCHEMA
 from tasks import storage
-from tasks.faces import crop_stack, encoder_vectors, rows_by_id
+from tasks.faces import crop_stack, encoder_vectors, rows_by_id, to_aligned
 from tasks.storage import FACES, SKETCHES, Workspace
 from tasks.validate import publish
 
@@ -317,23 +317,6 @@ def assemble(examples: Iterable[Example], split: Mapping[str, str] | None = None
         examples=tuple(chosen),
         skipped=dict(sorted(skipped.items())),
     )
-
-
-def to_aligned(image: np.ndarray) -> np.ndarray:
-    """Any grey or BGR image drawn in the aligned frame -> uint8 (112, 112, 3) BGR.
-
-    Generated sketches are drawn at the generator's resolution in the ArcFace-aligned
-    frame, so resizing (not re-detecting) puts them where the encoders expect a face.
-    """
-    import cv2
-
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
-        shrink = image.shape[0] > ALIGNED_SIZE
-        image = cv2.resize(image, (ALIGNED_SIZE, ALIGNED_SIZE),
-                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def load_crops(workspace: Workspace, examples: Sequence[Example]) -> np.ndarray:

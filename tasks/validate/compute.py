@@ -41,6 +41,7 @@ from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.embed import current_vectors
 from tasks.encoders import load
+from tasks.faces import to_aligned
 from tasks.runtime import retry_transient
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import styles_for
@@ -54,7 +55,6 @@ from tasks.validate.vectors import (
     read_image,
     resolve_source,
     sketch_vectors,
-    to_aligned,
 )
 
 CODE_VERSION = "metrics-1"

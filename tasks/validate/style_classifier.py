@@ -29,10 +29,11 @@ from schemas.records import FACES_SCHEMA
 from schemas.styles import PairedSource, RenderSource, Style
 from schemas.vectors import VectorTable
 from tasks import storage
+from tasks.faces import to_aligned
 from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
-from tasks.validate.vectors import checked_encoder, to_aligned
+from tasks.validate.vectors import checked_encoder
 
 CODE_VERSION = "softmax-3"
 MAX_EXAMPLES_PER_STYLE = 200

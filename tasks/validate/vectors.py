@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.encoders import EncoderSpec
-from schemas.records import ALIGNED_SIZE
 from schemas.validation import Reason
 from schemas.vectors import VectorTable, table_dim, table_prefix
 from tasks import storage
@@ -107,21 +106,6 @@ def read_image(root: Path, png_path: str) -> np.ndarray | None:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     return image if image.dtype == np.uint8 else None
-
-
-def to_aligned(image: np.ndarray) -> np.ndarray:
-    """Any sketch drawn in the aligned frame -> uint8 (112, 112, 3) BGR, what encoders take.
-
-    Generated sketches are drawn at the generator's resolution in the ArcFace-aligned frame,
-    so resizing (never re-detecting) puts the face where the encoders expect it.
-    """
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
-        shrink = image.shape[0] > ALIGNED_SIZE
-        image = cv2.resize(image, (ALIGNED_SIZE, ALIGNED_SIZE),
-                           interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------- sketch vectors
