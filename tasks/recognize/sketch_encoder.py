@@ -46,12 +46,15 @@ from tasks.recognize.data import DataError
 from tasks.recognize.sketch_side import (
     ADAPTER_HIDDEN,
     TAU,
+    EarlyStopping,
     Fitted,
     VectorSet,
     _sample,
     _validation_gallery,
     fit_adapter,
+    infonce,
     one_thread,
+    optimizer_step,
     real_shares,
     torch_modules,
     validation_score,
@@ -327,11 +330,11 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
         vectors = embed_crops(module, probes, device, autocast)
         return validation_score(vectors, probe_labels, gallery, gallery_labels)
 
-    best_state, best_step, best_score, stale = module.trainable_state(), 0, -math.inf, 0
+    best = EarlyStopping(ENCODER_PATIENCE, module.trainable_state())
     if validate is not None:
         first = step0 or score()
         history.append({"step": 0, **first})
-        best_score = first["score"]
+        best.score = first["score"]
     seconds = 0.0
     for step in range(1, steps + 1 if optimizer is not None else 1):
         began = time.perf_counter()
@@ -341,20 +344,9 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
         with torch.autocast(device.type, dtype=dtype, enabled=enabled):
             y, _ = module(x)
         y = y.float()
-        logits = y @ photos.T / TAU
-        positive = labels[chosen][:, None] == photo_labels[None, :]
-        contrastive = (torch.logsumexp(logits, dim=1)
-                       - torch.logsumexp(logits.masked_fill(~positive, -1e9), dim=1)).mean()
         preserve = (1.0 - F.cosine_similarity(y, frozen[chosen], dim=1)).mean()
-        loss = contrastive + lam * preserve
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        loss = infonce(y, labels[chosen], photos, photo_labels) + lam * preserve
+        optimizer_step(loss, optimizer, scaler)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"encoder loss became {value} at step {step}")
@@ -366,17 +358,12 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
             say(f"k={blocks} lambda={lam} share={real_share} step {step}: loss "
                 f"{np.mean(losses[-ENCODER_EVAL_EVERY:]):.3f}, validation rank-1 "
                 f"{result['rank1']:.3f} TAR {result['tar_at_far_1e-2']:.3f}")
-            if result["score"] > best_score + 1e-9:
-                best_state, best_step, best_score, stale = module.trainable_state(), step, \
-                    result["score"], 0
-            else:
-                stale += 1
-                if stale >= ENCODER_PATIENCE:
-                    break
+            if best.update(step, result["score"], module.trainable_state):
+                break
     if validate is None:
-        best_state, best_step = module.trainable_state(), len(losses)
-    module.load_trainable(best_state)
-    return module, losses, history, best_step, seconds
+        best.state, best.step = module.trainable_state(), len(losses)
+    module.load_trainable(best.state)
+    return module, losses, history, best.step, seconds
 
 
 def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device: Any,

@@ -290,6 +290,49 @@ def one_thread() -> Iterator[None]:
 
 
 
+def infonce(y: Any, labels: Any, photos: Any, photo_labels: Any) -> Any:
+    """Multi-positive InfoNCE of sketch embeddings ``y`` against every frozen photo vector:
+    the photos of a sketch's own identity are its positives (tensor methods only, so this
+    module still loads without torch)."""
+    logits = y @ photos.T / TAU  # (B, P)
+    positive = labels[:, None] == photo_labels[None, :]
+    return (logits.logsumexp(dim=1)
+            - logits.masked_fill(~positive, -1e9).logsumexp(dim=1)).mean()
+
+
+def optimizer_step(loss: Any, optimizer: Any, scaler: Any = None) -> None:
+    """One backward pass and update, through fp16 autocast's gradient scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+@dataclass
+class EarlyStopping:
+    """The best validation score so far, its step and weights; ``patience`` evaluations
+    without a better one end the run."""
+
+    patience: int
+    state: Any
+    step: int = 0
+    score: float = -math.inf
+    stale: int = 0
+
+    def update(self, step: int, score: float, state: Any) -> bool:
+        """Record one evaluation (``state``: a callable giving the weights, taken only when
+        they are the best); True when training should stop."""
+        if score > self.score + 1e-9:
+            self.state, self.step, self.score, self.stale = state(), step, score, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
 def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int,
             real_share: float | None = None) -> np.ndarray:
     """Sketch indices, kind-balanced (each kind equally likely, then a member uniformly), or
@@ -336,10 +379,11 @@ def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
     rng = np.random.default_rng([seed, 0xADA])
     losses: list[float] = []
     history: list[dict[str, Any]] = []
-    best_state, best_step, best_score, stale = _state(module), 0, -math.inf, 0
+    best = EarlyStopping(PATIENCE, _state(module))
     if validate is not None:
-        best_score = _adapter_score(module, validate)["score"]
-        history.append({"step": 0, **_adapter_score(module, validate)})
+        first = _adapter_score(module, validate)
+        best.score = first["score"]
+        history.append({"step": 0, **first})
     module.train()
     for step in range(1, steps + 1):
         index = torch.from_numpy(_sample(rng, data.sketch_kinds,
@@ -347,32 +391,20 @@ def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
                                          real_share))
         x = sketches[index]
         y, _ = module(x)
-        logits = y @ photos.T / TAU  # (B, P)
-        positive = labels[index][:, None] == photo_labels[None, :]
-        log_all = torch.logsumexp(logits, dim=1)
-        log_pos = torch.logsumexp(logits.masked_fill(~positive, -1e9), dim=1)
-        contrastive = (log_all - log_pos).mean()
         preserve = (1.0 - F.cosine_similarity(y, F.normalize(x, dim=1), dim=1)).mean()
-        loss = contrastive + lam * preserve
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = infonce(y, labels[index], photos, photo_labels) + lam * preserve
+        optimizer_step(loss, optimizer)
         losses.append(float(loss.detach()))
         if validate is not None and step % EVAL_EVERY == 0:
             result = _adapter_score(module, validate)
             history.append({"step": step, **result})
-            if result["score"] > best_score + 1e-9:
-                best_state, best_step, best_score, stale = _state(module), step, \
-                    result["score"], 0
-            else:
-                stale += 1
-                if stale >= PATIENCE:
-                    break
+            if best.update(step, result["score"], lambda: _state(module)):
+                break
     if validate is None:
-        best_state, best_step = _state(module), steps
-    module.load_state_dict(best_state)
+        best.state, best.step = _state(module), steps
+    module.load_state_dict(best.state)
     module.eval()
-    return module, losses, history, best_step
+    return module, losses, history, best.step
 
 
 def _state(module: Any) -> dict[str, Any]:

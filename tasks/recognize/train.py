@@ -91,6 +91,7 @@ from tasks.recognize.sketch_side import (
     SKETCH_SIDE_MODES,
     VectorSet,
     fit_sketch_side,
+    optimizer_step,
     torch_modules,
 )
 from tasks.runtime import retry_transient
@@ -561,14 +562,7 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
             embeddings, norms = module(x)
         logits = head(embeddings.float(), norms.float(), y)
         loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        if amp["scaler"] is not None:
-            amp["scaler"].scale(loss).backward()
-            amp["scaler"].step(optimizer)
-            amp["scaler"].update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, amp["scaler"])
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"loss became {value} at step {step + 1}; lower lr")
