@@ -100,10 +100,15 @@ class Sketch:
     sample_index: int
     image: np.ndarray | None  # None: the sampler produced NaN (no PNG)
     status: str = "ok"
+    generator: str = GENERATOR
+    # The generator config its row names. "demo" is the bundled bridge that starts from a
+    # pencil-dodge render, which validation compares a face drawn in one style only with;
+    # a name no config has ("test") leaves it no start render.
+    config: str = "demo"
 
     @property
     def sketch_id(self) -> str:
-        key = "|".join([self.face_id, self.style, str(self.sample_index), GENERATOR])
+        key = "|".join([self.face_id, self.style, str(self.sample_index), self.generator])
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -145,7 +150,7 @@ def write_sketches(workspace: Workspace, sketches: list[Sketch]) -> pa.Table:
         if s.image is not None:
             ok, data = cv2.imencode(".png", s.image)
             assert ok
-            png_path = f"sketches/{GENERATOR}/{s.style}/{s.sketch_id}.png"
+            png_path = f"sketches/{s.generator}/{s.style}/{s.sketch_id}.png"
             storage.write_bytes_atomic(data.tobytes(), workspace.root / png_path)
             sha = hashlib.sha256(data.tobytes()).hexdigest()
             height, width = s.image.shape[:2]
@@ -154,7 +159,7 @@ def write_sketches(workspace: Workspace, sketches: list[Sketch]) -> pa.Table:
             "sketch_id": s.sketch_id, "face_id": s.face_id, "identity_id": s.identity_id,
             "style": s.style, "style_text": f"{s.style} prompt", "sample_index": s.sample_index,
             "seed": int(hashlib.sha256(s.sketch_id.encode()).hexdigest()[:15], 16),
-            "generator_version": GENERATOR, "generator_config": "test",
+            "generator_version": s.generator, "generator_config": s.config,
             "identity_encoder_version": "sface", "image_encoder_version": "effnet",
             "text_encoder_version": "minilm", "scheduler": "{}", "steps": 2, "guidance": 2.0,
             "eta": 0.0, "batch_size": 4, "device": "cpu", "precision": "fp32",

@@ -114,9 +114,9 @@ def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
     """The reviewed thresholds over the per-sketch metrics ("at least 95 % of sketches ...").
 
     Expects a frame of every sketch in scope with derived columns: ``has_metrics`` (a current
-    metrics row exists), ``healthy`` and ``style_agrees`` (null where the style was not
-    judged). A sketch without pixels has no identity: its similarity and margin arrive as
-    -1 and -2, so it counts against the shares instead of being skipped as null.
+    metrics row exists) and ``healthy``. A sketch without pixels has no identity: its
+    similarity and margin arrive as -1 and -2, so it counts against the shares instead of
+    being skipped as null. Style is not judged sketch by sketch here: ``style_pairs_suite``.
     """
     t = thresholds.sketches
     return SuiteSpec("sketch_metrics", "sketch_id", [
@@ -131,8 +131,6 @@ def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnValuesToBeBetween", {"column": "identity_margin",
                                            "min_value": t.min_identity_margin,
                                            "mostly": t.min_share_margin}),
-        ("ExpectColumnValuesToBeInSet", {"column": "style_agrees", "value_set": [True],
-                                         "mostly": 1.0 - t.max_share_wrong_style}),
         ("ExpectColumnValuesToBeInSet", {"column": "healthy", "value_set": [True],
                                          "mostly": 1.0 - t.max_share_unhealthy}),
         ("ExpectColumnValuesToBeBetween", {"column": "saturated_share", "min_value": 0,
@@ -156,4 +154,24 @@ def diversity_suite(thresholds: Thresholds) -> SuiteSpec:
                                            "min_value": t.min_mean_pairwise_similarity,
                                            "max_value": t.max_mean_pairwise_similarity,
                                            "mostly": t.min_share_diverse_groups}),
+    ])
+
+
+def style_pairs_suite(thresholds: Thresholds) -> SuiteSpec:
+    """The style contract, one row per style in scope: the share of its same-face comparisons
+    the style judge won (``tasks.validate.pairs``) must reach ``min_share_pairs_won``.
+
+    Expects ``share_won`` to count a style that nothing could be compared for as 0 (nothing
+    won), as the metrics suite counts a sketch without pixels against its shares: a style
+    the judge could not read must not pass for want of evidence. Failing rows are named by
+    style.
+    """
+    t = thresholds.sketches
+    return SuiteSpec("style_pairs", "style", [
+        ("ExpectColumnValuesToNotBeNull", {"column": "style"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "style"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "share_won"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "share_won",
+                                           "min_value": t.min_share_pairs_won,
+                                           "max_value": 1.0}),
     ])

@@ -30,7 +30,11 @@ class SketchThresholds(_Strict):
     min_share_identity: float = Field(ge=0, le=1)
     min_identity_margin: float = Field(ge=-2, le=2)
     min_share_margin: float = Field(ge=0, le=1)
-    max_share_wrong_style: float = Field(ge=0, le=1)
+    # Per style: share of its same-face comparisons the style judge must win (the style
+    # contract, ``tasks.validate.pairs``). It replaced ``max_share_wrong_style``, an absolute
+    # share that read the people drawn as much as the drawing (issue 20); a file that still
+    # names it fails to load, so a reviewer sees that the gate changed.
+    min_share_pairs_won: float = Field(ge=0, le=1)
     min_pixel_std: float = Field(ge=0)
     max_saturated_share: float = Field(ge=0, le=1)
     max_colour_deviation: float = Field(ge=0)
@@ -63,7 +67,7 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
 # publishing and retention; the quality gate itself is tested with the reviewed file.
 ACCEPT_ALL = {
     "min_identity_similarity": -1.0, "min_share_identity": 0.0, "min_identity_margin": -2.0,
-    "min_share_margin": 0.0, "max_share_wrong_style": 1.0, "min_pixel_std": 0.0,
+    "min_share_margin": 0.0, "min_share_pairs_won": 0.0, "min_pixel_std": 0.0,
     "max_saturated_share": 1.0, "max_colour_deviation": 255.0, "min_contrast": 0.0,
     "min_neighbour_correlation": -1.0, "max_share_unhealthy": 1.0,
     "max_mean_pairwise_similarity": 1.0, "min_mean_pairwise_similarity": -1.0,

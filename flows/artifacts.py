@@ -13,7 +13,7 @@ from prefect.artifacts import (
 
 from schemas.generation import GenerateReport, PlanSummary
 from schemas.synthesize import SFACE_MATCH_THRESHOLD, SynthesizeReport
-from schemas.validation import ValidationReport
+from schemas.validation import StylePairs, ValidationReport
 from tasks import storage
 from tasks.embed import EmbedReport
 from tasks.ingest.run import IngestReport
@@ -166,6 +166,13 @@ def validate_markdown(outcome: ValidationReport) -> str:
     ]
     if outcome.data_docs:
         lines.append(f"- Data Docs: {outcome.data_docs}")
+    contract = [(style, f.pair_verdict) for style, f in d.per_style.items() if f.pair_verdict]
+    if contract:
+        lines += ["", "Style contract (pairs of drawings of the same face, per style):", ""]
+        lines += [f"- **{style}**: {'pass' if p.passed else 'FAIL'}, {p.won} of {p.compared} "
+                  f"won ({_share(p.share)}, threshold {p.threshold:.0%}); pairing: {p.pairing}; "
+                  f"called {style} {_share(p.absolute_share)} (a figure, not a gate)"
+                  for style, p in contract]
     if d.reasons:
         lines += ["", "Rejected by reason:", ""]
         lines += [f"- **{reason}**: {n}" for reason, n in sorted(d.reasons.items())]
@@ -179,14 +186,29 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def validate_style_rows(outcome: ValidationReport) -> list[dict[str, Any]]:
     return [{"style": style, "sketches": f.sketches, "accepted": f.accepted,
              "identities": f.identities,
              "mean_identity_similarity": _round(f.mean_identity_similarity),
              "mean_identity_margin": _round(f.mean_identity_margin),
              "wrong_style": f.wrong_style, "frechet": _round(f.frechet),
-             "frechet_reference": f.frechet_reference}
+             "frechet_reference": f.frechet_reference, **_contract_row(f.pair_verdict)}
             for style, f in outcome.dataset.per_style.items()]
+
+
+def _contract_row(verdict: StylePairs | None) -> dict[str, Any]:
+    """The style contract's columns (None where no verdict was computed: same keys on
+    every row, as a table artifact needs)."""
+    if verdict is None:
+        return dict.fromkeys(("style_contract", "won", "share_won", "pairing",
+                              "called_own_style"))
+    return {"style_contract": "pass" if verdict.passed else "FAIL",
+            "won": f"{verdict.won}/{verdict.compared}", "share_won": _round(verdict.share),
+            "pairing": verdict.pairing, "called_own_style": _round(verdict.absolute_share)}
 
 
 def publish_validate(outcome: ValidationReport) -> None:

@@ -67,7 +67,7 @@ def validate(
             disk_space(ws.root, "validating the workspace"):
         metrics = metrics_task(str(ws.root), identity, image, text, scope, run_id)
         outcome = contracts_task(str(ws.root), metrics, identity, image, scope, thresholds,
-                                 report_path, run_id)
+                                 report_path, run_id, text)
         report_task(str(ws.root), outcome, thresholds)
         publish_validate(outcome)
         record = write_run_record(

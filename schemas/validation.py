@@ -156,6 +156,53 @@ class GroupDiversity(BaseModel):
     mean_pairwise_similarity: float | None
 
 
+PairingMode = Literal["pairs", "render fallback", "pairs + render fallback", "not judged"]
+
+
+class StylePairs(BaseModel):
+    """The style contract of one style, judged by pairs of drawings of the same face.
+
+    For every face drawn in this style S and in another style T, the style judge must give S
+    a higher score on the S drawing than on the T drawing; a face drawn in S only is compared
+    with its start render instead (the render fallback). The face is in both images of a
+    comparison, so what the judge reads in the people drawn cancels out (``tasks.validate.
+    pairs``). ``share`` is None when nothing could be compared; the gate then counts it as
+    nothing won, so a style no comparison could judge never passes by default.
+    """
+
+    mode: PairingMode
+    pairing: str  # the reviewer's line: "pairs (12 faces)", "render fallback (1 drawing)", ...
+    pairs: int = 0  # (face, other style) comparisons
+    pairs_won: int = 0
+    renders: int = 0  # (face, start render) comparisons: the fallback
+    renders_won: int = 0
+    share: float | None = None  # won / compared
+    threshold: float
+    passed: bool
+    # Figures beside the verdict, not gates: the share of this style's drawings the judge
+    # calls this style (the old absolute contract), and the judge's mean score for this style
+    # on the drawings and on their faces' start renders (the render control: how much of
+    # that score the faces and the start image already get without the drawing), in
+    # ``score_kind`` units (the classifier's log-probability, or CLIP's cosine).
+    score_kind: str | None = None
+    absolute_share: float | None = None
+    drawing_score: float | None = None
+    render_score: float | None = None
+
+    @property
+    def compared(self) -> int:
+        return self.pairs + self.renders
+
+    @property
+    def won(self) -> int:
+        return self.pairs_won + self.renders_won
+
+    @property
+    def gate_share(self) -> float:
+        """What the contract compares with its threshold: nothing compared, nothing won."""
+        return 0.0 if self.share is None else self.share
+
+
 class StyleFigures(BaseModel):
     sketches: int = 0
     accepted: int = 0
@@ -169,6 +216,9 @@ class StyleFigures(BaseModel):
     frechet: float | None = None
     frechet_reference: str | None = None  # "real" (paired sketches) or "rendered"
     frechet_samples: tuple[int, int] | None = None  # (generated, reference)
+    # The style contract's verdict (pairs of drawings of the same face); None where the
+    # figures were computed without one.
+    pair_verdict: StylePairs | None = None
 
 
 class DiversitySummary(BaseModel):

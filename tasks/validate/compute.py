@@ -125,18 +125,32 @@ class StyleJudge:
             return sorted(self.registry)
         return sorted(self.plan.examples) if self.plan else []
 
+    def prompts(self) -> dict[str, np.ndarray]:
+        """The style prompts' text vectors (zero-shot), encoded once."""
+        if self._prompts is None:
+            names = sorted(self.registry)
+            encoded = load(self.text_spec).encode([self.registry[n].prompt for n in names])
+            self._prompts = dict(zip(names, np.asarray(encoded, np.float32), strict=True))
+            self.source = "encoded"
+        return self._prompts
+
     def judge(self, vectors: np.ndarray, styles: Sequence[str]
               ) -> tuple[list[str | None], list[float | None]]:
         if self.method == "classifier":
             return self.classifier.judge(vectors, styles)
         if self.method == "clip-zero-shot":
-            if self._prompts is None:
-                names = sorted(self.registry)
-                encoded = load(self.text_spec).encode([self.registry[n].prompt for n in names])
-                self._prompts = dict(zip(names, np.asarray(encoded, np.float32), strict=True))
-                self.source = "encoded"
-            return sc.zero_shot(vectors, self._prompts, styles)
+            return sc.zero_shot(vectors, self.prompts(), styles)
         return [None] * len(styles), [None] * len(styles)
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """Every class's score per sketch, columns in ``classes()`` order: what the style
+        contract compares between two drawings of one face (``tasks.validate.pairs``); the
+        classifier's log-probabilities, CLIP's prompt cosines."""
+        if self.method == "classifier":
+            return self.classifier.log_probabilities(vectors)
+        if self.method == "clip-zero-shot":
+            return sc.prompt_scores(vectors, self.prompts())
+        return np.zeros((len(vectors), 0))
 
 
 def validate_judge(workspace: Workspace, size: int,

@@ -22,10 +22,11 @@ from data_contracts.suites import (
     faces_suite,
     metrics_suite,
     sketches_suite,
+    style_pairs_suite,
 )
 from data_contracts.thresholds import Thresholds
 from schemas.records import FACES_SCHEMA, SKETCHES_SCHEMA
-from schemas.validation import GroupDiversity
+from schemas.validation import GroupDiversity, StylePairs
 from tasks import storage
 from tasks.storage import FACES, Workspace
 from tasks.validate.metrics import HEALTH_COLUMNS, healthy
@@ -74,21 +75,19 @@ def metrics_frame(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list
     for row in rows:
         no_pixels = row.get("metrics_version") is None or row.get("pixel_std") is None
         similarity, margin = row.get("identity_similarity"), row.get("identity_margin")
-        predicted = row.get("style_predicted")
         records.append({
             "sketch_id": row["sketch_id"],
             "metrics_version": row.get("metrics_version") or "missing",
             "has_metrics": row.get("metrics_version") == version,
             "identity_similarity": -1.0 if similarity is None else similarity,
             "identity_margin": -2.0 if (margin is None and no_pixels) else margin,
-            "style_agrees": None if predicted is None else predicted == row["style"],
             "healthy": healthy(verdicts[row["sketch_id"]]),
             "style_score": row.get("style_score"),
             **{c: row.get(c) for c in HEALTH_COLUMNS},
         })
     frame = pd.DataFrame.from_records(records, columns=[
         "sketch_id", "metrics_version", "has_metrics", "identity_similarity", "identity_margin",
-        "style_agrees", "healthy", "style_score", *HEALTH_COLUMNS])
+        "healthy", "style_score", *HEALTH_COLUMNS])
     for column in ("identity_margin", "style_score", *HEALTH_COLUMNS):
         frame[column] = frame[column].astype("float64")
     return frame
@@ -104,11 +103,24 @@ def diversity_frame(groups: Iterable[GroupDiversity]) -> pd.DataFrame:
     })
 
 
+def style_pairs_frame(pairs: Mapping[str, StylePairs]) -> pd.DataFrame:
+    """One row per style in scope for ``style_pairs_suite``: ``share_won`` is the share of
+    its same-face comparisons won, 0 where nothing could be compared (not judged)."""
+    return pd.DataFrame({
+        "style": list(pairs),
+        "mode": [p.mode for p in pairs.values()],
+        "compared": [p.compared for p in pairs.values()],
+        "won": [p.won for p in pairs.values()],
+        "share_won": pd.Series([p.gate_share for p in pairs.values()], dtype="float64"),
+    })
+
+
 def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
-           metrics: pd.DataFrame, diversity: pd.DataFrame, styles: Sequence[str],
-           embedding_tables: Mapping[str, str]) -> list[tuple[SuiteSpec, pd.DataFrame]]:
+           metrics: pd.DataFrame, diversity: pd.DataFrame, style_pairs: pd.DataFrame,
+           styles: Sequence[str], embedding_tables: Mapping[str, str]
+           ) -> list[tuple[SuiteSpec, pd.DataFrame]]:
     """Every suite of the validate stage with its frame: faces, embeddings, sketches,
-    metrics and diversity."""
+    metrics, diversity and the style contract."""
     faces, face_identity = faces_frame(workspace)
     found: list[tuple[SuiteSpec, pd.DataFrame]] = [(faces_suite(thresholds), faces)]
     face_ids = sorted(face_identity)
@@ -120,6 +132,7 @@ def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
                   sketches_frame(sketches, face_identity)))
     found.append((metrics_suite(thresholds), metrics))
     found.append((diversity_suite(thresholds), diversity))
+    found.append((style_pairs_suite(thresholds), style_pairs))
     return found
 
 

@@ -1,5 +1,6 @@
-"""Judge a dataset: verdicts from the stored metrics, dataset figures, the contracts, and the
-decision to publish or reject.
+"""Judge a dataset: verdicts from the stored metrics, dataset figures, the style contract's
+pairs of drawings (``tasks.validate.pairs``), the contracts, and the decision to publish or
+reject.
 
 The contracts are the expensive, slow-to-import part (great-expectations); they are skipped
 when this exact version was already checked against the same inputs (table versions of faces
@@ -35,6 +36,7 @@ from schemas.validation import (
     GroupDiversity,
     MetricsReport,
     Scope,
+    StylePairs,
     ValidationReport,
 )
 from schemas.vectors import VectorTable
@@ -44,7 +46,7 @@ from tasks.storage import FACES, SKETCHES, Workspace
 from tasks.styles.registry import styles_for
 from tasks.validate import contracts as c
 from tasks.validate import publish
-from tasks.validate.compute import read_scope
+from tasks.validate.compute import StyleJudge, read_scope, sketch_resolution
 from tasks.validate.metrics import (
     FRECHET_MAX_SAMPLES,
     dataset_metrics,
@@ -52,10 +54,13 @@ from tasks.validate.metrics import (
     group_diversity,
     reasons,
 )
+from tasks.validate.pairs import Drawing, RenderKey, Scorer, Scores, judge_pairs
+from tasks.validate.start_renders import generator_starts, render_vectors
 from tasks.validate.style_classifier import StyleClassifier, cache_path
 from tasks.validate.vectors import stored_sketch_vectors
 
-SUITES_VERSION = "suites-1"
+# suites-2: the style contract judges pairs of drawings of the same face (issue 20).
+SUITES_VERSION = "suites-2"
 NOT_MEASURED = "not_measured"
 
 
@@ -135,6 +140,61 @@ def _frechet(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
     return found
 
 
+def _scorer(workspace: Workspace, metrics: MetricsReport, registry: Mapping[str, Style],
+            image: VectorTable, classifier: StyleClassifier | None,
+            text_spec: EncoderSpec | None, rows: Sequence[Mapping[str, Any]]
+            ) -> Scorer | None:
+    """The judge the metrics stage used, scoring every style: the cached classifier, or
+    CLIP zero-shot when that is what judged (it needs the text encoder it used)."""
+    if classifier is not None:
+        return Scorer(list(classifier.classes), classifier.log_probabilities, "log-probability")
+    if metrics.style_method == "clip-zero-shot" and text_spec is not None:
+        judge = StyleJudge.for_workspace(workspace, registry, image, sketch_resolution(rows),
+                                         text_spec)
+        if judge.method == "clip-zero-shot":
+            return Scorer(judge.classes(), judge.scores, "cosine")
+    return None
+
+
+def _drawings(workspace: Workspace, rows: Sequence[Mapping[str, Any]], image: VectorTable,
+              scorer: Scorer | None) -> list[Drawing]:
+    """Every sketch in scope with the judge's scores (None without stored pixels' vectors)
+    and the start image its generator began from, at the sketch's size."""
+    starts = generator_starts(workspace.root, {(r["generator_version"], r["generator_config"])
+                                               for r in rows})
+    vectors = stored_sketch_vectors(workspace, image, [(r["sketch_id"], r["png_sha256"])
+                                                       for r in rows]) if scorer else {}
+    ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors]
+    scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
+                  ) if ids and scorer else {}
+    return [Drawing(r["face_id"], r["style"], scores.get(r["sketch_id"]),
+                    (start, int(r["width"])) if (start := starts[r["generator_version"]])
+                    else None)
+            for r in rows]
+
+
+def _render_scores(workspace: Workspace, drawings: Sequence[Drawing], image: VectorTable,
+                   scorer: Scorer | None) -> dict[RenderKey, Scores]:
+    """The judge's scores on the start render of every scored drawing's face: the fallback
+    of a face drawn in one style, and the report's render control for all of them."""
+    wanted = {(d.face_id, *d.start) for d in drawings if d.start and d.scores is not None}
+    if scorer is None or not wanted:
+        return {}
+    vectors = render_vectors(workspace, wanted, image)
+    keys = sorted(vectors)
+    return dict(zip(keys, scorer.rows(np.stack([vectors[k] for k in keys])), strict=True)
+                ) if keys else {}
+
+
+def style_pairs(workspace: Workspace, rows: Sequence[Mapping[str, Any]], image: VectorTable,
+                scorer: Scorer | None, threshold: float) -> dict[str, StylePairs]:
+    """Per style in scope, the style contract's verdict (``tasks.validate.pairs``)."""
+    drawings = _drawings(workspace, rows, image, scorer)
+    renders = _render_scores(workspace, drawings, image, scorer)
+    classes, kind = (scorer.classes, scorer.kind) if scorer else ([], None)
+    return judge_pairs(drawings, renders, classes, threshold, kind)
+
+
 def _inputs(workspace: Workspace, metrics: MetricsReport,
             registry: Mapping[str, Style]) -> str:
     tables = {FACES: storage.table_version(workspace, FACES)}
@@ -155,8 +215,13 @@ def judge_dataset(
     thresholds_path: str | Path | None = None,
     report_path: str,
     run_id: str = "local",
+    text_spec: EncoderSpec | None = None,
 ) -> ValidationReport:
-    """Verdicts, dataset metrics, contracts, then publish or reject; returns the outcome."""
+    """Verdicts, dataset metrics, contracts, then publish or reject; returns the outcome.
+
+    ``text_spec``: the text encoder of a CLIP zero-shot style check (as the metrics stage
+    got it); the registry classifier needs none.
+    """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     thresholds = load_thresholds(thresholds_path)
@@ -171,9 +236,11 @@ def judge_dataset(
         classifier = StyleClassifier.from_bytes(
             cache_path(workspace, metrics.style_fingerprint).read_bytes())
     diversity = _diversity(workspace, rows, verdicts, identity)
+    scorer = _scorer(workspace, metrics, registry, image, classifier, text_spec, rows)
+    pairs = style_pairs(workspace, rows, image, scorer, thresholds.sketches.min_share_pairs_won)
     dataset, per_identity = dataset_metrics(
         rows, verdicts, diversity, thresholds.sketches,
-        _frechet(workspace, rows, verdicts, image, classifier))
+        _frechet(workspace, rows, verdicts, image, classifier), pairs)
     content = _content_hash(sketches)
     version = "ds-" + hashlib.sha256(
         f"{metrics.metrics_version}|{thresholds_sha}|{content}".encode()).hexdigest()[:12]
@@ -188,7 +255,8 @@ def judge_dataset(
     else:
         frame = c.metrics_frame(rows, verdicts, metrics.metrics_version)
         suites = c.checks(workspace, thresholds, sketches=sketches, metrics=frame,
-                          diversity=c.diversity_frame(diversity), styles=list(registry),
+                          diversity=c.diversity_frame(diversity),
+                          style_pairs=c.style_pairs_frame(pairs), styles=list(registry),
                           embedding_tables={k: str(v["table"]) for k, v in
                                             metrics.sources.items()})
         contracts = c.run_contracts(workspace, suites)
@@ -240,8 +308,8 @@ def judge_dataset(
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def contracts_task(workspace: str, metrics: MetricsReport, identity: EncoderSpec,
                    image: EncoderSpec, scope: Scope, thresholds: str | None, report_path: str,
-                   run_id: str) -> ValidationReport:
+                   run_id: str, text: EncoderSpec | None = None) -> ValidationReport:
     """Verdicts, contracts, then publish or reject (a rejection is a result, not an error)."""
     return judge_dataset(Workspace.open(workspace), metrics, styles_for(load_settings(workspace)),
                          identity, image, scope=scope, thresholds_path=thresholds,
-                         report_path=report_path, run_id=run_id)
+                         report_path=report_path, run_id=run_id, text_spec=text)

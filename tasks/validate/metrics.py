@@ -20,6 +20,7 @@ from schemas.validation import (
     GroupDiversity,
     Reason,
     StyleFigures,
+    StylePairs,
 )
 from tasks.validate.frechet import frechet_distance
 from tasks.validate.health import Measures, judge
@@ -191,9 +192,11 @@ def diversity_summary(groups: Sequence[GroupDiversity], t: SketchThresholds) -> 
 
 def dataset_metrics(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list[str]],
                     diversity: Sequence[GroupDiversity], t: SketchThresholds,
-                    frechet: Mapping[str, tuple[float | None, str, tuple[int, int]]]
+                    frechet: Mapping[str, tuple[float | None, str, tuple[int, int]]],
+                    pairs: Mapping[str, StylePairs] | None = None
                     ) -> tuple[DatasetMetrics, dict[str, int]]:
-    """Counts per style and identity, acceptance, reasons, diversity, Fréchet per style.
+    """Counts per style and identity, acceptance, reasons, diversity, Fréchet per style, and
+    the style contract's verdict per style (``pairs``, from ``tasks.validate.pairs``).
 
     Returns the summary and the accepted count per identity (every identity in scope, zeros
     included: an identity with nothing accepted is what a reviewer looks for first).
@@ -215,6 +218,7 @@ def dataset_metrics(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, li
             style_calls=dict(Counter(r["style_predicted"] for r in members
                                      if r.get("style_predicted") is not None).most_common()),
             frechet=score, frechet_reference=reference, frechet_samples=samples,
+            pair_verdict=(pairs or {}).get(style),
         )
     reason_counts = Counter(r for found in verdicts.values() for r in found)
     accepted = sum(1 for found in verdicts.values() if not found)

@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from data_contracts.run import ContractReport
 from data_contracts.thresholds import Thresholds, load_thresholds
-from schemas.validation import ValidationReport
+from schemas.validation import StyleFigures, ValidationReport
 from tasks import storage
 from tasks.storage import FACES, Workspace
 from tasks.validate import publish
@@ -94,6 +94,38 @@ def _calls(calls: Mapping[str, int], top: int = 3) -> str:
         return "–"
     return ", ".join(f"{name} {count / total:.0%}"
                      for name, count in list(calls.items())[:top])
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _style_contract(per_style: Mapping[str, StyleFigures]) -> str:
+    """Per style: the pair verdict (the gate), then the old absolute share and the render
+    control beside it as figures."""
+    lines = ["<table><tr><th>style</th><th>pairing</th><th>pairs won</th>"
+             "<th>start renders beaten</th><th>share won</th><th>threshold</th><th>verdict</th>"
+             "<th>called this style (figure)</th><th>mean score: drawings</th>"
+             "<th>mean score: start renders (control)</th></tr>"]
+    kinds = set()
+    for style, figures in per_style.items():
+        p = figures.pair_verdict
+        if p is None:
+            continue
+        kinds.add(p.score_kind or "–")
+        verdict = '<td class="ok">pass</td>' if p.passed else '<td class="fail">FAIL</td>'
+        lines.append(
+            f"<tr><td>{escape(style)}</td><td>{escape(p.pairing)}</td>"
+            f"<td class='n'>{p.pairs_won} / {p.pairs}</td>"
+            f"<td class='n'>{p.renders_won} / {p.renders}</td><td class='n'>{_pct(p.share)}</td>"
+            f"<td class='n'>≥ {_pct(p.threshold)}</td>{verdict}"
+            f"<td class='n'>{_pct(p.absolute_share)}</td><td class='n'>"
+            f"{_fmt(p.drawing_score, 2)}</td><td class='n'>{_fmt(p.render_score, 2)}</td></tr>")
+    lines.append("</table>")
+    if kinds:
+        lines.append(f"<p>Scores are the style judge's {escape(', '.join(sorted(kinds)))} "
+                     "for the row's style.</p>")
+    return "".join(lines)
 
 
 def _sketch_figure(workspace: Workspace, row: Mapping[str, Any], caption: str) -> str:
@@ -319,7 +351,16 @@ load their styles from the network and look unstyled offline)</td></tr>
 <h3>Per style</h3><table><tr><th>style</th><th>sketches</th><th>accepted</th><th>identities</th>
 <th>mean similarity</th><th>mean margin</th><th>wrong style</th><th>judge called</th>
 <th>Fréchet</th>
-<th>reference (generated, reference n)</th></tr>{styles}</table></section>
+<th>reference (generated, reference n)</th></tr>{styles}</table>
+<h3 id="style-contract">Style contract: pairs of drawings of the same face</h3>
+<p>For every face drawn in two styles S and T, the style judge must score S higher on the S
+drawing than on the T drawing; a face drawn in S only is compared with its start render (the
+image its generator starts from). The person is in both images, so what the judge reads in
+the people drawn cancels. Each style must win at least the threshold's share of its
+comparisons; a style with nothing to compare is not judged and fails. The share of drawings
+the judge calls their own style, and its mean score for the style on the drawings and on
+their start renders (the render control), are figures beside it, not gates.</p>
+{_style_contract(d.per_style)}</section>
 <section id="histograms"><h2>Metric histograms</h2><p>Dashed red lines are the thresholds of
 <code>data_contracts/thresholds.yaml</code>.</p><div class="charts">
 {_histograms(rows, thresholds)}</div></section>

@@ -175,6 +175,13 @@ class StyleClassifier:
         standard = _standardise(np.asarray(vectors, np.float64), self.mean, self.scale)
         return standard @ self.weights + self.bias
 
+    def log_probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        """log p per class, finite where a probability underflows to 0: two drawings a
+        confident judge gives 1e-9 and 1e-12 of a style must still compare (pairs)."""
+        logits = self.logits(vectors)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         logits = self.logits(vectors)
         logits -= logits.max(axis=1, keepdims=True)
@@ -374,14 +381,19 @@ def load_or_train(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str
 # --------------------------------------------------------------------------- zero-shot
 
 
+def prompt_scores(vectors: np.ndarray, prompts: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N, styles) cosines of each sketch to each style prompt, styles in name order."""
+    text = np.stack([prompts[n] for n in sorted(prompts)]).astype(np.float64)
+    return np.asarray(vectors, np.float64) @ text.T
+
+
 def zero_shot(vectors: np.ndarray, prompts: Mapping[str, np.ndarray], styles: Sequence[str]
               ) -> tuple[list[str | None], list[float | None]]:
     """CLIP zero-shot: the closest style prompt, and the cosine to the sketch's own prompt."""
     names = sorted(prompts)
     if len(vectors) == 0 or not names:
         return [None] * len(vectors), [None] * len(vectors)
-    text = np.stack([prompts[n] for n in names]).astype(np.float64)
-    scores = np.asarray(vectors, np.float64) @ text.T
+    scores = prompt_scores(vectors, prompts)
     predicted: list[str | None] = []
     own: list[float | None] = []
     for row, style in zip(scores, styles, strict=True):

@@ -7,7 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from data_contracts.run import run_suites
-from data_contracts.suites import diversity_suite, metrics_suite, sketches_suite
+from data_contracts.suites import (
+    diversity_suite,
+    metrics_suite,
+    sketches_suite,
+    style_pairs_suite,
+)
 from data_contracts.thresholds import load_thresholds
 
 THRESHOLDS = load_thresholds()
@@ -40,7 +45,6 @@ def _metrics(bad_identity: int = 0, unhealthy: int = 0) -> pd.DataFrame:
         "has_metrics": [True] * N,
         "identity_similarity": [0.7] * N,
         "identity_margin": [0.1] * N,
-        "style_agrees": [True] * N,
         "healthy": [True] * N,
         "style_score": [0.9] * N,
         "saturated_share": [0.5] * N, "contrast": [150.0] * N,
@@ -99,3 +103,17 @@ def test_diversity_suite_bounds_the_share_of_groups_out_of_band(tmp_path: Path):
     outcome = run_suites(tmp_path, [(diversity_suite(THRESHOLDS), frame)]).suites[0]
     (failure,) = outcome.failures()
     assert failure.failing_keys == ["id0|pencil", "id9|pencil"]
+
+
+def test_style_pairs_suite_holds_each_style_to_the_share_and_names_the_failing_ones(
+        tmp_path: Path):
+    # One row per style: the share of its same-face comparisons won. A style nothing could
+    # be compared for arrives as 0 (nothing won) and fails like one that lost every pair.
+    frame = pd.DataFrame({"style": ["ink", "pencil", "charcoal", "crayon"],
+                          "mode": ["pairs", "render fallback", "pairs", "not judged"],
+                          "compared": [20, 4, 10, 0], "won": [18, 4, 5, 0],
+                          "share_won": [0.90, 1.0, 0.5, 0.0]})
+    outcome = run_suites(tmp_path, [(style_pairs_suite(THRESHOLDS), frame)]).suites[0]
+    (failure,) = outcome.failures()
+    assert failure.column == "share_won" and failure.failing_keys == ["charcoal", "crayon"]
+    assert run_suites(tmp_path, [(style_pairs_suite(THRESHOLDS), frame[:2])]).success

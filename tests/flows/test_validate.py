@@ -42,8 +42,10 @@ def test_a_clean_dataset_is_published_with_report_and_artifacts(workspace):
     assert record["flow"] == "validate" and record["stages"]["validate"]["published"]
     summary = asyncio.run(_artifacts("validate-summary"))
     assert any(outcome.version in a.data and "**published**" in a.data for a in summary)
+    assert any("**pencil-dodge**: pass, 12 of 12 won" in a.data for a in summary)
     styles = asyncio.run(_artifacts("validate-styles"))
-    assert any("pencil-dodge" in a.data and "xdog-lines" in a.data for a in styles)
+    assert any("pencil-dodge" in a.data and "xdog-lines" in a.data and "style_contract"
+               in a.data for a in styles)
     links = asyncio.run(_artifacts("validate-report"))
     assert any(Path(outcome.report_path).as_uri() in a.data for a in links)
     with workspace_lock(workspace.root, "test", timeout=0):  # released by the flow

@@ -54,6 +54,30 @@ def test_logits_split_two_classes_where_their_probabilities_underflow():
     np.testing.assert_allclose(np.exp(pair) / np.exp(pair).sum(axis=1, keepdims=True), expected)
 
 
+def test_log_probabilities_still_order_sketches_whose_probabilities_underflow():
+    """The style contract compares one style's score on two drawings of a face: a judge sure
+    of another style must still say which of the two is more of this one."""
+    features, labels = _clusters()
+    classifier = sc.StyleClassifier.fit(features, labels, ["a", "b", "c"], {}, "fp")
+    near = features[:5]
+    np.testing.assert_allclose(np.exp(classifier.log_probabilities(near)),
+                               classifier.probabilities(near), atol=1e-12)
+    far = features[labels == 2][:1] * np.array([[200.0], [300.0]])
+    assert (classifier.probabilities(far)[:, 0] == 0.0).all()
+    log_p = classifier.log_probabilities(far)
+    assert np.isfinite(log_p).all() and log_p[0, 0] != log_p[1, 0]
+
+
+def test_zero_shot_scores_every_style_in_the_judges_class_order():
+    from tasks.validate.compute import StyleJudge
+
+    prompts = {"pencil": np.array([0.0, 1.0]), "ink": np.array([1.0, 0.0])}
+    judge = StyleJudge("clip-zero-shot", "fp", None, dict.fromkeys(prompts), None,
+                       _prompts=prompts)
+    assert judge.classes() == ["ink", "pencil"]
+    np.testing.assert_allclose(judge.scores(np.array([[0.9, 0.1]])), [[0.9, 0.1]])
+
+
 def test_zero_shot_picks_the_closest_prompt():
     prompts = {"ink": np.array([1.0, 0.0]), "pencil": np.array([0.0, 1.0])}
     predicted, own = sc.zero_shot(np.array([[0.9, 0.1], [0.2, 0.8]]), prompts, ["ink", "ink"])

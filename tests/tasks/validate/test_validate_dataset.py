@@ -79,6 +79,8 @@ def test_too_many_broken_sketches_block_publication(broken_run):
     assert outcome.current_version is None and publish.current_version(workspace) is None
     assert "sketch_metrics: expect_column_values_to_be_in_set(healthy)" in (
         outcome.failed_expectations)
+    # Rejected for health alone: the broken sketches do not cost either style its pairs.
+    assert not any(f.startswith("style_pairs") for f in outcome.failed_expectations)
     assert outcome.manifest_path is None
     assert not (workspace.root / publish.PUBLISHED_DIR / outcome.version).exists()
     (row,) = publish.list_versions(workspace)
@@ -96,6 +98,7 @@ def test_the_report_renders_offline_in_chromium(broken_run):
     report = Path(outcome.report_path)
     html = report.read_text()
     assert "judge called" in html  # what each style's sketches were called (per style table)
+    assert 'id="style-contract"' in html and "pairs (12 faces drawn in another style too)" in html
     assert "REJECTED" in html and "identity_confusion" in html and "http" not in html.replace(
         "http://www.w3.org/2000/svg", "")
     if find_chromium() is None:
@@ -116,6 +119,11 @@ def test_a_clean_dataset_is_published_revalidated_for_free_exported_and_kept_cur
     workspace = sketch_workspace
     _, first = validate(workspace, "clean")
     assert first.published and first.status == "published", first.failed_expectations
+    for style in ("pencil-dodge", "xdog-lines"):  # 12 faces, each drawn in both styles
+        verdict = first.dataset.per_style[style].pair_verdict
+        assert (verdict.mode, verdict.pairs, verdict.pairs_won, verdict.passed) == (
+            "pairs", 12, 12, True)
+        assert verdict.absolute_share == 1.0  # the old share: a figure beside the verdict
     assert publish.current_version(workspace) == first.version
     manifest = storage.read_parquet(workspace.root / first.manifest_path)
     assert manifest.num_rows == 48 and set(manifest.column("dataset_version").to_pylist()) == {
