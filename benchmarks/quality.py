@@ -223,7 +223,11 @@ def style_verdicts(judge: StyleVerdict, sketches: Mapping[str, np.ndarray], styl
 class SourceQuality:
     """Every figure for one sketch source over N held-out identities (NaN/None: not defined).
 
-    ``frechet`` and ``l1_to_artist`` are None when there is no artist source to compare to.
+    ``frechet``, ``l1_to_artist`` and the ``*_to_artist`` figures are None when there is no
+    artist source to compare to. ``sface_to_artist`` is the median SFace cosine between the
+    source's drawing of identity i and the artist's drawing of identity i; ``dlib_to_artist``
+    the median dlib distance between them (lower is nearer): where the artist's drawings sit,
+    which the mugshot's own place (``QualityReport.photo_to_artist``) is the baseline for.
     """
 
     source: str
@@ -236,6 +240,8 @@ class SourceQuality:
     sharpness: float
     l1_to_artist: float | None
     frechet: float | None
+    sface_to_artist: float | None = None
+    dlib_to_artist: float | None = None
 
 
 _COLUMNS = (
@@ -249,6 +255,8 @@ _COLUMNS = (
     ("sharpness", "sharpness", "{:.1f}"),
     ("l1_to_artist", "L1 to artist", "{:.3f}"),
     ("frechet", "Fréchet to artist", "{:.4f}"),
+    ("sface_to_artist", "SFace cos to artist", "{:.3f}"),
+    ("dlib_to_artist", "dlib dist. to artist", "{:.3f}"),
 )
 
 
@@ -257,6 +265,10 @@ class QualityReport:
     """Figures per source, in the order the sources were given."""
 
     sources: list[SourceQuality] = field(default_factory=list)
+    # The mugshot itself against the artist's drawing of the same person, (SFace median
+    # cosine, dlib median distance): a drawing nearer the artist than this has moved toward
+    # the artist's side of the recognizer's space.
+    photo_to_artist: tuple[float, float | None] | None = None
 
     def __getitem__(self, name: str) -> SourceQuality:
         for row in self.sources:
@@ -284,6 +296,10 @@ class QualityReport:
             lines.append(
                 "| " + " | ".join(cell(values[key], fmt) for key, _, fmt in _COLUMNS) + " |"
             )
+        if self.photo_to_artist is not None:
+            sface, dlib = self.photo_to_artist
+            lines += ["", f"the mugshot itself to the artist's drawing: SFace cos {sface:.3f}, "
+                          f"dlib dist. {cell(dlib, '{:.3f}')}"]
         return "\n".join(lines)
 
 
@@ -317,15 +333,26 @@ def judge_sources(
     image = (image_encoder or _encoder(IMAGE_SPEC)) if need_features else None
     ref_features = image_features(ref, image) if need_features else None
 
+    vectors = {name: sface.encode(_bgr(grey)) for name, grey in greys.items()}
+    dlib_vectors = ({name: recognizer.encode(_bgr(grey)) for name, grey in greys.items()}
+                    if recognizer is not None else {})
+
+    def to_artist(own: np.ndarray, space: Mapping[str, np.ndarray], cosine: bool
+                  ) -> float | None:
+        if reference not in space:
+            return None
+        ref_vectors = space[reference]
+        if cosine:
+            return float(np.median((own * ref_vectors).sum(axis=1)))
+        return float(np.median(np.linalg.norm(own - ref_vectors, axis=1)))
+
     rows = []
     for name, grey in greys.items():
-        bgr = _bgr(grey)
-        similarity = sface.encode(bgr) @ photo_vectors.T
+        similarity = vectors[name] @ photo_vectors.T
         genuine, impostor = genuine_impostor(similarity)
         dlib_rank1 = None
         if recognizer is not None:
-            vectors = recognizer.encode(bgr)
-            distance = np.linalg.norm(vectors[:, None] - photo_dlib[None], axis=2)
+            distance = np.linalg.norm(dlib_vectors[name][:, None] - photo_dlib[None], axis=2)
             dlib_rank1 = rank1(-distance)
         frechet = None
         if ref_features is not None:
@@ -343,9 +370,17 @@ def judge_sources(
                 sharpness=sharpness(grey),
                 l1_to_artist=mean_abs_difference(grey, ref) if ref is not None else None,
                 frechet=frechet,
+                sface_to_artist=None if name == reference else to_artist(vectors[name], vectors,
+                                                                         True),
+                dlib_to_artist=(None if name == reference or recognizer is None
+                                else to_artist(dlib_vectors[name], dlib_vectors, False)),
             )
         )
-    return QualityReport(rows)
+    photo = None
+    if ref is not None:
+        photo = (to_artist(photo_vectors, vectors, True),
+                 None if recognizer is None else to_artist(photo_dlib, dlib_vectors, False))
+    return QualityReport(rows, photo)
 
 
 # --------------------------------------------------------------------------- contact sheet

@@ -172,5 +172,8 @@ def sface_embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         raise EncoderError(f"expected float images in [-1, 1], got {images.dtype}")
     images = images.float()
     rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.flip(1)
-    vectors = model((rgb + 1.0) * 127.5)
+    # SFace runs in fp32 even inside a training step's bf16 autocast: its BatchNorm and PReLU
+    # constants are fp32, and the loss compares vectors whose differences are small.
+    with torch.autocast(rgb.device.type, enabled=False):
+        vectors = model((rgb + 1.0) * 127.5)
     return torch.nn.functional.normalize(vectors, dim=1, eps=1e-12)

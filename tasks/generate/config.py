@@ -198,9 +198,24 @@ class LossSpec(_Strict):
     texture: float = Field(default=0.0, ge=0.0)
     texture_from_step: int = Field(default=0, ge=0)
     texture_items: int = Field(default=4, ge=1)
+    # The styles whose identity target is the artist's own sketch of the person, not the
+    # mugshot (SynThermFace's target-modality identity loss, METHOD.md). Against the photo
+    # the loss pulls every drawing to where the photo sits in SFace's space; the artists sit
+    # elsewhere, in a consistent direction, and that gap is what a recognizer must learn
+    # from synthetic sketches. Only styles with paired sketches have such a target: a
+    # rendered style named here is refused when the run's styles are resolved.
+    identity_artist_styles: tuple[str, ...] = ()
+    # The identity term only on items whose formulation time is at most this (1: the start
+    # render, 0: the sketch); None: every item. SynThermFace applies it at low noise only.
+    identity_max_t: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:
+        if self.identity_artist_styles and self.identity <= 0:
+            raise ValueError("losses.identity_artist_styles needs losses.identity > 0: the "
+                             "artist target is a target of the identity loss")
+        if len(set(self.identity_artist_styles)) != len(self.identity_artist_styles):
+            raise ValueError("losses.identity_artist_styles names a style twice")
         if self.critic_start_as_fake and self.critic_sees_start:
             raise ValueError("losses.critic_start_as_fake needs critic_sees_start: false (a "
                              "critic that is shown the start image beside it sees they match)")

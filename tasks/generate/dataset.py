@@ -13,10 +13,9 @@ exactly on resume.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -27,76 +26,12 @@ from schemas.vectors import VectorTable
 from tasks import storage
 from tasks.embed import vector_matrix
 from tasks.faces import read_crops
+from tasks.generate.batches import DatasetError, PreviewRow, TrainingSet
 from tasks.generate.inputs import resize_grey, spatial_inputs, start_inputs, to_grey, to_unit
 from tasks.storage import FACES, Workspace
 from tasks.styles.rendering import render
 
 FACE_ROLES = ("identity", "image")
-# Salt so the batch sampler's stream is unrelated to the training step's noise stream, which
-# is seeded from the same (seed, step).
-_BATCH_SALT = 0x5EED_BA7C
-
-
-class DatasetError(ValueError):
-    """The workspace cannot give a usable training set (no vectors, no examples, ...)."""
-
-
-@dataclass(frozen=True)
-class PreviewRow:
-    """A fixed identity drawn in every report's sample grid, with its per-style targets."""
-
-    identity_id: str
-    face_id: str
-    photo: np.ndarray  # uint8 (112, 112, 3) BGR aligned crop, for display
-    identity: np.ndarray
-    image: np.ndarray
-    spatial: np.ndarray | None
-    targets: dict[str, np.ndarray]  # style -> uint8 (H, W) grey target
-    start: np.ndarray | None = None  # a bridge's start image, (1, H, W) in [-1, 1]
-
-
-@dataclass
-class TrainingSet:
-    styles: tuple[str, ...]
-    style_index: np.ndarray  # (N,) int64 into styles
-    face_id: tuple[str, ...]  # the photo each example's conditions come from
-    identity_id: tuple[str, ...]
-    identity: np.ndarray  # (N, d_identity) float32
-    image: np.ndarray  # (N, d_image) float32
-    text: np.ndarray  # (S, d_text) float32, one row per style
-    sketch: np.ndarray  # (N, 1, H, W) float32 in [-1, 1]
-    spatial: np.ndarray | None  # (N, 1, H, W) float32 in [-1, 1], or None
-    # A bridge's start image per example (N, 1, H, W) in [-1, 1], or None.
-    start: np.ndarray | None = None
-    # SFace vectors of each example's mugshot (N, 128), for the identity loss, or None.
-    id_target: np.ndarray | None = None
-    skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> reason -> n
-    empty_styles: tuple[str, ...] = ()
-    preview: list[PreviewRow] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.face_id)
-
-    @property
-    def examples_per_style(self) -> dict[str, int]:
-        counts = np.bincount(self.style_index, minlength=len(self.styles))
-        return {s: int(n) for s, n in zip(self.styles, counts, strict=True)}
-
-    @property
-    def identities(self) -> set[str]:
-        return set(self.identity_id)
-
-    def fingerprint(self) -> str:
-        """Digest of everything a batch can contain: a resume must see the same data."""
-        digest = hashlib.sha256()
-        digest.update("|".join(self.styles).encode())
-        digest.update("|".join(self.face_id).encode())
-        for array in (self.style_index, self.identity, self.image, self.text, self.sketch,
-                      self.spatial, self.start, self.id_target):
-            if array is not None:
-                digest.update(str(array.shape).encode())
-                digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- reading
@@ -218,6 +153,7 @@ def assemble(
     preview_identities: int = 4,
     start: str | None = None,
     identity_targets: Callable[[np.ndarray], np.ndarray] | None = None,
+    artist_styles: Collection[str] = (),
 ) -> TrainingSet:
     """Build the training set for ``styles``; styles left with no example are listed empty.
 
@@ -228,6 +164,8 @@ def assemble(
     ``start`` names a bridge's start image (tasks.generate.inputs.start_images), made once per
     example here rather than every step; ``identity_targets`` maps aligned BGR crops to the
     vectors the identity loss compares with (tasks.generate.objectives.identity_targets).
+    For ``artist_styles`` that target is the vector of the artist's own sketch of the person
+    (see ``artist_target_vectors``).
     """
     missing_roles = [r for r in FACE_ROLES if r not in vectors]
     if missing_roles:
@@ -276,13 +214,17 @@ def assemble(
     starts = None
     if start is not None:
         starts = start_inputs([crops[p] for p in photo_ids], start, resolution)
-    id_target = None
+    id_target = id_weight = None
+    artist_counts: dict[str, dict[str, int]] = {}
     if identity_targets is not None:
         unique = sorted(set(photo_ids))
         vectors = identity_targets(np.stack([crops[p] for p in unique])) if unique else None
         row = {p: i for i, p in enumerate(unique)}
         id_target = (vectors[[row[p] for p in photo_ids]] if vectors is not None
                      else np.zeros((0, 128), np.float32))
+        id_weight = np.ones(n, np.float32)
+        artist_counts = artist_target_vectors(kept, crops, set(artist_styles), identity_targets,
+                                              id_target, id_weight)
 
     training = TrainingSet(
         styles=names,
@@ -297,11 +239,48 @@ def assemble(
         spatial=spatial,
         start=starts,
         id_target=id_target,
+        id_weight=id_weight,
+        artist_targets=artist_counts,
         skipped=skipped,
         empty_styles=empty,
     )
     training.preview = _preview(training, crops, grey_targets, preview_identities)
     return training
+
+
+# A crop this flat is no drawing of a face: an empty page, a failed scan.
+_BLANK_STD = 2.0
+
+
+def artist_target_vectors(kept: Sequence[_Candidate], crops: Mapping[str, np.ndarray],
+                          artist_styles: set[str],
+                          identity_targets: Callable[[np.ndarray], np.ndarray],
+                          id_target: np.ndarray, id_weight: np.ndarray
+                          ) -> dict[str, dict[str, int]]:
+    """Point the identity target of ``artist_styles`` examples at the artist's sketch.
+
+    Fills ``id_target`` / ``id_weight`` in place and returns per style how many examples
+    got the artist's vector ("used") and how many could not ("unusable": a blank crop or a
+    vector that is not finite). An unusable one keeps its example, with weight 0 for the
+    identity term: the drawing still teaches the style; only the target is missing, and
+    falling back to the photo would teach the very gap the artist target removes.
+    """
+    rows = [i for i, c in enumerate(kept) if c.style in artist_styles and c.sketch is not None]
+    counts = {s: {"used": 0, "unusable": 0} for s in sorted(artist_styles)
+              if any(c.style == s for c in kept)}
+    if not rows:
+        return counts
+    sketches = np.stack([crops[kept[i].sketch] for i in rows])  # type: ignore[index]
+    vectors = np.asarray(identity_targets(sketches), np.float32)
+    for i, crop, vector in zip(rows, sketches, vectors, strict=True):
+        usable = (float(crop.std()) >= _BLANK_STD and bool(np.isfinite(vector).all())
+                  and float(np.linalg.norm(vector)) > 0)
+        counts[kept[i].style]["used" if usable else "unusable"] += 1
+        if usable:
+            id_target[i] = vector
+        else:
+            id_weight[i] = 0.0
+    return counts
 
 
 def _vector_problem(photo: str, tables: Mapping[str, tuple[dict, dict, np.ndarray]]) -> str | None:
@@ -332,40 +311,3 @@ def _preview(training: TrainingSet, crops: Mapping[str, np.ndarray],
             start=None if training.start is None else training.start[first],
         ))
     return rows
-
-
-# --------------------------------------------------------------------------- batches
-
-
-def batch_source(training: TrainingSet, batch_size: int,
-                 seed: int) -> Callable[[int], dict[str, np.ndarray]]:
-    """``step -> batch``, a pure function of (seed, step): what makes a resume exact.
-
-    Styles are drawn uniformly, then an example within the style, so a style with few examples
-    (real sketches: one per identity) is not drowned out by a rendered style that has one per
-    photo. Items are drawn with replacement, which keeps the draw independent of the step's
-    position in an epoch.
-    """
-    if len(training) == 0:
-        raise DatasetError("the training set is empty")
-    if batch_size < 1:
-        raise DatasetError("batch_size must be at least 1")
-    members = [np.flatnonzero(training.style_index == s) for s in range(len(training.styles))]
-
-    def batch(step: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([int(seed), int(step), _BATCH_SALT])
-        styles = rng.integers(0, len(members), size=batch_size)
-        index = np.array([members[s][rng.integers(0, len(members[s]))] for s in styles])
-        out = {
-            "sketch": training.sketch[index],
-            "identity": training.identity[index],
-            "image": training.image[index],
-            "text": training.text[training.style_index[index]],
-        }
-        for key in ("spatial", "start", "id_target"):
-            array = getattr(training, key)
-            if array is not None:
-                out[key] = array[index]
-        return out
-
-    return batch

@@ -32,18 +32,13 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.encoders import EncoderSpec
-from schemas.styles import SLUG, Style
+from schemas.styles import SLUG, PairedSource, Style
 from schemas.vectors import VectorTable
 from tasks.embed import TableReport, embed_texts
 from tasks.encoders import load
+from tasks.generate.batches import DatasetError, TrainingSet, batch_source
 from tasks.generate.config import GeneratorConfig, load_config
-from tasks.generate.dataset import (
-    DatasetError,
-    TrainingSet,
-    assemble,
-    batch_source,
-    read_text_vectors,
-)
+from tasks.generate.dataset import assemble, read_text_vectors
 from tasks.generate.reports import (
     CheckpointFiles,
     GridRow,
@@ -127,6 +122,10 @@ class TrainReport(BaseModel):
     examples_per_style: dict[str, int]
     identities: int
     skipped: dict[str, dict[str, int]]
+    artist_targets: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="per artist-target style, examples whose identity target is the artist's "
+                    "sketch (used) and those trained without the term (unusable sketch)")
     split: str | None
     encoder_versions: dict[str, str]
     text_table: str
@@ -167,6 +166,20 @@ def _choose_styles(requested: list[str] | None, known: dict[str, Style]) -> list
     if not requested:
         raise DatasetError("styles is empty: give style names, or None for all with examples")
     return [get_style(name, known) for name in dict.fromkeys(requested)]
+
+
+def check_artist_styles(config: GeneratorConfig, known: dict[str, Style]) -> None:
+    """Refuse an artist target on a style that has no artist: a rendered style's "sketch" is
+    the photo redrawn, so its target would be the photo's vector under another name."""
+    for name in config.training.losses.identity_artist_styles:
+        if name not in known:
+            raise PlanError(f"config {config.name} asks for the artist identity target on "
+                            f"style {name!r}, which is not a registered style "
+                            f"(known: {', '.join(sorted(known))})")
+        if not isinstance(known[name].source, PairedSource):
+            raise PlanError(f"config {config.name} asks for the artist identity target on "
+                            f"style {name!r}, which has no paired sketches (it is rendered "
+                            f"from the photo): name only styles drawn by an artist")
 
 
 def _check_plan(root: Path, plan: dict[str, Any], resume: bool, has_checkpoints: bool) -> None:
@@ -251,8 +264,11 @@ class Prepared:
 
 def select_styles(request: TrainRequest, workspace: Workspace) -> list[Style]:
     """The requested styles (all registered ones when None), from every style folder."""
-    known = load_styles(unique_dirs([*request.styles_dirs, *workspace_styles(workspace.root)]))
-    return _choose_styles(request.styles, known)
+    return _choose_styles(request.styles, known_styles(request, workspace))
+
+
+def known_styles(request: TrainRequest, workspace: Workspace) -> dict[str, Style]:
+    return load_styles(unique_dirs([*request.styles_dirs, *workspace_styles(workspace.root)]))
 
 
 def embed_style_prompts(request: TrainRequest) -> TableReport:
@@ -267,6 +283,7 @@ def embed_style_prompts(request: TrainRequest) -> TableReport:
 def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     """Assemble the data from the stored vectors and write down the run's plan."""
     config = load_config(request.config)
+    check_artist_styles(config, known_styles(request, workspace))
     styles = select_styles(request, workspace)
     names = [request.split] if isinstance(request.split, str) else list(request.split or [])
     split_paths = [resolve_split(name).resolve() for name in names]
@@ -288,7 +305,8 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     training = assemble(workspace, styles, tables, text_vectors, config.resolution, split,
                         config.spatial_condition, request.preview_identities,
                         start=config.formulation.start if needs_start else None,
-                        identity_targets=targets)
+                        identity_targets=targets,
+                        artist_styles=config.training.losses.identity_artist_styles)
     _check_training(training, request.styles is not None, split, styles)
 
     versions = {role: enc.version for role, enc in encoders.items()}
@@ -453,6 +471,7 @@ def _fit(request: TrainRequest, p: Prepared, root: Path, on_checkpoint: OnCheckp
         final_loss=float(np.mean(state.losses[-100:] or [float("nan")])),
         styles=list(training.styles), examples_per_style=training.examples_per_style,
         identities=len(training.identities), skipped=training.skipped,
+        artist_targets=training.artist_targets,
         split=str(p.split_path) if p.split_path else None, encoder_versions=p.versions,
         text_table=p.text_table, generator_dir=str(final_dir),
         generator_version=final.version, report_html=made[-1].report_html, checkpoints=made,
@@ -470,6 +489,8 @@ def _summary(request: TrainRequest, training: TrainingSet, step: int, steps: int
         "split": (", ".join([request.split] if isinstance(request.split, str) else request.split)
                   if request.split else "none (all identities)"),
         "skipped": json.dumps(training.skipped),
+        **({"artist identity targets": json.dumps(training.artist_targets)}
+           if training.artist_targets else {}),
         **{f"{role} encoder": v for role, v in versions.items()},
     }
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import diffusers
 import numpy as np
@@ -52,6 +52,12 @@ from tasks.generate.saved import (
 )
 
 Vector = np.ndarray | torch.Tensor
+
+
+class TrainingOutputs(NamedTuple):
+    loss: torch.Tensor
+    x0_hat: torch.Tensor
+    t: torch.Tensor  # (B,) each item's time, 0 at the sketch, 1 where sampling begins
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -416,8 +422,9 @@ class SketchGenerator(nn.Module):
         return s.to(self.device)
 
     def training_outputs(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator,
-                         at: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the formulation's regression loss, the clean sketch the prediction implies).
+                         at: float | None = None) -> TrainingOutputs:
+        """(the formulation's regression loss, the clean sketch the prediction implies, each
+        item's time as a fraction: 0 the sketch, 1 where sampling begins).
 
         All randomness (noise, times, condition drops) comes from ``generator`` so the
         training loop can make a step a pure function of its step index, which is what makes
@@ -438,7 +445,9 @@ class SketchGenerator(nn.Module):
         tokens = self.projector(vectors, drop=drop)
         pred = self._predict(noised.x_t, noised.timestep, tokens,
                              self._spatial(batch.get("spatial"), b))
-        return self.formulation.loss(pred, noised), self.formulation.x0_hat(pred.float(), noised)
+        return TrainingOutputs(self.formulation.loss(pred, noised),
+                               self.formulation.x0_hat(pred.float(), noised),
+                               self.formulation.time_fraction(noised))
 
     def training_step(self, batch: Mapping[str, torch.Tensor],
                       generator: torch.Generator) -> torch.Tensor:

@@ -4,7 +4,9 @@ A regression loss (L1 on x0, MSE on epsilon) alone makes a bridge drift to the a
 sketch: identity fades and strokes blur (METHOD.md). Two remedies, each weighted and switched
 on from a step by ``config.training.losses``:
 
-- identity: 1 - cos(SFace(x0_hat), SFace(mugshot)) through a differentiable port of SFace.
+- identity: 1 - cos(SFace(x0_hat), SFace(mugshot)) through a differentiable port of SFace;
+  for ``identity_artist_styles`` the target is SFace(the artist's sketch of that person)
+  instead, so the drawing is pulled to where the artist's drawings sit, not the photo.
   Judge the result with another recognizer too (dlib), or the generator learns to fool its
   judge.
   With ``identity_downsample`` / ``identity_jitter`` SFace reads a blurred, shifted copy, so
@@ -201,24 +203,13 @@ class Objective:
     def generator_loss(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator,
                        step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its named terms (floats, for the log)."""
-        loss, x0_hat = generator.training_outputs(batch, rng)
+        loss, x0_hat, t = generator.training_outputs(batch, rng)
         terms = {"regression": float(loss.detach())}
         total = loss
         spec = self.spec
         if self.identity_model is not None and self._active(spec.identity,
                                                             spec.identity_from_step, step):
-            if batch.get("id_target") is None:
-                raise ValueError("the identity loss needs batch['id_target'] (SFace vectors of "
-                                 "the mugshots): assemble the training set with them")
-            k = spec.identity_items or x0_hat.shape[0]
-            target = torch.as_tensor(batch["id_target"][:k], dtype=torch.float32).to(self.device)
-            picture = jitter_and_blur(x0_hat[:k].float(), spec.identity_downsample,
-                                      spec.identity_jitter, rng)
-            if picture.shape[-1] != SFACE_SIZE:  # small test configs; SFace reads 112 px
-                picture = F.interpolate(picture, size=(SFACE_SIZE, SFACE_SIZE),
-                                        mode="bilinear", align_corners=False)
-            vectors = sface_embed(self.identity_model, picture)
-            identity = (1.0 - (vectors * F.normalize(target, dim=1)).sum(dim=1)).mean()
+            identity = self._identity(batch, x0_hat, t, rng)
             terms["identity"] = float(identity.detach())
             total = total + spec.identity * identity
         self._fake = self._swapped = None
@@ -249,6 +240,37 @@ class Objective:
             total = total + spec.texture * texture
         return total, terms
 
+    def _identity(self, batch: Mapping[str, Any], x0_hat: torch.Tensor, t: torch.Tensor,
+                  rng: torch.Generator) -> torch.Tensor:
+        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items.
+
+        The target is the mugshot's vector, or the artist's sketch's for the artist-target
+        styles; ``id_weight`` drops the items without a usable target and
+        ``identity_max_t`` those too far from the sketch (their x0 guess is a blur).
+        """
+        spec = self.spec
+        assert self.identity_model is not None
+        if batch.get("id_target") is None:
+            raise ValueError("the identity loss needs batch['id_target'] (SFace vectors of "
+                             "the mugshots): assemble the training set with them")
+        k = spec.identity_items or x0_hat.shape[0]
+        target = torch.as_tensor(batch["id_target"][:k], dtype=torch.float32).to(self.device)
+        weight = torch.ones(target.shape[0], device=self.device)
+        if batch.get("id_weight") is not None:
+            weight = torch.as_tensor(batch["id_weight"][:k], dtype=torch.float32).to(self.device)
+        if spec.identity_max_t is not None:
+            weight = weight * (t[:k].to(self.device) <= spec.identity_max_t).float()
+        picture = jitter_and_blur(x0_hat[:k].float(), spec.identity_downsample,
+                                  spec.identity_jitter, rng)
+        if picture.shape[-1] != SFACE_SIZE:  # small test configs; SFace reads 112 px
+            picture = F.interpolate(picture, size=(SFACE_SIZE, SFACE_SIZE),
+                                    mode="bilinear", align_corners=False)
+        vectors = sface_embed(self.identity_model, picture)
+        distance = 1.0 - (vectors * F.normalize(target, dim=1)).sum(dim=1)
+        # Divided by the items asked for, not the items kept: a step where few items count
+        # must not weigh each of them more.
+        return (weight * distance).sum() / weight.shape[0]
+
     def _draw_swapped(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator
                       ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None:
         """(swapped batch, donor rows, drawings): see ``_swap_styles``."""
@@ -256,7 +278,7 @@ class Objective:
         if picked is None:
             return None
         swapped, donors = picked
-        _, drawn = generator.training_outputs(swapped, rng, at=1.0)
+        drawn = generator.training_outputs(swapped, rng, at=1.0).x0_hat
         return swapped, donors, drawn
 
     def _texture(self, batch: Mapping[str, Any], x0_hat: torch.Tensor,

@@ -102,8 +102,9 @@ def test_frechet_and_pixels_against_the_artist(report, demo):
 
 def test_markdown_table_has_a_row_per_source(report):
     lines = report.to_markdown().splitlines()
-    assert len(lines) == 2 + 4
-    assert lines[0].count("|") == lines[2].count("|") == 11  # 10 columns, no stray pipes
+    assert len(lines) == 2 + 4 + 2  # header, four sources, a blank line, the mugshot's line
+    assert lines[0].count("|") == lines[2].count("|") == 13  # 12 columns, no stray pipes
+    assert lines[-1].startswith("the mugshot itself to the artist's drawing: SFace cos")
     assert lines[2].startswith("| artist | 6 |")
     blank = np.zeros((2, 112, 112, 3), np.uint8)
     no_artist = judge_sources(blank, {"x": blank[..., 0]}, use_dlib=False)
@@ -186,3 +187,16 @@ def test_cuhk_artist_sketches_get_known_figures(shared_data):
     assert 0.3 < row.sface_genuine < 0.55 and row.sface_gap > 0.2
     assert 0.15 <= row.dlib_rank1 <= 0.6  # weak across modalities, far above chance (0.025)
     assert row.sharpness > 20
+
+
+def test_nearness_to_the_artist_per_identity(report, demo):
+    """sface_to_artist pairs drawing i with the artist's drawing i: the artist's own set is
+    not compared with itself, a set shifted by one identity sits farther than the faithful
+    one, and the mugshot's own figure is reported beside them."""
+    artist, faithful, shuffled = report["artist"], report["photo-grey"], report["shuffled"]
+    assert artist.sface_to_artist is None and artist.dlib_to_artist is None
+    assert faithful.sface_to_artist > shuffled.sface_to_artist
+    assert faithful.dlib_to_artist < shuffled.dlib_to_artist
+    sface, dlib = report.photo_to_artist
+    assert -1.0 <= sface <= 1.0 and dlib > 0.0
+    assert report["blurred"].sface_to_artist > faithful.sface_to_artist  # blur of the artist

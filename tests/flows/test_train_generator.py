@@ -157,3 +157,35 @@ def test_requested_styles_are_checked(workspace: Path) -> None:
         fit_generator(request(workspace, styles=["crayon"]))
     with pytest.raises(DatasetError, match="no training examples for style.*forensic-artist"):
         fit_generator(request(workspace, styles=["forensic-artist", "pencil-dodge"]))
+
+
+def artist_config(tmp_path: Path, styles: list[str]) -> str:
+    """The tiny config with the identity loss aimed at the artist's sketch of ``styles``."""
+    from tasks.generate.config import load_config
+
+    config = json.loads(load_config("tiny").to_json())
+    config["name"] = "tiny-artist"
+    config["training"]["losses"].update(identity=0.1, identity_items=2,
+                                        identity_artist_styles=styles)
+    path = tmp_path / "tiny-artist.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def test_artist_target_on_a_rendered_style_is_refused_naming_it(workspace: Path,
+                                                                tmp_path: Path) -> None:
+    config = artist_config(tmp_path, ["demo-pencil", "xdog-lines"])
+    with pytest.raises(PlanError, match="'xdog-lines', which has no paired sketches"):
+        fit_generator(request(workspace, config=config, styles=["demo-pencil", "xdog-lines"]))
+    assert not (workspace / "generators" / "default").exists()
+    with pytest.raises(PlanError, match="'crayon', which is not a registered style"):
+        fit_generator(request(workspace, config=artist_config(tmp_path, ["crayon"])))
+
+
+def test_artist_target_run_reports_which_examples_got_it(workspace: Path,
+                                                         tmp_path: Path) -> None:
+    report = fit_generator(request(workspace, name="artist", steps=EVERY,
+                                   config=artist_config(tmp_path, ["demo-pencil"]),
+                                   styles=["demo-pencil", "xdog-lines"]))
+    assert report.artist_targets == {"demo-pencil": {"used": 4, "unusable": 0}}
+    assert "artist identity targets" in Path(report.report_html).read_text()

@@ -61,6 +61,11 @@ class Formulation(ABC):
         drawing it: losses that judge what the sampler's first step draws use ``at=1``.
         """
 
+    def time_fraction(self, noised: Noised) -> torch.Tensor:
+        """Each item's time as a fraction, 0 at the clean sketch and 1 where sampling
+        begins: the scale ``at`` and ``losses.identity_max_t`` use."""
+        return noised.t.float()
+
     @abstractmethod
     def loss(self, pred: torch.Tensor, noised: Noised) -> torch.Tensor:
         """The scalar regression loss of one batch."""

@@ -34,6 +34,9 @@ class DDPM(Formulation):
         x_t = self._train.add_noise(x0, noise, t)
         return Noised(x_t=x_t, timestep=t, target=noise, x0=x0, noise=noise, t=t)
 
+    def time_fraction(self, noised: Noised) -> torch.Tensor:
+        return noised.t.float() / max(self.config.scheduler.num_train_timesteps - 1, 1)
+
     def loss(self, pred: torch.Tensor, noised: Noised) -> torch.Tensor:
         return F.mse_loss(pred.float(), noised.target)
 

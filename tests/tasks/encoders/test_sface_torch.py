@@ -129,3 +129,15 @@ def test_matches_onnxruntime_on_orl_faces(model, reference):
     cosine = _cosines(model, reference, crops)
     print(f"ORL cosine torch vs onnxruntime: min {cosine.min():.6f}")
     assert cosine.min() >= 0.9999
+
+
+def test_vectors_stay_fp32_inside_a_bf16_autocast(model, demo_crops):
+    """Training steps on CUDA run under bf16 autocast; SFace must give the same vectors there
+    (checked with the CPU autocast, which casts the same way)."""
+    x = _to_tensor(demo_crops["photo"][:2])
+    with torch.no_grad():
+        plain = sface_embed(model, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = sface_embed(model, x)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, plain)

@@ -405,3 +405,35 @@ def test_the_start_render_is_a_fake_for_the_critic() -> None:
     same["start"] = same["sketch"].clone()
     objective.generator_loss(gen, same, torch.Generator().manual_seed(0), 0)
     assert "critic_start" not in objective.critic_step(same)
+
+
+def test_identity_target_weights_drop_items_and_noisy_times() -> None:
+    """id_weight 0 removes an item from the identity term (an artist sketch with no usable
+    vector trains without it), and identity_max_t drops items far from the sketch."""
+    gen = SketchGenerator.build(config_with(identity=1.0, identity_items=4), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    batch = make_batch(0)
+    _, full = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), step=0)
+    _, none = objective.generator_loss(gen, {**batch, "id_weight": torch.zeros(4)},
+                                       torch.Generator().manual_seed(0), step=0)
+    assert full["identity"] > 0.0 and none["identity"] == 0.0
+    half = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    _, some = objective.generator_loss(gen, {**batch, "id_weight": half},
+                                       torch.Generator().manual_seed(0), step=0)
+    assert 0.0 < some["identity"] < full["identity"]
+
+    late = SketchGenerator.build(config_with(identity=1.0, identity_items=4, identity_max_t=0.01),
+                                 DIMS, seed=2)
+    strict = Objective(late.config.training.losses, "cpu")
+    # tiny-bridge draws t in [t_min, 1] with t_min above 0.01: no item is that close.
+    _, terms = strict.generator_loss(late, batch, torch.Generator().manual_seed(0), step=0)
+    assert terms["identity"] == 0.0
+
+
+def test_artist_identity_target_needs_the_identity_loss() -> None:
+    with pytest.raises(ValueError, match="identity > 0"):
+        LossSpec(identity_artist_styles=("cufsf-artist",))
+    with pytest.raises(ValueError, match="twice"):
+        LossSpec(identity=0.1, identity_artist_styles=("cufsf-artist", "cufsf-artist"))
+    spec = LossSpec(identity=0.1, identity_artist_styles=("cufsf-artist",), identity_max_t=0.5)
+    assert LossSpec.model_validate_json(spec.model_dump_json()) == spec

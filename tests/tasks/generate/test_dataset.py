@@ -13,12 +13,8 @@ from tasks.demo.faces import make_demo_source
 from tasks.embed import embed_texts
 from tasks.encoders import load
 from tasks.faces import read_crops
-from tasks.generate.dataset import (
-    DatasetError,
-    assemble,
-    batch_source,
-    read_text_vectors,
-)
+from tasks.generate.batches import DatasetError, batch_source
+from tasks.generate.dataset import assemble, read_text_vectors
 from tasks.generate.inputs import resize_grey, to_grey, to_unit
 from tasks.ingest.run import ingest_source
 from tasks.storage import Workspace
@@ -127,3 +123,43 @@ def _faces_of(workspace: Workspace, identity: str) -> list[str]:
     rows = storage.read(workspace, "faces", columns=["face_id"],
                         where=f"identity_id = '{identity}'")
     return rows.column("face_id").to_pylist()
+
+
+def test_artist_styles_target_the_artists_sketch_and_count_unusable_ones(demo) -> None:
+    """For an artist-target style the identity loss compares with SFace of the artist's
+    sketch; a blank sketch crop keeps its example with weight 0, counted, never dropped."""
+    from tasks.generate.dataset import artist_target_vectors
+    from tasks.generate.objectives import identity_targets
+
+    workspace, styles, tables, texts = demo
+    photo_only = assemble(workspace, styles, tables, texts, SIZE,
+                          identity_targets=identity_targets)
+    training = assemble(workspace, styles, tables, texts, SIZE,
+                        identity_targets=identity_targets, artist_styles=("demo-pencil",))
+    assert training.artist_targets == {"demo-pencil": {"used": 4, "unusable": 0}}
+    assert photo_only.artist_targets == {} and photo_only.id_weight is not None
+    assert np.all(training.id_weight == 1.0) and len(training) == len(photo_only)
+    pencil = training.style_index == training.styles.index("demo-pencil")
+    np.testing.assert_array_equal(training.id_target[~pencil], photo_only.id_target[~pencil])
+    faces = storage.read(workspace, "faces", columns=["face_id", "paired_face_id"])
+    sketch_of = {p: f for f, p in zip(faces.column("face_id").to_pylist(),
+                                      faces.column("paired_face_id").to_pylist(), strict=True)
+                 if p is not None}
+    first = int(np.flatnonzero(pencil)[0])
+    sketch_id = sketch_of[training.face_id[first]]
+    crop = read_crops(workspace, [sketch_id])[sketch_id]
+    np.testing.assert_allclose(training.id_target[first], identity_targets(crop[None])[0],
+                               atol=1e-5)
+    assert not np.allclose(training.id_target[first], photo_only.id_target[first], atol=1e-3)
+
+    # A blank page where the artist's sketch should be: trained without the term, counted.
+    from tasks.generate.dataset import _Candidate
+
+    kept = [_Candidate("demo-pencil", "p1", "s1", "a"), _Candidate("demo-pencil", "p2", "s2", "b"),
+            _Candidate("xdog-lines", "p1", None, "a")]
+    crops = {"s1": crop, "s2": np.full_like(crop, 200)}
+    target = np.zeros((3, 128), np.float32)
+    weight = np.ones(3, np.float32)
+    counts = artist_target_vectors(kept, crops, {"demo-pencil"}, identity_targets, target, weight)
+    assert counts == {"demo-pencil": {"used": 1, "unusable": 1}}
+    assert weight.tolist() == [1.0, 0.0, 1.0] and np.all(target[1:] == 0.0)
