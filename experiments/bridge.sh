@@ -7,14 +7,22 @@
 #   experiments/bridge.sh v4    # identity loss 0.1, adversarial 0.35 (not adopted)
 #   experiments/bridge.sh v5    # the `cpu` config plus --split att (AT&T photos; not adopted)
 #   experiments/bridge.sh v6    # texture loss 1.0 from step 500, 4 items, 3,600 steps (not adopted)
+#   experiments/bridge.sh v7    # identity target: the artist's sketch (forensic-artist,
+#                               # cufsf-artist), weight 0.2, 2,250 steps (not adopted)
+#   experiments/bridge.sh v8    # the same at weight 0.1, only where t <= 0.5 (SynThermFace's
+#                               # recipe), 2,250 steps (not adopted)
+#   experiments/bridge.sh v9    # the bundled `cpu-artist` config: the artist target at weight
+#                               # 0.4, 2,250 steps (the adopted artist-targeted generator)
 #
-# About an hour each on 2 CPU cores; after a kill, rerun with RESUME=1.
+# About an hour each on 2 CPU cores (v3-v6; v7-v9 were trained on a lent H200 through
+# experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
+# after a kill, rerun with RESUME=1.
 # -> $RUNS/real/ws/generators/cpu-bridge-<version>/final
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -32,10 +40,17 @@ case "$version" in
     v5) splits+=(--split att) ;;
     v6) variant "c['training']['losses'].update(texture=1.0, texture_from_step=500, texture_items=4)"
         steps=3600 ;;  # the loss costs ~0.07 s a step: 4,000 would pass an hour
-    *) echo "unknown version $version (v3, v4, v5 or v6)" >&2; exit 2 ;;
+    v7) variant "c['training']['losses'].update(identity_artist_styles=['forensic-artist', \
+'cufsf-artist'])"; steps=2250 ;;
+    v8) variant "c['training']['losses'].update(identity=0.1, identity_max_t=0.5, \
+identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
+    v9) config=cpu-artist; steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v9)" >&2; exit 2 ;;
 esac
+steps="${STEPS:-$steps}"
 resume=()
 [ -n "${RESUME:-}" ] && resume=(--resume)
+[ -n "${DEVICE:-}" ] && resume+=(--device "$DEVICE")
 
 say "train $name ($config, $steps steps)"
 $NICE $C4S train-generator --workspace "$REAL_WS" --config "$config" \
