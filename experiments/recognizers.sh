@@ -55,10 +55,12 @@ say "2,000 cufsf-artist sketches of them with $gen"
 $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artist \
     --samples-per-face 2 --eta "${ETA:-2.5}"
 
-# ROWS=1,2,3,4 KINDS=procrustes,adapter narrows the comparison (the default: every row and kind).
+# ROWS=1,2,3,4 KINDS=procrustes,adapter narrows the comparison (the default: every row and
+# kind); OUT= writes it elsewhere (the v9 encoder rows: OUT=$RUNS/recognizers/comparison-v9-encoder
+# ROWS=1,2,3,4 KINDS=procrustes,adapter,encoder).
 narrow=()
 [ -n "${ROWS:-}" ] && narrow+=(--rows "$ROWS")
 [ -n "${KINDS:-}" ] && narrow+=(--kinds "$KINDS")
 say "the comparison, rows ${ROWS:-1-6}"
 time $NICE "${bench[@]}" --synthetic "$REAL/$real_ws" --synthetic "$syn_ws" \
-    --synthetic-style cufsf-artist "${narrow[@]}" --out "$RUNS/recognizers/comparison-$which"
+    --synthetic-style cufsf-artist "${narrow[@]}" --out "${OUT:-$RUNS/recognizers/comparison-$which}"
