@@ -298,18 +298,7 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
     diffs: list[dict[str, Any]] = []
     data = {(test, name): probe_data(report, name) for test, report in results.items()
             for name in names}
-    pairs = [(n, "baseline") for n in names if n != "baseline"]
-    for kind in KINDS:
-        four = [n for n, (r, k) in names.items() if r == 4 and k == kind]
-        two = [n for n, (r, k) in names.items() if r == 2 and k == kind]
-        if four and two:
-            pairs.append((four[0], two[0]))
-    for row in sorted({r for r, _ in names.values()}):
-        encoder = [n for n, (r, k) in names.items() if r == row and k == "encoder"]
-        adapter = [n for n, (r, k) in names.items() if r == row and k == "adapter"]
-        if encoder and adapter:
-            pairs.append((encoder[0], adapter[0]))
-    for a, b in pairs:
+    for a, b in comparison_pairs(names):
         for test in results:
             for metric in ("rank1", "1e-02"):
                 d = paired_difference(data[(test, a)], data[(test, b)], metric, seed=seed)
@@ -325,6 +314,25 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
 
 
 # --------------------------------------------------------------------------- main
+
+
+def comparison_pairs(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
+    """The paired differences a comparison reports: every trained recognizer against the
+    baseline, row 4 against row 2 for each kind present (the encoder kind included), and the
+    encoder kind against the adapter within a row."""
+    pairs = [(n, "baseline") for n in names if n != "baseline"]
+    kinds = [k for k in dict.fromkeys(k for _, k in names.values()) if k != "baseline"]
+    for kind in kinds:
+        four = [n for n, (r, k) in names.items() if r == 4 and k == kind]
+        two = [n for n, (r, k) in names.items() if r == 2 and k == kind]
+        if four and two:
+            pairs.append((four[0], two[0]))
+    for row in sorted({r for r, _ in names.values()}):
+        encoder = [n for n, (r, k) in names.items() if r == row and k == "encoder"]
+        adapter = [n for n, (r, k) in names.items() if r == row and k == "adapter"]
+        if encoder and adapter:
+            pairs.append((encoder[0], adapter[0]))
+    return pairs
 
 
 def main() -> int:
