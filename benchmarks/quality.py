@@ -13,8 +13,11 @@ by several figures that fail in different ways, all on in-memory arrays:
 - mean |pixel - artist| in [0, 1], and the Fréchet distance to the artist sketches in the
   validate stage's own feature space (its image encoder and ``frechet_reduced``), because
   sharpness alone is gameable by a dotted grid;
-- style: what the validate stage's style judge calls each sketch (``style_verdicts``), the
-  figure a dataset is accepted on.
+- nearness to the artist: median SFace cosine / dlib distance between a source's drawing of
+  identity i and the artist's drawing of identity i, beside the mugshot's own figures
+  (``QualityReport.photo_to_artist``): whether drawings moved toward where artists draw;
+- style: what the validate stage's style judge calls each sketch (``style_verdicts``), a
+  figure beside the validate stage's pair contract.
 
 Inputs are aligned 112x112 uint8 crops, identity i at index i in every array: ``photos``
 (N, 112, 112, 3) BGR and ``sketches`` name -> (N, 112, 112) grey (BGR is accepted and made

@@ -283,8 +283,9 @@ def embed_style_prompts(request: TrainRequest) -> TableReport:
 def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
     """Assemble the data from the stored vectors and write down the run's plan."""
     config = load_config(request.config)
-    check_artist_styles(config, known_styles(request, workspace))
-    styles = select_styles(request, workspace)
+    known = known_styles(request, workspace)
+    check_artist_styles(config, known)
+    styles = _choose_styles(request.styles, known)
     names = [request.split] if isinstance(request.split, str) else list(request.split or [])
     split_paths = [resolve_split(name).resolve() for name in names]
     split = load_splits(split_paths) if split_paths else None

@@ -119,21 +119,21 @@ def _diversity(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
     return group_diversity([r["identity_id"] for r in kept], [r["style"] for r in kept], matrix)
 
 
-def _frechet(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
-             verdicts: Mapping[str, list[str]], image: VectorTable,
+def _frechet(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list[str]],
+             vectors: Mapping[str, np.ndarray], image: VectorTable,
              classifier: StyleClassifier | None
              ) -> dict[str, tuple[float | None, str, tuple[int, int]]]:
     """Per style: accepted sketches against the style's reference examples (real sketches for
-    paired styles, renderer drawings for render styles), in image-encoder feature space."""
+    paired styles, renderer drawings for render styles), in image-encoder feature space.
+    ``vectors``: the stored image vectors of the scope's sketches, by sketch id."""
     if classifier is None:
         return {}
     found = {}
     for style in sorted({r["style"] for r in rows} & set(classifier.classes)):
         members = [r for r in rows if r["style"] == style and not verdicts[r["sketch_id"]]]
         members = members[:FRECHET_MAX_SAMPLES]
-        vectors = stored_sketch_vectors(workspace, image,
-                                        [(r["sketch_id"], r["png_sha256"]) for r in members])
-        generated = np.stack(list(vectors.values())) if vectors else np.zeros((0, image.dim))
+        kept = [vectors[r["sketch_id"]] for r in members if r["sketch_id"] in vectors]
+        generated = np.stack(kept) if kept else np.zeros((0, image.dim))
         reference = classifier.reference_features(style)
         found[style] = (frechet_reduced(generated, reference), classifier.reference[style],
                         (len(generated), len(reference)))
@@ -156,15 +156,13 @@ def _scorer(workspace: Workspace, metrics: MetricsReport, registry: Mapping[str,
     return None
 
 
-def _drawings(workspace: Workspace, rows: Sequence[Mapping[str, Any]], image: VectorTable,
-              scorer: Scorer | None) -> list[Drawing]:
+def _drawings(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
+              vectors: Mapping[str, np.ndarray], scorer: Scorer | None) -> list[Drawing]:
     """Every sketch in scope with the judge's scores (None without stored pixels' vectors)
     and the start image its generator began from, at the sketch's size."""
     starts = generator_starts(workspace.root, {(r["generator_version"], r["generator_config"])
                                                for r in rows})
-    vectors = stored_sketch_vectors(workspace, image, [(r["sketch_id"], r["png_sha256"])
-                                                       for r in rows]) if scorer else {}
-    ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors]
+    ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors] if scorer else []
     scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
                   ) if ids and scorer else {}
     return [Drawing(r["face_id"], r["style"], scores.get(r["sketch_id"]),
@@ -186,10 +184,12 @@ def _render_scores(workspace: Workspace, drawings: Sequence[Drawing], image: Vec
                 ) if keys else {}
 
 
-def style_pairs(workspace: Workspace, rows: Sequence[Mapping[str, Any]], image: VectorTable,
+def style_pairs(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
+                vectors: Mapping[str, np.ndarray], image: VectorTable,
                 scorer: Scorer | None, threshold: float) -> dict[str, StylePairs]:
-    """Per style in scope, the style contract's verdict (``tasks.validate.pairs``)."""
-    drawings = _drawings(workspace, rows, image, scorer)
+    """Per style in scope, the style contract's verdict (``tasks.validate.pairs``);
+    ``vectors``: the stored image vectors of the scope's sketches, by sketch id."""
+    drawings = _drawings(workspace, rows, vectors, scorer)
     renders = _render_scores(workspace, drawings, image, scorer)
     classes, kind = (scorer.classes, scorer.kind) if scorer else ([], None)
     return judge_pairs(drawings, renders, classes, threshold, kind)
@@ -237,10 +237,15 @@ def judge_dataset(
             cache_path(workspace, metrics.style_fingerprint).read_bytes())
     diversity = _diversity(workspace, rows, verdicts, identity)
     scorer = _scorer(workspace, metrics, registry, image, classifier, text_spec, rows)
-    pairs = style_pairs(workspace, rows, image, scorer, thresholds.sketches.min_share_pairs_won)
+    # The scope's image vectors, read once for the style pairs and the Fréchet figures.
+    image_vectors = stored_sketch_vectors(
+        workspace, image, [(r["sketch_id"], r["png_sha256"]) for r in rows]
+    ) if (scorer is not None or classifier is not None) else {}
+    pairs = style_pairs(workspace, rows, image_vectors, image, scorer,
+                        thresholds.sketches.min_share_pairs_won)
     dataset, per_identity = dataset_metrics(
         rows, verdicts, diversity, thresholds.sketches,
-        _frechet(workspace, rows, verdicts, image, classifier), pairs)
+        _frechet(rows, verdicts, image_vectors, image, classifier), pairs)
     content = _content_hash(sketches)
     version = "ds-" + hashlib.sha256(
         f"{metrics.metrics_version}|{thresholds_sha}|{content}".encode()).hexdigest()[:12]
