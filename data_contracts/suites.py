@@ -116,7 +116,9 @@ def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
     Expects a frame of every sketch in scope with derived columns: ``has_metrics`` (a current
     metrics row exists) and ``healthy``. A sketch without pixels has no identity: its
     similarity and margin arrive as -1 and -2, so it counts against the shares instead of
-    being skipped as null. Style is not judged sketch by sketch here: ``style_pairs_suite``.
+    being skipped as null. A sketch of a style judged against its artists arrives with both
+    null: ``identity_bar_suite`` judges it. Style is not judged sketch by sketch here:
+    ``style_pairs_suite``.
     """
     t = thresholds.sketches
     return SuiteSpec("sketch_metrics", "sketch_id", [
@@ -154,6 +156,24 @@ def diversity_suite(thresholds: Thresholds) -> SuiteSpec:
                                            "min_value": t.min_mean_pairwise_similarity,
                                            "max_value": t.max_mean_pairwise_similarity,
                                            "mostly": t.min_share_diverse_groups}),
+    ])
+
+
+def identity_bar_suite(thresholds: Thresholds) -> SuiteSpec:
+    """The identity contract of the drawn styles, one row per style judged against its
+    artists (``tasks.validate.artists``): on the faces they drew, its shares of sketches
+    reaching the per-sketch identity thresholds minus ``min_ratio_to_artists`` times the
+    artists' shares (the headroom) must not be negative. The other styles' identity is the
+    metrics suite's. Failing rows are named by style.
+    """
+    del thresholds  # the ratio is applied where the headroom is computed
+    return SuiteSpec("identity_bar", "style", [
+        ("ExpectColumnValuesToNotBeNull", {"column": "style"}),
+        ("ExpectColumnValuesToBeUnique", {"column": "style"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "headroom_identity"}),
+        ("ExpectColumnValuesToNotBeNull", {"column": "headroom_margin"}),
+        ("ExpectColumnValuesToBeBetween", {"column": "headroom_identity", "min_value": 0.0}),
+        ("ExpectColumnValuesToBeBetween", {"column": "headroom_margin", "min_value": 0.0}),
     ])
 
 

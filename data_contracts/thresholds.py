@@ -30,6 +30,11 @@ class SketchThresholds(_Strict):
     min_share_identity: float = Field(ge=0, le=1)
     min_identity_margin: float = Field(ge=-2, le=2)
     min_share_margin: float = Field(ge=0, le=1)
+    # A drawn (paired) style with its artists' sketches of at least ``min_artist_faces`` of
+    # its faces is judged against them instead of the two shares above: on those faces, its
+    # shares must reach ``min_ratio_to_artists`` of the artists' (``tasks.validate.artists``).
+    min_ratio_to_artists: float = Field(gt=0, le=2)
+    min_artist_faces: int = Field(ge=1)
     # Per style: share of its same-face comparisons the style judge must win (the style
     # contract, ``tasks.validate.pairs``). It replaced ``max_share_wrong_style``, an absolute
     # share that read the people drawn as much as the drawing (issue 20); a file that still

@@ -13,6 +13,8 @@
 #                               # recipe), 2,250 steps (not adopted)
 #   experiments/bridge.sh v9    # the bundled `cpu-artist` config: the artist target at weight
 #                               # 0.4, 2,250 steps (the adopted artist-targeted generator)
+#   experiments/bridge.sh v10   # `cpu-artist` at identity weight 0.8, 2,250 steps: the next
+#                               # point of the weight trend (0.1 -> 0.2 -> 0.4 raised CUHK rank-1)
 #
 # About an hour each on 2 CPU cores (v3-v6; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -22,7 +24,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -45,7 +47,9 @@ case "$version" in
     v8) variant "c['training']['losses'].update(identity=0.1, identity_max_t=0.5, \
 identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
     v9) config=cpu-artist; steps=2250 ;;
-    *) echo "unknown version $version (v3 ... v9)" >&2; exit 2 ;;
+    v10) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
+c['name'] = '$name'; c['training']['losses'].update(identity=0.8)"; steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v10)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"
 resume=()

@@ -38,7 +38,7 @@ class Reason(StrEnum):
     NO_IDENTITY_REFERENCE = "no_identity_reference"  # the source mugshot has no current vector
     LOW_IDENTITY_SIMILARITY = "low_identity_similarity"
     IDENTITY_CONFUSION = "identity_confusion"  # closer to another identity than allowed
-    WRONG_STYLE = "wrong_style"
+    WRONG_STYLE = "wrong_style"  # lost its same-face style comparison (tasks.validate.pairs)
 
 
 class SketchMetricsRecord(BaseModel):
@@ -203,6 +203,37 @@ class StylePairs(BaseModel):
         return 0.0 if self.share is None else self.share
 
 
+IdentityMode = Literal["artists", "absolute"]
+
+
+class IdentityBar(BaseModel):
+    """The identity contract of one style (``tasks.validate.artists``).
+
+    "artists": a drawn style, judged face for face against its artists' own sketches in the
+    same gallery: on the faces they drew, its shares of sketches reaching the per-sketch
+    identity thresholds must reach ``ratio`` of theirs (``headroom`` = share − ratio × the
+    artists' share, ≥ 0 to pass). "absolute": the metrics suite's shares over every drawing
+    of the style. The ``*_all`` figures are over every drawing of the style, whichever gate.
+    """
+
+    mode: IdentityMode
+    line: str  # the reviewer's line: what it was compared with
+    faces: int  # faces judged
+    drawings: int  # drawings judged
+    share_identity: float | None = None  # share with similarity ≥ min_identity_similarity
+    share_margin: float | None = None  # share with margin ≥ min_identity_margin
+    artist_sketches: int = 0
+    artist_share_identity: float | None = None
+    artist_share_margin: float | None = None
+    ratio: float | None = None
+    headroom_identity: float | None = None
+    headroom_margin: float | None = None
+    passed: bool
+    drawings_all: int = 0
+    share_identity_all: float | None = None
+    share_margin_all: float | None = None
+
+
 class StyleFigures(BaseModel):
     sketches: int = 0
     accepted: int = 0
@@ -219,6 +250,9 @@ class StyleFigures(BaseModel):
     # The style contract's verdict (pairs of drawings of the same face); None where the
     # figures were computed without one.
     pair_verdict: StylePairs | None = None
+    # The identity contract's verdict (against the artists, or absolute); None where the
+    # figures were computed without one.
+    identity_bar: IdentityBar | None = None
 
 
 class DiversitySummary(BaseModel):

@@ -7,7 +7,7 @@ only state what must hold. great-expectations is imported inside ``run_contracts
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,13 +20,14 @@ from data_contracts.suites import (
     diversity_suite,
     embeddings_suite,
     faces_suite,
+    identity_bar_suite,
     metrics_suite,
     sketches_suite,
     style_pairs_suite,
 )
 from data_contracts.thresholds import Thresholds
 from schemas.records import FACES_SCHEMA, SKETCHES_SCHEMA
-from schemas.validation import GroupDiversity, StylePairs
+from schemas.validation import GroupDiversity, IdentityBar, StylePairs
 from tasks import storage
 from tasks.storage import FACES, Workspace
 from tasks.validate.metrics import HEALTH_COLUMNS, healthy
@@ -69,18 +70,27 @@ def sketches_frame(sketches: pa.Table, face_identity: Mapping[str, str]) -> pd.D
 
 
 def metrics_frame(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list[str]],
-                  version: str) -> pd.DataFrame:
-    """One row per sketch in scope, with the derived columns ``metrics_suite`` expects."""
+                  version: str, artist_styles: Collection[str] = ()) -> pd.DataFrame:
+    """One row per sketch in scope, with the derived columns ``metrics_suite`` expects.
+
+    ``artist_styles``: styles whose identity the identity-bar suite judges against their
+    artists; their sketches' identity columns are null here, so the absolute shares skip
+    them.
+    """
     records = []
     for row in rows:
         no_pixels = row.get("metrics_version") is None or row.get("pixel_std") is None
         similarity, margin = row.get("identity_similarity"), row.get("identity_margin")
+        similarity = -1.0 if similarity is None else similarity
+        margin = -2.0 if (margin is None and no_pixels) else margin
+        if row["style"] in artist_styles:
+            similarity = margin = None
         records.append({
             "sketch_id": row["sketch_id"],
             "metrics_version": row.get("metrics_version") or "missing",
             "has_metrics": row.get("metrics_version") == version,
-            "identity_similarity": -1.0 if similarity is None else similarity,
-            "identity_margin": -2.0 if (margin is None and no_pixels) else margin,
+            "identity_similarity": similarity,
+            "identity_margin": margin,
             "healthy": healthy(verdicts[row["sketch_id"]]),
             "style_score": row.get("style_score"),
             **{c: row.get(c) for c in HEALTH_COLUMNS},
@@ -88,7 +98,7 @@ def metrics_frame(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list
     frame = pd.DataFrame.from_records(records, columns=[
         "sketch_id", "metrics_version", "has_metrics", "identity_similarity", "identity_margin",
         "healthy", "style_score", *HEALTH_COLUMNS])
-    for column in ("identity_margin", "style_score", *HEALTH_COLUMNS):
+    for column in ("identity_similarity", "identity_margin", "style_score", *HEALTH_COLUMNS):
         frame[column] = frame[column].astype("float64")
     return frame
 
@@ -100,6 +110,19 @@ def diversity_frame(groups: Iterable[GroupDiversity]) -> pd.DataFrame:
         "samples": [g.samples for g in kept],
         "mean_pairwise_similarity": pd.Series([g.mean_pairwise_similarity for g in kept],
                                               dtype="float64"),
+    })
+
+
+def identity_bar_frame(bars: Mapping[str, IdentityBar]) -> pd.DataFrame:
+    """One row per style judged against its artists, for ``identity_bar_suite``."""
+    kept = {s: b for s, b in bars.items() if b.mode == "artists"}
+    return pd.DataFrame({
+        "style": list(kept),
+        "faces": [b.faces for b in kept.values()],
+        "headroom_identity": pd.Series([b.headroom_identity for b in kept.values()],
+                                       dtype="float64"),
+        "headroom_margin": pd.Series([b.headroom_margin for b in kept.values()],
+                                     dtype="float64"),
     })
 
 
@@ -117,10 +140,10 @@ def style_pairs_frame(pairs: Mapping[str, StylePairs]) -> pd.DataFrame:
 
 def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
            metrics: pd.DataFrame, diversity: pd.DataFrame, style_pairs: pd.DataFrame,
-           styles: Sequence[str], embedding_tables: Mapping[str, str]
-           ) -> list[tuple[SuiteSpec, pd.DataFrame]]:
+           identity_bar: pd.DataFrame, styles: Sequence[str],
+           embedding_tables: Mapping[str, str]) -> list[tuple[SuiteSpec, pd.DataFrame]]:
     """Every suite of the validate stage with its frame: faces, embeddings, sketches,
-    metrics, diversity and the style contract."""
+    metrics, diversity, the identity bar of drawn styles and the style contract."""
     faces, face_identity = faces_frame(workspace)
     found: list[tuple[SuiteSpec, pd.DataFrame]] = [(faces_suite(thresholds), faces)]
     face_ids = sorted(face_identity)
@@ -132,6 +155,7 @@ def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
                   sketches_frame(sketches, face_identity)))
     found.append((metrics_suite(thresholds), metrics))
     found.append((diversity_suite(thresholds), diversity))
+    found.append((identity_bar_suite(thresholds), identity_bar))
     found.append((style_pairs_suite(thresholds), style_pairs))
     return found
 

@@ -46,6 +46,7 @@ from tasks.storage import FACES, SKETCHES, Workspace
 from tasks.styles.registry import styles_for
 from tasks.validate import contracts as c
 from tasks.validate import publish
+from tasks.validate.artists import artist_scores, identity_bars
 from tasks.validate.compute import StyleJudge, read_scope, sketch_resolution
 from tasks.validate.metrics import (
     FRECHET_MAX_SAMPLES,
@@ -54,13 +55,21 @@ from tasks.validate.metrics import (
     group_diversity,
     reasons,
 )
-from tasks.validate.pairs import Drawing, RenderKey, Scorer, Scores, judge_pairs
+from tasks.validate.pairs import (
+    Drawing,
+    RenderKey,
+    Scorer,
+    Scores,
+    judge_pairs,
+    lost_drawings,
+)
 from tasks.validate.start_renders import generator_starts, render_vectors
 from tasks.validate.style_classifier import StyleClassifier, cache_path
-from tasks.validate.vectors import stored_sketch_vectors
+from tasks.validate.vectors import gallery, stored_sketch_vectors
 
 # suites-2: the style contract judges pairs of drawings of the same face (issue 20).
-SUITES_VERSION = "suites-2"
+# suites-3: drawn styles' identity against their artists; wrong_style by the drawing's pair.
+SUITES_VERSION = "suites-3"
 NOT_MEASURED = "not_measured"
 
 
@@ -100,11 +109,14 @@ def merge_metrics(workspace: Workspace, sketches: pa.Table, version: str
     return merged
 
 
-def verdicts_of(rows: Sequence[Mapping[str, Any]], thresholds: Thresholds
-                ) -> dict[str, list[str]]:
-    return {row["sketch_id"]: (reasons(row, thresholds.sketches) if row["metrics_version"]
-                               else [NOT_MEASURED])
-            for row in rows}
+def verdicts_of(rows: Sequence[Mapping[str, Any]], thresholds: Thresholds,
+                lost: Sequence[bool | None] | None = None) -> dict[str, list[str]]:
+    """Each sketch's reasons; ``lost``: per row, whether it lost its same-face style
+    comparison (``tasks.validate.pairs.lost_drawings``)."""
+    lost = lost if lost is not None else [None] * len(rows)
+    return {row["sketch_id"]: (reasons(row, thresholds.sketches, wrong)
+                               if row["metrics_version"] else [NOT_MEASURED])
+            for row, wrong in zip(rows, lost, strict=True)}
 
 
 def _diversity(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
@@ -186,13 +198,16 @@ def _render_scores(workspace: Workspace, drawings: Sequence[Drawing], image: Vec
 
 def style_pairs(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
                 vectors: Mapping[str, np.ndarray], image: VectorTable,
-                scorer: Scorer | None, threshold: float) -> dict[str, StylePairs]:
-    """Per style in scope, the style contract's verdict (``tasks.validate.pairs``);
-    ``vectors``: the stored image vectors of the scope's sketches, by sketch id."""
+                scorer: Scorer | None, threshold: float
+                ) -> tuple[dict[str, StylePairs], list[bool | None]]:
+    """Per style in scope, the style contract's verdict (``tasks.validate.pairs``), and per
+    row whether that drawing lost its own comparison; ``vectors``: the stored image vectors
+    of the scope's sketches, by sketch id."""
     drawings = _drawings(workspace, rows, vectors, scorer)
     renders = _render_scores(workspace, drawings, image, scorer)
     classes, kind = (scorer.classes, scorer.kind) if scorer else ([], None)
-    return judge_pairs(drawings, renders, classes, threshold, kind)
+    return (judge_pairs(drawings, renders, classes, threshold, kind),
+            lost_drawings(drawings, renders))
 
 
 def _inputs(workspace: Workspace, metrics: MetricsReport,
@@ -228,24 +243,27 @@ def judge_dataset(
     thresholds_sha = thresholds_sha256(thresholds_path)
     sketches = read_scope(workspace, scope or Scope(), columns=list(SKETCHES_SCHEMA.names))
     rows = merge_metrics(workspace, sketches, metrics.metrics_version)
-    verdicts = verdicts_of(rows, thresholds)
     identity = _source(metrics, "identity", identity_spec)
     image = _source(metrics, "image", image_spec)
     classifier = None
     if metrics.style_fingerprint and cache_path(workspace, metrics.style_fingerprint).is_file():
         classifier = StyleClassifier.from_bytes(
             cache_path(workspace, metrics.style_fingerprint).read_bytes())
-    diversity = _diversity(workspace, rows, verdicts, identity)
     scorer = _scorer(workspace, metrics, registry, image, classifier, text_spec, rows)
     # The scope's image vectors, read once for the style pairs and the Fréchet figures.
     image_vectors = stored_sketch_vectors(
         workspace, image, [(r["sketch_id"], r["png_sha256"]) for r in rows]
     ) if (scorer is not None or classifier is not None) else {}
-    pairs = style_pairs(workspace, rows, image_vectors, image, scorer,
-                        thresholds.sketches.min_share_pairs_won)
+    pairs, lost = style_pairs(workspace, rows, image_vectors, image, scorer,
+                              thresholds.sketches.min_share_pairs_won)
+    verdicts = verdicts_of(rows, thresholds, lost)
+    diversity = _diversity(workspace, rows, verdicts, identity)
+    bars = identity_bars(rows, artist_scores(workspace, identity, registry,
+                                             gallery(workspace, identity)),
+                         thresholds.sketches)
     dataset, per_identity = dataset_metrics(
         rows, verdicts, diversity, thresholds.sketches,
-        _frechet(rows, verdicts, image_vectors, image, classifier), pairs)
+        _frechet(rows, verdicts, image_vectors, image, classifier), pairs, bars)
     content = _content_hash(sketches)
     version = "ds-" + hashlib.sha256(
         f"{metrics.metrics_version}|{thresholds_sha}|{content}".encode()).hexdigest()[:12]
@@ -258,10 +276,12 @@ def judge_dataset(
     if reused:
         contracts = ContractReport.model_validate_json(existing["contracts"])
     else:
-        frame = c.metrics_frame(rows, verdicts, metrics.metrics_version)
+        frame = c.metrics_frame(rows, verdicts, metrics.metrics_version,
+                                {s for s, b in bars.items() if b.mode == "artists"})
         suites = c.checks(workspace, thresholds, sketches=sketches, metrics=frame,
                           diversity=c.diversity_frame(diversity),
-                          style_pairs=c.style_pairs_frame(pairs), styles=list(registry),
+                          style_pairs=c.style_pairs_frame(pairs),
+                          identity_bar=c.identity_bar_frame(bars), styles=list(registry),
                           embedding_tables={k: str(v["table"]) for k, v in
                                             metrics.sources.items()})
         contracts = c.run_contracts(workspace, suites)

@@ -18,6 +18,7 @@ from schemas.validation import (
     DatasetMetrics,
     DiversitySummary,
     GroupDiversity,
+    IdentityBar,
     Reason,
     StyleFigures,
     StylePairs,
@@ -107,11 +108,13 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
-def reasons(row: Mapping[str, Any], t: SketchThresholds) -> list[str]:
+def reasons(row: Mapping[str, Any], t: SketchThresholds, wrong_style: bool | None = None
+            ) -> list[str]:
     """Why a sketch is rejected (empty: accepted), from its stored metrics and the thresholds.
 
-    The order is the order a reviewer should read them: unusable pixels first, then health,
-    then identity, then style.
+    ``wrong_style``: whether the drawing lost its same-face style comparison
+    (``tasks.validate.pairs.lost_drawings``; None: not decided). The order is the order a
+    reviewer should read them: unusable pixels first, then health, then identity, then style.
     """
     found: list[str] = []
     if row["status"] == "nan":
@@ -134,8 +137,7 @@ def reasons(row: Mapping[str, Any], t: SketchThresholds) -> list[str]:
     margin = row.get("identity_margin")
     if _present(margin) and margin < t.min_identity_margin:
         found.append(Reason.IDENTITY_CONFUSION.value)
-    predicted = row.get("style_predicted")
-    if predicted is not None and predicted != row["style"]:
+    if wrong_style:
         found.append(Reason.WRONG_STYLE.value)
     return found
 
@@ -193,10 +195,12 @@ def diversity_summary(groups: Sequence[GroupDiversity], t: SketchThresholds) -> 
 def dataset_metrics(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, list[str]],
                     diversity: Sequence[GroupDiversity], t: SketchThresholds,
                     frechet: Mapping[str, tuple[float | None, str, tuple[int, int]]],
-                    pairs: Mapping[str, StylePairs] | None = None
+                    pairs: Mapping[str, StylePairs] | None = None,
+                    bars: Mapping[str, IdentityBar] | None = None
                     ) -> tuple[DatasetMetrics, dict[str, int]]:
-    """Counts per style and identity, acceptance, reasons, diversity, Fréchet per style, and
-    the style contract's verdict per style (``pairs``, from ``tasks.validate.pairs``).
+    """Counts per style and identity, acceptance, reasons, diversity, Fréchet per style, the
+    style contract's verdict per style (``pairs``, from ``tasks.validate.pairs``) and the
+    identity contract's (``bars``, from ``tasks.validate.artists``).
 
     Returns the summary and the accepted count per identity (every identity in scope, zeros
     included: an identity with nothing accepted is what a reviewer looks for first).
@@ -219,6 +223,7 @@ def dataset_metrics(rows: Sequence[Mapping[str, Any]], verdicts: Mapping[str, li
                                      if r.get("style_predicted") is not None).most_common()),
             frechet=score, frechet_reference=reference, frechet_samples=samples,
             pair_verdict=(pairs or {}).get(style),
+            identity_bar=(bars or {}).get(style),
         )
     reason_counts = Counter(r for found in verdicts.values() for r in found)
     accepted = sum(1 for found in verdicts.values() if not found)

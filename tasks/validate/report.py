@@ -128,6 +128,31 @@ def _style_contract(per_style: Mapping[str, StyleFigures]) -> str:
     return "".join(lines)
 
 
+def _identity_contract(per_style: Mapping[str, StyleFigures]) -> str:
+    """Per style: which identity gate judged it, its shares, and the artists' beside them."""
+    lines = ["<table><tr><th>style</th><th>judged</th><th>≥ similarity floor</th>"
+             "<th>artists</th><th>margin ≥ floor (nearest own mugshot)</th><th>artists</th>"
+             "<th>bar</th><th>verdict</th><th>every drawing: similarity / margin (figure)</th>"
+             "</tr>"]
+    for style, figures in per_style.items():
+        b = figures.identity_bar
+        if b is None:
+            continue
+        verdict = '<td class="ok">pass</td>' if b.passed else '<td class="fail">FAIL</td>'
+        bar = (f"≥ {b.ratio:.0%} of the artists'" if b.mode == "artists"
+               else "absolute shares (see thresholds)")
+        lines.append(
+            f"<tr><td>{escape(style)}</td><td>{escape(b.line)}</td>"
+            f"<td class='n'>{_pct(b.share_identity)}</td>"
+            f"<td class='n'>{_pct(b.artist_share_identity)}</td>"
+            f"<td class='n'>{_pct(b.share_margin)}</td>"
+            f"<td class='n'>{_pct(b.artist_share_margin)}</td><td>{escape(bar)}</td>{verdict}"
+            f"<td class='n'>{_pct(b.share_identity_all)} / {_pct(b.share_margin_all)}</td>"
+            "</tr>")
+    lines.append("</table>")
+    return "".join(lines)
+
+
 def _sketch_figure(workspace: Workspace, row: Mapping[str, Any], caption: str) -> str:
     bad = not row["accepted"]
     title = escape(", ".join(row["reasons"]) or "accepted")
@@ -352,6 +377,14 @@ load their styles from the network and look unstyled offline)</td></tr>
 <th>mean similarity</th><th>mean margin</th><th>wrong style</th><th>judge called</th>
 <th>Fréchet</th>
 <th>reference (generated, reference n)</th></tr>{styles}</table>
+<h3 id="identity-contract">Identity contract: against the artists, face for face</h3>
+<p>A style drawn from real artists' sketches, with enough of them in the workspace, is judged
+against those artists on the faces they drew: the shares of its drawings that reach the
+per-sketch identity thresholds (SFace similarity to the own mugshot, margin over the closest
+other identity in the gallery) must reach the bar's share of the artists' own. Artists' drawings
+sit away from the photo, so the absolute shares, set for photo-like drawings, would reject
+them too. Every other style is judged by the absolute shares.</p>
+{_identity_contract(d.per_style)}
 <h3 id="style-contract">Style contract: pairs of drawings of the same face</h3>
 <p>For every face drawn in two styles S and T, the style judge must score S higher on the S
 drawing than on the T drawing; a face drawn in S only is compared with its start render (the

@@ -78,12 +78,21 @@ def _row(**values) -> dict:
     ({"identity_similarity": 0.1}, ["low_identity_similarity"]),
     ({"identity_margin": -0.05}, ["identity_confusion"]),
     ({"identity_similarity": None, "identity_margin": None}, ["no_identity_reference"]),
-    ({"style_predicted": "ink"}, ["wrong_style"]),
-    ({"style_predicted": None}, []),  # not judged is not wrong
+    # The judge's absolute call is a figure: it reads the person drawn, so it rejects
+    # nothing; a drawing that loses its same-face comparison does (``wrong_style=True``).
+    ({"style_predicted": "ink"}, []),
+    ({"style_predicted": None}, []),
     ({"status": "blank"}, ["blank"]),  # the generator's own flag counts
 ])
 def test_reasons_name_each_failure(changes, expected):
     assert reasons(_row(**changes), T) == expected
+
+
+def test_a_drawing_that_lost_its_style_comparison_is_rejected_for_style_last():
+    assert reasons(_row(), T, wrong_style=True) == ["wrong_style"]
+    assert reasons(_row(identity_margin=-0.05), T, wrong_style=True) == [
+        "identity_confusion", "wrong_style"]
+    assert reasons(_row(), T, wrong_style=None) == [] == reasons(_row(), T, wrong_style=False)
 
 
 def test_health_reasons_are_what_counts_as_unhealthy():

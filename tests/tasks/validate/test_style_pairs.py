@@ -22,7 +22,7 @@ from tasks.styles.registry import load_styles
 from tasks.validate import publish
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
-from tasks.validate.pairs import Drawing, Scorer, judge_pairs
+from tasks.validate.pairs import Drawing, Scorer, judge_pairs, lost_drawings
 from tasks.validate.report import write_report
 from tasks.validate.start_renders import CACHE_DIR, generator_start
 from tasks.validate.style_classifier import StyleClassifier
@@ -155,6 +155,25 @@ def test_a_style_with_nothing_to_compare_is_not_judged_and_does_not_pass():
     assert judge_pairs(lone, {}, ["ink"], 0.0)["ink"].passed
 
 
+def test_each_drawing_loses_or_wins_its_own_comparison_the_sketch_level_reason():
+    start = ("grey", 64)
+    drawings = [
+        # f1: the first pencil sample beats the ink drawing on pencil, the second does not.
+        Drawing("f1", "pencil", _scores(pencil=0.9), start),
+        Drawing("f1", "pencil", _scores(pencil=0.3), start),
+        Drawing("f1", "ink", _scores(pencil=0.5, ink=0.8), start),
+        # f2: ink alone, against its start render; f3: ink alone, no render; f4: no pixels.
+        Drawing("f2", "ink", _scores(ink=0.2), start),
+        Drawing("f3", "ink", _scores(ink=0.9), None),
+        Drawing("f4", "ink", None, start),
+        Drawing("f1", "crayon", _scores(), start),  # a style the judge does not score
+    ]
+    renders = {("f2", "grey", 64): _scores(ink=0.4)}
+    # f1's ink drawing scores ink 0.8 against 0.0 on the pencil samples: won. f2 scores ink
+    # lower than its start render: lost. The rest has nothing that decides.
+    assert lost_drawings(drawings, renders) == [False, True, False, True, None, None, None]
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -232,6 +251,7 @@ def test_drawings_that_do_not_differ_by_style_are_rejected(sketch_workspace: Wor
         verdict = outcome.dataset.per_style[style].pair_verdict
         assert (verdict.mode, verdict.pairs, verdict.pairs_won) == ("pairs", 4, 0), style
     assert not outcome.published
+    assert outcome.dataset.reasons["wrong_style"] == 8  # each drawing lost its own pair
     assert "style_pairs: expect_column_values_to_be_between(share_won)" in (
         outcome.failed_expectations)
     (failure,) = _suite(sketch_workspace, outcome).failures()
