@@ -111,6 +111,7 @@ class StyleJudge:
         plan = sc.plan_examples(workspace, registry, image.version, size)
         if plan is None:
             return cls(None, None, workspace, registry, image)
+        plan = sc.reusable_plan(workspace, plan)
         return cls("classifier", plan.fingerprint, workspace, registry, image, plan=plan)
 
     @property

@@ -47,7 +47,10 @@ def faces_frame(workspace: Workspace) -> tuple[pd.DataFrame, dict[str, str]]:
     return frame, identity
 
 
-def embeddings_frame(workspace: Workspace, table: str) -> pd.DataFrame:
+def embeddings_frame(workspace: Workspace, table: str, face_ids: Collection[str]
+                     ) -> pd.DataFrame:
+    """One row per stored vector with the derived columns ``embeddings_suite`` expects;
+    ``face_ids``: the stored faces."""
     rows = storage.read(workspace, table, columns=["face_id", "encoder_version", "vector"])
     vectors = rows.column("vector").combine_chunks()
     dim = vectors.type.list_size if rows.num_rows else 0
@@ -55,6 +58,7 @@ def embeddings_frame(workspace: Workspace, table: str) -> pd.DataFrame:
         np.zeros((0, 1)))
     return pd.DataFrame({
         "face_id": rows.column("face_id").to_pylist(),
+        "face_known": [f in face_ids for f in rows.column("face_id").to_pylist()],
         "encoder_version": rows.column("encoder_version").to_pylist(),
         "vector_dim": [dim] * rows.num_rows,
         "vector_norm": np.linalg.norm(matrix, axis=1) if rows.num_rows else [],
@@ -146,11 +150,10 @@ def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
     metrics, diversity, the identity bar of drawn styles and the style contract."""
     faces, face_identity = faces_frame(workspace)
     found: list[tuple[SuiteSpec, pd.DataFrame]] = [(faces_suite(thresholds), faces)]
-    face_ids = sorted(face_identity)
     for table in sorted(embedding_tables.values()):
         dim = int(table.rsplit("_", 1)[1])
-        found.append((embeddings_suite(table, dim, thresholds, face_ids),
-                      embeddings_frame(workspace, table)))
+        found.append((embeddings_suite(table, dim, thresholds),
+                      embeddings_frame(workspace, table, face_identity.keys())))
     found.append((sketches_suite(thresholds, SKETCHES_SCHEMA.names, sorted(styles)),
                   sketches_frame(sketches, face_identity)))
     found.append((metrics_suite(thresholds), metrics))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,9 @@ from tasks.validate.vectors import checked_encoder
 
 CODE_VERSION = "softmax-3"
 MAX_EXAMPLES_PER_STYLE = 200
+# A cached classifier keeps judging while no more than this share of any style's examples
+# is new to it (``reusable_plan``): a workspace growing 1 % a night refits every ~10 nights.
+REFIT_SHARE = 0.10
 # Each example is also drawn from this many jittered copies of its photo (small rotation,
 # scale, shift, a mirror), like the generator's own training augmentation: generated sketches
 # vary in pose, and without this a pose change reads as a style change.
@@ -53,6 +57,9 @@ class ExamplePlan:
     reference: dict[str, str]  # style -> "real" | "rendered"
     size: int
     fingerprint: str
+    # Everything the fingerprint covers but the example ids: code, size, image encoder
+    # version, the styles and their sources. Two plans on one basis differ only in examples.
+    basis: str = ""
 
 
 def plan_examples(workspace: Workspace, registry: Mapping[str, Style], image_version: str,
@@ -82,7 +89,53 @@ def plan_examples(workspace: Workspace, registry: Mapping[str, Style], image_ver
                    for name, ids in examples.items()},
     }
     fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return ExamplePlan(examples, reference, size, fingerprint)
+    basis = {**key, "styles": {name: [registry[name].source.model_dump(mode="json"),
+                                      reference[name]] for name in examples}}
+    return ExamplePlan(examples, reference, size, fingerprint,
+                       hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest())
+
+
+def reusable_plan(workspace: Workspace, plan: ExamplePlan,
+                  refit_share: float = REFIT_SHARE) -> ExamplePlan:
+    """``plan``, or the plan of a cached classifier close enough to judge in its place.
+
+    A workspace that gains a few faces a night changes each style's examples a little every
+    night; refitting (six softmax fits with the cross-validation) for that was the validate
+    stage's largest cost that grew with the workspace. A cached classifier on the same basis
+    (styles, sources, size, encoder) is reused while, for every style, no more than
+    ``refit_share`` of the plan's examples are ones it was not trained on; its fingerprint
+    then keys the metrics, so the sketches it judged keep their metrics too. A new style, a
+    changed source or encoder, or enough new examples means a new fit.
+    """
+    if plan.fingerprint and cache_path(workspace, plan.fingerprint).is_file():
+        return plan
+    folder = workspace.root / CACHE_DIR
+    candidates = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True
+                        ) if folder.is_dir() else []
+    for path in candidates:
+        meta = _meta(path)
+        if not meta or meta.get("basis") != plan.basis or not plan.basis:
+            continue
+        trained = meta.get("examples") or {}
+        if sorted(trained) != sorted(plan.examples):
+            continue
+        if all(_new_share(plan.examples[s], trained[s]) <= refit_share for s in plan.examples):
+            return ExamplePlan({s: list(v) for s, v in trained.items()}, plan.reference,
+                               plan.size, meta["fingerprint"], plan.basis)
+    return plan
+
+
+def _new_share(wanted: Sequence[str], trained: Sequence[str]) -> float:
+    known = set(trained)
+    return sum(face not in known for face in wanted) / max(len(wanted), 1)
+
+
+def _meta(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return json.loads(str(stored["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def degrade(grey: np.ndarray, size: int) -> np.ndarray:
@@ -153,12 +206,17 @@ class StyleClassifier:
     # The per-style feature cache files it was trained from (names under features/): what
     # retention must keep, or the next night re-encodes every example of those styles.
     feature_caches: tuple[str, ...] = ()
+    # The plan it was fitted for, less its examples (``ExamplePlan.basis``), and those
+    # examples by style: what ``reusable_plan`` compares a later night's plan with.
+    basis: str = ""
+    examples: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, classes: list[str],
             reference: dict[str, str], fingerprint: str,
             groups: np.ndarray | None = None,
-            feature_caches: Sequence[str] = ()) -> StyleClassifier:
+            feature_caches: Sequence[str] = (), basis: str = "",
+            examples: Mapping[str, Sequence[str]] | None = None) -> StyleClassifier:
         """``groups``: which rows are copies of one example (they share a fold)."""
         features = np.asarray(features, np.float64)
         mean = features.mean(axis=0)
@@ -167,7 +225,8 @@ class StyleClassifier:
         groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
         return cls(classes, mean, scale, weights, bias, features, labels, groups, reference,
                    cross_validated_accuracy(features, labels, len(classes), groups),
-                   fingerprint, tuple(sorted(feature_caches)))
+                   fingerprint, tuple(sorted(feature_caches)), basis,
+                   {k: list(v) for k, v in (examples or {}).items()})
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         """Unnormalised log-probabilities: a softmax over a subset of the classes (how two
@@ -227,7 +286,9 @@ class StyleClassifier:
                  meta=np.array(json.dumps({"classes": self.classes, "reference": self.reference,
                                            "cv_accuracy": self.cv_accuracy,
                                            "fingerprint": self.fingerprint,
-                                           "feature_caches": list(self.feature_caches)})))
+                                           "feature_caches": list(self.feature_caches),
+                                           "basis": self.basis,
+                                           "examples": self.examples})))
         return buffer.getvalue()
 
     @classmethod
@@ -238,7 +299,8 @@ class StyleClassifier:
             return cls(meta["classes"], stored["mean"], stored["scale"], stored["weights"],
                        stored["bias"], stored["features"], stored["labels"], stored["groups"],
                        meta["reference"], meta["cv_accuracy"], meta["fingerprint"],
-                       tuple(meta.get("feature_caches", ())))
+                       tuple(meta.get("feature_caches", ())), meta.get("basis", ""),
+                       meta.get("examples", {}))
 
 
 def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, classes: int,
@@ -369,11 +431,15 @@ def load_or_train(workspace: Workspace, plan: ExamplePlan, registry: Mapping[str
     """The cached classifier for ``plan``, or a new one (trained and cached)."""
     cached = cached_classifier(workspace, plan)
     if cached is not None:
+        # Used tonight: retention keeps the newest classifier files, and a reused one would
+        # otherwise look as old as the night it was fitted.
+        os.utime(cache_path(workspace, plan.fingerprint))
         return cached, "cached"
     features, labels, groups, classes, caches = _example_features(
         workspace, plan, registry, checked_encoder(image))
     classifier = StyleClassifier.fit(features, labels, classes, plan.reference,
-                                     plan.fingerprint, groups, caches)
+                                     plan.fingerprint, groups, caches, plan.basis,
+                                     plan.examples)
     storage.write_bytes_atomic(classifier.to_bytes(), cache_path(workspace, plan.fingerprint))
     return classifier, "trained"
 

@@ -52,16 +52,40 @@ def test_embeddings_contract_checks_norms_dims_and_keys(tmp_path: Path):
     vectors = np.eye(3, 8, dtype=np.float32)
     frame = pd.DataFrame({
         "face_id": [f"{i:064x}" for i in range(3)],
+        "face_known": [True, True, False],  # the third vector's face is not stored
         "encoder_version": ["sface@x"] * 3,
         "vector_dim": [8, 8, 8],
         "vector_norm": np.linalg.norm(vectors, axis=1),
     })
     frame.loc[2, "vector_norm"] = 0.5
-    spec = embeddings_suite("emb", 8, THRESHOLDS, face_ids=list(frame.face_id[:2]))
+    spec = embeddings_suite("emb", 8, THRESHOLDS)
     outcome = run_suites(tmp_path / "gx", [(spec, frame)]).suites[0]
-    failed = {(e.expectation, e.column) for e in outcome.failures()}
-    assert failed == {("expect_column_values_to_be_between", "vector_norm"),
-                      ("expect_column_values_to_be_in_set", "face_id")}
+    failed = {(e.expectation, e.column): e for e in outcome.failures()}
+    assert set(failed) == {("expect_column_values_to_be_between", "vector_norm"),
+                           ("expect_column_values_to_be_in_set", "face_known")}
+    assert failed[("expect_column_values_to_be_in_set", "face_known")].failing_keys == [
+        frame.face_id[2]]
+
+
+def test_an_unchanged_suite_is_reused_and_a_changed_one_rewritten(tmp_path: Path):
+    """Night after night the suites are the same: they are read, not written again, and
+    each run still gets its own result and Data Docs page."""
+    root = tmp_path / "gx"
+    spec = faces_suite(THRESHOLDS)
+    run_suites(root, [(spec, _faces())])
+    stored = root / "gx" / "expectations" / "faces.json"
+    written = stored.stat().st_mtime_ns
+    report = run_suites(root, [(spec, _faces())])
+    assert report.success and stored.stat().st_mtime_ns == written
+    pages = list((root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
+                  ).rglob("*.html"))
+    assert len(pages) == 2  # one per run
+    # A changed threshold is a changed suite: written, and judged by its new statement.
+    strict = THRESHOLDS.model_copy(update={"faces": THRESHOLDS.faces.model_copy(
+        update={"min_detection_score": 0.95})})
+    report = run_suites(root, [(faces_suite(strict), _faces())])
+    assert stored.stat().st_mtime_ns != written and not report.success
+    assert "0.95" in stored.read_text()
 
 
 def test_a_typo_in_the_thresholds_file_fails_loudly(tmp_path: Path):

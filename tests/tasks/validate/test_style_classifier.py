@@ -144,3 +144,42 @@ def test_a_growing_gallery_encodes_only_its_new_examples(sketch_workspace):
     third = sc._example_features(sketch_workspace, plan, registry, encoder)
     assert encoder.images == copies
     np.testing.assert_allclose(first[0], third[0], atol=1e-5)
+
+
+def _cached(workspace, fingerprint: str, basis: str, examples: dict[str, list[str]]):
+    features, labels = _clusters(4)
+    classifier = sc.StyleClassifier.fit(features, labels, ["a", "b", "c"], {}, fingerprint,
+                                        basis=basis, examples=examples)
+    path = sc.cache_path(workspace, fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(classifier.to_bytes())
+    return path
+
+
+def _plan(examples: dict[str, list[str]], basis: str = "b1") -> sc.ExamplePlan:
+    return sc.ExamplePlan(examples, {s: "rendered" for s in examples}, 64, "new", basis)
+
+
+def test_a_classifier_keeps_judging_until_a_tenth_of_a_styles_examples_are_new(tmp_path):
+    """A workspace that gains a face a night does not refit its style judge every night."""
+    from tasks.storage import Workspace
+
+    workspace = Workspace.open(tmp_path / "ws")
+    trained = {s: [f"{s}{i}" for i in range(20)] for s in "abc"}
+    _cached(workspace, "old", "b1", trained)
+    # Two new examples of style a (10 %): the cached classifier judges, under its own key.
+    grown = {**trained, "a": trained["a"] + ["a20", "a21"]}
+    reused = sc.reusable_plan(workspace, _plan(grown))
+    assert (reused.fingerprint, reused.examples) == ("old", trained)
+    again = sc.StyleClassifier.from_bytes(sc.cache_path(workspace, "old").read_bytes())
+    assert again.basis == "b1" and again.examples == trained  # the record round-trips
+    # Three (13 %), another basis (a changed source, size or encoder), or another set of
+    # styles: the plan as it is, so a new fit.
+    more = {**trained, "a": trained["a"] + ["a20", "a21", "a22"]}
+    assert sc.reusable_plan(workspace, _plan(more)).fingerprint == "new"
+    assert sc.reusable_plan(workspace, _plan(grown, "b2")).fingerprint == "new"
+    assert sc.reusable_plan(workspace, _plan({**trained, "d": ["d0", "d1"]})
+                            ).fingerprint == "new"
+    # An exact cache of the plan itself always wins.
+    _cached(workspace, "new", "b1", more)
+    assert sc.reusable_plan(workspace, _plan(grown)).fingerprint == "new"
