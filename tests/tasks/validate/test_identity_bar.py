@@ -23,10 +23,11 @@ from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 from tasks.styles.registry import load_styles
 from tasks.validate import publish
-from tasks.validate.artists import ArtistScores, identity_bars
+from tasks.validate.artists import ArtistScores, artist_scores, identity_bars
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
 from tasks.validate.report import write_report
+from tasks.validate.vectors import gallery, resolve_source
 
 T = load_thresholds().sketches  # similarity floor 0.25, margin floor 0, ratio 0.9, 20 faces
 
@@ -175,3 +176,23 @@ def test_generated_drawings_at_the_artists_level_publish_and_below_it_are_reject
     bar = outcome.dataset.per_style["demo-pencil"].identity_bar
     assert bar.share_margin == 0.0 and not bar.passed and not outcome.published
     assert _failing_keys(sketch_workspace, outcome, "identity_bar") == ["demo-pencil"]
+
+
+def test_an_artists_sketch_without_a_vector_or_a_photo_is_left_out_of_the_bar(
+        sketch_workspace: Workspace):
+    """A real sketch whose face failed embedding has no figure, and one whose photo is gone
+    has nothing to be compared with: both are left out, the others still measured."""
+    source = resolve_source(sketch_workspace, IDENTITY)
+    before = artist_scores(sketch_workspace, source, load_styles(),
+                           gallery(sketch_workspace, source))["demo-pencil"]
+    assert len(before.faces) == 6 and np.isfinite(before.similarity).all()
+    sketches = storage.read(sketch_workspace, FACES, columns=["face_id", "paired_face_id"],
+                            where="kind = 'sketch'").sort_by("face_id").to_pylist()
+    assert storage.delete(sketch_workspace, source.table,
+                          f"face_id = {storage.quote(sketches[0]['face_id'])}") == 1
+    photos_left = gallery(sketch_workspace, source)
+    keep = [i for i, f in enumerate(photos_left[0]) if f != sketches[1]["paired_face_id"]]
+    without_photo = ([photos_left[0][i] for i in keep], [photos_left[1][i] for i in keep],
+                     photos_left[2][keep])
+    after = artist_scores(sketch_workspace, source, load_styles(), without_photo)["demo-pencil"]
+    assert sorted(after.faces) == sorted(r["paired_face_id"] for r in sketches[2:])
