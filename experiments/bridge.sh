@@ -16,7 +16,7 @@
 #   experiments/bridge.sh v10   # `cpu-artist` at identity weight 0.8, 2,250 steps: the next
 #                               # point of the weight trend (0.1 -> 0.2 -> 0.4 raised CUHK rank-1)
 #
-# About an hour each on 2 CPU cores (v3-v6; v7-v9 were trained on a lent H200 through
+# About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
 # after a kill, rerun with RESUME=1.
 # -> $RUNS/real/ws/generators/cpu-bridge-<version>/final
