@@ -190,3 +190,34 @@ def validated_template(factory) -> Path:
         compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
         _templates["clean"] = root
     return _templates["clean"]
+
+
+def validate_version(workspace: Workspace, run: str, scope=None,
+                     thresholds: Path | None = None):
+    """What ``clip4sketch validate`` does, in-process: metrics, contracts and the report of
+    ``scope`` (default: the sketches of generator version ``run``); returns the outcome."""
+    # Imported here: these load prefect and great-expectations' settings (see above).
+    from data_contracts.thresholds import load_thresholds
+    from schemas.validation import Scope
+    from tasks.validate.compute import compute_metrics
+    from tasks.validate.judge import judge_dataset
+    from tasks.validate.report import write_report
+
+    registry = load_styles()
+    scope = scope or Scope(generator_version=run)
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, registry, scope=scope, run_id=run)
+    outcome = judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE, scope=scope,
+                            thresholds_path=thresholds, run_id=run,
+                            report_path=str(workspace.reports_dir / f"validate-{run}.html"))
+    write_report(workspace, outcome, load_thresholds(thresholds))
+    return outcome
+
+
+def stored_suite(workspace: Workspace, outcome, name: str):
+    """The validated version's stored great-expectations outcome of one suite."""
+    from data_contracts.run import ContractReport
+    from tasks.validate import publish
+
+    folder = workspace.root / Path(outcome.verdicts_path).parent
+    report = ContractReport.model_validate_json((folder / publish.CONTRACTS_JSON).read_text())
+    return next(s for s in report.suites if s.suite == name)

@@ -7,6 +7,9 @@
 #
 #   experiments/bridge-quality.sh v3                     # ETA=2.5, ETAS="2 2.5 3 4"
 #   ETA=3.5 ETAS="2 2.5 3 3.5" experiments/bridge-quality.sh v6
+#   ETAS= QUALITY_FLAGS="--no-second-seed --no-style" experiments/bridge-quality.sh v9
+#                       # held-out figures only, without the second seed and the style
+#                       # judge (how v7-v10 were measured)
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
@@ -15,10 +18,11 @@ version="${1:?usage: experiments/bridge-quality.sh v3 ... v10}"
 gen="$(generator_dir "cpu-bridge-$version")"
 eta="${ETA:-2.5}"
 judges=(--judge forensic-artist=cuhk --judge cufsf-artist=cufsf)
+read -r -a flags <<< "${QUALITY_FLAGS:-}"
 
 say "held-out identities, eta $eta"
 $NICE "$PY" benchmarks/generator_quality.py --workspace "$REAL_WS" --generator "$gen" \
-    "${judges[@]}" --eta "$eta" --out "$gen/quality-eta$eta"
+    "${judges[@]}" --eta "$eta" "${flags[@]}" --out "$gen/quality-eta$eta"
 
 for e in ${ETAS-2 2.5 3 4}; do
     say "train identities (the eta choice), eta $e"

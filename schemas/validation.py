@@ -206,6 +206,14 @@ class StylePairs(BaseModel):
 IdentityMode = Literal["artists", "absolute"]
 
 
+def _headroom(share: float | None, artists: float | None, ratio: float | None
+              ) -> float | None:
+    """share − ratio × the artists' share; None unless all three are known."""
+    if share is None or artists is None or ratio is None:
+        return None
+    return share - ratio * artists
+
+
 class IdentityBar(BaseModel):
     """The identity contract of one style (``tasks.validate.artists``).
 
@@ -215,6 +223,14 @@ class IdentityBar(BaseModel):
     artists' share, ≥ 0 to pass). "absolute": the metrics suite's shares over every drawing
     of the style. The ``*_all`` figures are over every drawing of the style, whichever gate.
     """
+
+    @property
+    def headroom_identity(self) -> float | None:
+        return _headroom(self.share_identity, self.artist_share_identity, self.ratio)
+
+    @property
+    def headroom_margin(self) -> float | None:
+        return _headroom(self.share_margin, self.artist_share_margin, self.ratio)
 
     mode: IdentityMode
     line: str  # the reviewer's line: what it was compared with
@@ -226,8 +242,6 @@ class IdentityBar(BaseModel):
     artist_share_identity: float | None = None
     artist_share_margin: float | None = None
     ratio: float | None = None
-    headroom_identity: float | None = None
-    headroom_margin: float | None = None
     passed: bool
     drawings_all: int = 0
     share_identity_all: float | None = None

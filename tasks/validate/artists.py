@@ -32,6 +32,7 @@ from tasks import storage
 from tasks.embed import vector_matrix
 from tasks.storage import FACES, Workspace
 from tasks.validate.metrics import identity_scores
+from tasks.validate.vectors import gallery
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,15 @@ class ArtistScores:
 
 def artist_scores(workspace: Workspace, identity: VectorTable,
                   registry: Mapping[str, Style],
-                  gallery: tuple[list[str], list[str], np.ndarray]
+                  photos: tuple[list[str], list[str], np.ndarray] | None = None
                   ) -> dict[str, ArtistScores]:
     """Per paired style with real sketches in the workspace, their identity figures.
 
-    ``gallery``: (face ids, identity ids, vectors) of every mugshot, as the metrics stage
-    compared the generated sketches with (``tasks.validate.vectors.gallery``). A real sketch
-    without a stored vector (its face failed embedding) is left out: it has no figure.
+    ``photos``: (face ids, identity ids, vectors) of every mugshot, as the metrics stage
+    compared the generated sketches with; read (``tasks.validate.vectors.gallery``) only
+    when there are artists' sketches to compare. A real sketch without a stored vector (its
+    face failed embedding), or whose photo is not in the gallery, is left out: it has no
+    figure.
     """
     sketch_styles = {s.source.sketch_style: name for name, s in registry.items()
                      if isinstance(s.source, PairedSource)}
@@ -67,7 +70,9 @@ def artist_scores(workspace: Workspace, identity: VectorTable,
                                  f"{storage.quote(identity.version)}")
     by_face = dict(zip(vectors.column("face_id").to_pylist(),
                        vector_matrix(vectors.column("vector"), identity.dim), strict=True))
-    g_faces, g_identities, g_vectors = gallery
+    if not faces.num_rows or not by_face:
+        return {}
+    g_faces, g_identities, g_vectors = photos or gallery(workspace, identity)
     photo_row = {face: i for i, face in enumerate(g_faces)}
     found: dict[str, ArtistScores] = {}
     for sketch_style, style in sorted(sketch_styles.items()):
@@ -134,15 +139,14 @@ def identity_bars(rows: Sequence[Mapping[str, Any]], artists: Mapping[str, Artis
                         [r.get("identity_margin") for r in own], t)
         mask = np.asarray([f in keep for f in art.faces])
         theirs = _shares(list(art.similarity[mask]), list(art.margin[mask]), t)
-        ratio = t.min_ratio_to_artists
-        headroom = (share[0] - ratio * theirs[0], share[1] - ratio * theirs[1])
-        bars[style] = IdentityBar(
+        bar = IdentityBar(
             mode="artists", faces=len(common), drawings=len(own),
             line=(f"against its artists on the {len(common)} faces they drew "
                   f"({len(own)} drawings, {int(mask.sum())} artists' sketches)"),
             share_identity=share[0], share_margin=share[1],
             artist_sketches=int(mask.sum()), artist_share_identity=theirs[0],
-            artist_share_margin=theirs[1], ratio=ratio,
-            headroom_identity=headroom[0], headroom_margin=headroom[1],
-            passed=min(headroom) >= 0, **figures)
+            artist_share_margin=theirs[1], ratio=t.min_ratio_to_artists, passed=False,
+            **figures)
+        bars[style] = bar.model_copy(update={
+            "passed": min(bar.headroom_identity, bar.headroom_margin) >= 0})
     return bars

@@ -158,7 +158,7 @@ def checks(workspace: Workspace, thresholds: Thresholds, *, sketches: pa.Table,
                   sketches_frame(sketches, face_identity)))
     found.append((metrics_suite(thresholds), metrics))
     found.append((diversity_suite(thresholds), diversity))
-    found.append((identity_bar_suite(thresholds), identity_bar))
+    found.append((identity_bar_suite(), identity_bar))
     found.append((style_pairs_suite(thresholds), style_pairs))
     return found
 

@@ -60,12 +60,13 @@ from tasks.validate.pairs import (
     RenderKey,
     Scorer,
     Scores,
+    face_styles,
     judge_pairs,
     lost_drawings,
 )
 from tasks.validate.start_renders import generator_starts, render_vectors
 from tasks.validate.style_classifier import StyleClassifier, cache_path
-from tasks.validate.vectors import gallery, stored_sketch_vectors
+from tasks.validate.vectors import stored_sketch_vectors
 
 # suites-2: the style contract judges pairs of drawings of the same face (issue 20).
 # suites-3: drawn styles' identity against their artists; wrong_style by the drawing's pair.
@@ -206,8 +207,9 @@ def style_pairs(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
     drawings = _drawings(workspace, rows, vectors, scorer)
     renders = _render_scores(workspace, drawings, image, scorer)
     classes, kind = (scorer.classes, scorer.kind) if scorer else ([], None)
-    return (judge_pairs(drawings, renders, classes, threshold, kind),
-            lost_drawings(drawings, renders))
+    groups = face_styles(drawings)
+    return (judge_pairs(drawings, renders, classes, threshold, kind, groups),
+            lost_drawings(drawings, renders, groups))
 
 
 def _inputs(workspace: Workspace, metrics: MetricsReport,
@@ -258,8 +260,7 @@ def judge_dataset(
                               thresholds.sketches.min_share_pairs_won)
     verdicts = verdicts_of(rows, thresholds, lost)
     diversity = _diversity(workspace, rows, verdicts, identity)
-    bars = identity_bars(rows, artist_scores(workspace, identity, registry,
-                                             gallery(workspace, identity)),
+    bars = identity_bars(rows, artist_scores(workspace, identity, registry),
                          thresholds.sketches)
     dataset, per_identity = dataset_metrics(
         rows, verdicts, diversity, thresholds.sketches,

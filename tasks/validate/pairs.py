@@ -213,7 +213,8 @@ def judge_style(style: str, drawings: Sequence[Drawing],
                       threshold=threshold, passed=share >= threshold, **figures)
 
 
-def lost_drawings(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Scores]
+def lost_drawings(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Scores],
+                  groups: Mapping[tuple[str, str], FaceStyle] | None = None
                   ) -> list[bool | None]:
     """Per drawing, in order: True when it loses its own face's comparison, the sketch-level
     ``wrong_style`` reason.
@@ -223,9 +224,10 @@ def lost_drawings(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Score
     drawn in S only, than on its start render. None where nothing decides: no pixels to
     score, a style the judge does not know, or nothing to compare with. The judge's absolute
     call (``style_predicted``) no longer rejects a sketch: it reads the person drawn, and on
-    real nights it turned away 3,996 of 12,066 drawings that won their pairs.
+    real nights it turned away 3,996 of 12,066 drawings that won their pairs. ``groups``:
+    ``face_styles(drawings)`` when the caller has it already.
     """
-    groups = face_styles(drawings)
+    groups = face_styles(drawings) if groups is None else groups
     by_face: dict[str, list[tuple[str, FaceStyle]]] = defaultdict(list)
     for (face, style), group in groups.items():
         by_face[face].append((style, group))
@@ -249,14 +251,15 @@ def lost_drawings(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Score
 
 
 def judge_pairs(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Scores],
-                classes: Sequence[str], threshold: float, score_kind: str | None = None
+                classes: Sequence[str], threshold: float, score_kind: str | None = None,
+                groups: Mapping[tuple[str, str], FaceStyle] | None = None
                 ) -> dict[str, StylePairs]:
     """Every style in ``drawings``, judged by pairs of drawings of the same face.
 
     ``classes``: the styles the judge scores; ``score_kind``: what its scores are (for the
-    report's figures).
+    report's figures); ``groups``: ``face_styles(drawings)`` when the caller has it already.
     """
-    groups = face_styles(drawings)
+    groups = face_styles(drawings) if groups is None else groups
     by_style: dict[str, list[Drawing]] = defaultdict(list)
     for drawing in drawings:
         by_style[drawing.style].append(drawing)

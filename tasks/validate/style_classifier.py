@@ -107,14 +107,14 @@ def reusable_plan(workspace: Workspace, plan: ExamplePlan,
     then keys the metrics, so the sketches it judged keep their metrics too. A new style, a
     changed source or encoder, or enough new examples means a new fit.
     """
-    if plan.fingerprint and cache_path(workspace, plan.fingerprint).is_file():
+    if not plan.basis or cache_path(workspace, plan.fingerprint).is_file():
         return plan
     folder = workspace.root / CACHE_DIR
     candidates = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True
                         ) if folder.is_dir() else []
     for path in candidates:
         meta = _meta(path)
-        if not meta or meta.get("basis") != plan.basis or not plan.basis:
+        if not meta or meta.get("basis") != plan.basis:
             continue
         trained = meta.get("examples") or {}
         if sorted(trained) != sorted(plan.examples):

@@ -14,19 +14,22 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.sketch_data import IDENTITY, IMAGE, SIZE, Sketch, drawn, photos, write_sketches
-from data_contracts.run import ContractReport
+from benchmarks.sketch_data import (
+    IDENTITY,
+    SIZE,
+    Sketch,
+    drawn,
+    photos,
+    stored_suite,
+    validate_version,
+    write_sketches,
+)
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
-from schemas.validation import Scope
 from tasks import storage
 from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 from tasks.styles.registry import load_styles
-from tasks.validate import publish
 from tasks.validate.artists import ArtistScores, artist_scores, identity_bars
-from tasks.validate.compute import compute_metrics
-from tasks.validate.judge import judge_dataset
-from tasks.validate.report import write_report
 from tasks.validate.vectors import gallery, resolve_source
 
 T = load_thresholds().sketches  # similarity floor 0.25, margin floor 0, ratio 0.9, 20 faces
@@ -106,19 +109,11 @@ def test_the_reviewed_ratio_and_face_count_are_read_from_the_thresholds_file(tmp
 
 
 def _validate(workspace: Workspace, run: str, thresholds: Path | None):
-    registry, scope = load_styles(), Scope(generator_version=run)
-    metrics = compute_metrics(workspace, IDENTITY, IMAGE, registry, scope=scope, run_id=run)
-    outcome = judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE, scope=scope,
-                            thresholds_path=thresholds, run_id=run,
-                            report_path=str(workspace.reports_dir / f"validate-{run}.html"))
-    write_report(workspace, outcome, load_thresholds(thresholds))
-    return outcome
+    return validate_version(workspace, run, thresholds=thresholds)
 
 
 def _failing_keys(workspace: Workspace, outcome, suite: str) -> list[str]:
-    folder = workspace.root / Path(outcome.verdicts_path).parent
-    report = ContractReport.model_validate_json((folder / publish.CONTRACTS_JSON).read_text())
-    found = next(s for s in report.suites if s.suite == suite)
+    found = stored_suite(workspace, outcome, suite)
     return sorted(k for f in found.failures() for k in f.failing_keys)
 
 

@@ -13,17 +13,19 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks.sketch_data import IDENTITY, IMAGE, Sketch, drawn, photos, write_sketches
-from data_contracts.run import ContractReport, SuiteOutcome
+from benchmarks.sketch_data import (
+    Sketch,
+    drawn,
+    photos,
+    stored_suite,
+    validate_version,
+    write_sketches,
+)
+from data_contracts.run import SuiteOutcome
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
 from schemas.validation import Scope
 from tasks.storage import Workspace
-from tasks.styles.registry import load_styles
-from tasks.validate import publish
-from tasks.validate.compute import compute_metrics
-from tasks.validate.judge import judge_dataset
 from tasks.validate.pairs import Drawing, Scorer, judge_pairs, lost_drawings
-from tasks.validate.report import write_report
 from tasks.validate.start_renders import CACHE_DIR, generator_start
 from tasks.validate.style_classifier import StyleClassifier
 
@@ -178,20 +180,11 @@ def test_each_drawing_loses_or_wins_its_own_comparison_the_sketch_level_reason()
 
 
 def _validate(workspace: Workspace, run: str, scope: Scope, thresholds: Path | None = None):
-    registry = load_styles()
-    metrics = compute_metrics(workspace, IDENTITY, IMAGE, registry, scope=scope, run_id=run)
-    outcome = judge_dataset(workspace, metrics, registry, IDENTITY, IMAGE, scope=scope,
-                            thresholds_path=thresholds, run_id=run,
-                            report_path=str(workspace.reports_dir / f"validate-{run}.html"))
-    write_report(workspace, outcome, load_thresholds(thresholds))
-    return outcome
+    return validate_version(workspace, run, scope, thresholds)
 
 
 def _suite(workspace: Workspace, outcome, name: str = "style_pairs") -> SuiteOutcome:
-    """The version's stored great-expectations outcome of one suite."""
-    folder = workspace.root / Path(outcome.verdicts_path).parent
-    report = ContractReport.model_validate_json((folder / publish.CONTRACTS_JSON).read_text())
-    return next(s for s in report.suites if s.suite == name)
+    return stored_suite(workspace, outcome, name)
 
 
 def test_the_bundled_demo_config_names_its_start_render():
