@@ -215,6 +215,7 @@ def validate_version(workspace: Workspace, run: str, scope=None,
 
 def stored_suite(workspace: Workspace, outcome, name: str):
     """The validated version's stored great-expectations outcome of one suite."""
+    # Imported here: tasks.validate loads prefect, which reads the environment set above.
     from data_contracts.run import ContractReport
     from tasks.validate import publish
 
