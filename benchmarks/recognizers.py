@@ -1,7 +1,8 @@
 """The recognizer comparison of issue 11, every row from one command, with bootstrap intervals.
 
 Rows (each trained as ``procrustes``, ``adapter`` and, for reference, ``head``; ``--kinds``
-adds ``encoder``, SFace's first blocks retrained on sketch images), judged on
+adds ``encoder``, SFace's first blocks retrained on sketch images, and ``encoder-guarded``,
+the same with its choice guarded by the artists the row does not train on), judged on
 the CUFSF test part (schemas/splits/cufsf.csv, 200 identities) and the CUHK test part (57):
     1  baseline SFace (no training)
     2  real CUFSF train pairs only (223 identities: "the few real pairs")
@@ -63,6 +64,12 @@ ROWS = {
 }
 KINDS = ("procrustes", "adapter", "head")
 ENCODER_STEPS = 50  # the most steps of each encoder candidate (early stopping ends most)
+# The ``encoder-guarded`` kind: the encoder whose choice is guarded by the real train pairs
+# of every artist its row does not train on (never trained on; a step scoring under the
+# frozen encoder on them is no candidate): CUHK-trained blocks had lost CUFSF's artist.
+GUARDED = "encoder-guarded"
+GUARDS = {2: ("cuhk",), 3: ("cuhk", "cufsf"), 4: ("cuhk",), 5: ("cuhk", "cufsf"),
+          6: ("cufsf",)}
 RENDER_STYLES = ("pencil-dodge", "xdog-lines")
 TESTS = {"CUFSF test": ("cufsf.csv", "cufsf"), "CUHK test": ("cuhk.csv", "cuhk")}
 
@@ -180,6 +187,13 @@ def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: lis
     raise ValueError(row)
 
 
+def guard_sources(row: int, manifests: dict[str, Path], data: Path) -> dict[str, Any]:
+    """The guard pairs of a row (``GUARDS``): train-part manifests only, like every source."""
+    names = GUARDS[row]
+    return {"guard_pairs": [str(manifests[f"{n}-train"]) for n in names],
+            "guard_pairs_root": [str(data / n) for n in names]}
+
+
 def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: Path,
           seed: int, head_steps: int, retrain: bool, encoder_steps: int = ENCODER_STEPS,
           ) -> Path:
@@ -193,7 +207,10 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
         identity_encoder=EncoderSpec(role="identity", name="sface"),
         steps={"head": head_steps, "encoder": encoder_steps}.get(kind, 1500),
         vectors_cache=str(out.parent / "vectors-cache"), **sources)
-    key = request.model_dump_json(exclude={"run_id"})
+    # Fields added after recognizers were stamped stay out of the key while unset, so those
+    # recognizers are still reused.
+    unset = {f for f in ("guard_pairs", "guard_pairs_root") if getattr(request, f) is None}
+    key = request.model_dump_json(exclude={"run_id", *unset})
     stamp = out / "request.json"
     if not retrain and stamp.is_file() and stamp.read_text() == key and \
             (out / "recognizer.json").is_file():
@@ -329,9 +346,12 @@ def comparison_pairs(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]
             pairs.append((four[0], two[0]))
     for row in sorted({r for r, _ in names.values()}):
         encoder = [n for n, (r, k) in names.items() if r == row and k == "encoder"]
+        guarded = [n for n, (r, k) in names.items() if r == row and k == GUARDED]
         adapter = [n for n, (r, k) in names.items() if r == row and k == "adapter"]
         if encoder and adapter:
             pairs.append((encoder[0], adapter[0]))
+        if guarded and encoder:
+            pairs.append((guarded[0], encoder[0]))
     return pairs
 
 
@@ -401,17 +421,19 @@ def main() -> int:
             directory = work / "recognizers" / f"row{row}-{kind}"
             sources = row_sources(row, manifests, data, args.synthetic, rendered,
                                   args.synthetic_style)
+            if kind == GUARDED:
+                sources |= guard_sources(row, manifests, data)
             if args.drop_test_identities:
                 sources["drop_test_identities"] = True
-            train(workspace, directory, kind, sources, split_path,
-                  args.seed, args.head_steps, args.retrain, args.encoder_steps)
+            train(workspace, directory, "encoder" if kind == GUARDED else kind, sources,
+                  split_path, args.seed, args.head_steps, args.retrain, args.encoder_steps)
             names[directory.name] = (row, kind)
             refs.append(str(directory))
     results = evaluate_all(workspace, manifests, data, refs, out, args.seed)
     markdown, figures = table(results, names, args.seed)
     speed = {name: probes_per_second(workspace, results["CUFSF test"],
                                      str(work / "recognizers" / name))
-             for name, (_, kind) in names.items() if kind == "encoder"}
+             for name, (_, kind) in names.items() if kind in ("encoder", GUARDED)}
     if speed:
         markdown += "\nSketch probes embedded per second at evaluation (CUFSF test probes):\n\n" \
             + "".join(f"- {n}: {s['per_second']:.1f} probes/s ({s['probes']} in "

@@ -15,6 +15,8 @@
 #                               # 0.4, 2,250 steps (the adopted artist-targeted generator)
 #   experiments/bridge.sh v10   # `cpu-artist` at identity weight 0.8, 2,250 steps: the next
 #                               # point of the weight trend (0.1 -> 0.2 -> 0.4 raised CUHK rank-1)
+#   experiments/bridge.sh v11   # v10 plus the photo anchor (losses.identity_photo 0.2) on the
+#                               # artist-target items, 2,250 steps
 #
 # About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -24,7 +26,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -49,7 +51,10 @@ identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
     v9) config=cpu-artist; steps=2250 ;;
     v10) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
 c['name'] = '$name'; c['training']['losses'].update(identity=0.8)"; steps=2250 ;;
-    *) echo "unknown version $version (v3 ... v10)" >&2; exit 2 ;;
+    v11) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
+c['name'] = '$name'; c['training']['losses'].update(identity=0.8, identity_photo=0.2)"
+        steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v11)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"
 resume=()

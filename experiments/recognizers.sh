@@ -5,21 +5,25 @@
 #   experiments/recognizers.sh base     # rows 1, 2, 5, 6 (no generator needed)
 #   experiments/recognizers.sh encoder  # rows 1, 2, 5, 6 with the image-level `encoder` kind
 #                                       # beside procrustes and adapter (comparison-encoder)
+#   experiments/recognizers.sh guarded  # rows 1, 2, 5, 6: the encoder kind beside the same kind
+#                                       # guarded by the artists each row does not train on
+#                                       # (comparison-encoder-guarded)
 #   experiments/recognizers.sh v3       # rows 3, 4 on the kept bridge's sketches (comparison-v3)
 #   experiments/recognizers.sh v4|v5|v6|v7|v8 # the same with a bridge that was not adopted
 #   experiments/recognizers.sh v9       # rows 3, 4 on the artist-targeted bridge (cpu-artist)
 #   experiments/recognizers.sh v10      # the same at identity weight 0.8 (not adopted)
+#   experiments/recognizers.sh v11      # the same with the photo anchor (identity_photo 0.2)
 #
 # For VERSION the synthetic sources are (1) the bridge's cufsf-artist sketches of the 394
 # non-test real identities, from experiments/bridge-validate.sh (v3: ws4, v4: ws5, v5: ws6,
-# v6: ws7, v7: ws9, v8: ws10, v9: ws11, v10: ws12), and (2) 2,000 cufsf-artist sketches of the 1,000 synthetic mugshots of
+# v6: ws7, v7: ws9, v8: ws10, v9: ws11, v10: ws12, v11: ws13), and (2) 2,000 cufsf-artist sketches of the 1,000 synthetic mugshots of
 # experiments/synthetic-mugshots.sh, drawn here into their own workspace.
 # Recognizers whose inputs did not change are reused. -> $RUNS/recognizers/comparison-*/
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-which="${1:?usage: experiments/recognizers.sh base|encoder|v3 ... v10}"
+which="${1:?usage: experiments/recognizers.sh base|encoder|guarded|v3 ... v11}"
 rec_ws="$RUNS/recognizers/ws"
 # benchmarks/ is a package: run the module, not the file
 bench=("$PY" -m benchmarks.recognizers --workspace "$rec_ws" --data "$DATA")
@@ -35,11 +39,18 @@ if [ "$which" = encoder ]; then
         --out "$RUNS/recognizers/comparison-encoder"
     exit 0
 fi
+if [ "$which" = guarded ]; then
+    say "rows 1, 2, 5, 6: encoder and encoder-guarded"
+    time $NICE "${bench[@]}" --rows 1,2,5,6 --kinds encoder,encoder-guarded \
+        --out "$RUNS/recognizers/comparison-encoder-guarded"
+    exit 0
+fi
 
 case "$which" in
     v3) real_ws=ws4 ;; v4) real_ws=ws5 ;; v5) real_ws=ws6 ;; v6) real_ws=ws7 ;;
     v7) real_ws=ws9 ;; v8) real_ws=ws10 ;; v9) real_ws=ws11 ;; v10) real_ws=ws12 ;;
-    *) echo "unknown version $which (base, encoder, v3 ... v10)" >&2; exit 2 ;;
+    v11) real_ws=ws13 ;;
+    *) echo "unknown version $which (base, encoder, guarded, v3 ... v11)" >&2; exit 2 ;;
 esac
 n="${which#v}"
 gen="$(generator_dir "cpu-bridge-$which")"

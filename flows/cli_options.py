@@ -213,6 +213,10 @@ COMMANDS: dict[str, Command] = {
                                     "style"),
             Opt("real_pairs", "repeatable: pairs manifest of real sketches"),
             Opt("real_pairs_root", "one for all manifests, or one per --real-pairs"),
+            Opt("guard_pairs", "repeatable, encoder: pairs manifest of another artist, never "
+                               "trained on; a step scoring under the frozen encoder on it is "
+                               "not chosen"),
+            Opt("guard_pairs_root", "one for all guard manifests, or one per --guard-pairs"),
             Opt("drop_test_identities", "drop identities of the split's test part from the "
                                         "sources (default: refuse such sources)"),
             Opt("include_synthetic", "train on real sketches only"),

@@ -54,6 +54,13 @@ def train_recognizer_markdown(report: TrainRecognizerReport, name: str) -> str:
             f"rank-1 {v['best']['rank1']:.3f} vs {v['baseline']['rank1']:.3f} for the "
             f"encoder alone, TAR@FAR=1e-2 {v['best']['tar_at_far_1e-2']:.3f} vs "
             f"{v['baseline']['tar_at_far_1e-2']:.3f}")
+        if v.get("guard"):
+            g = v["guard"]
+            lines.append(
+                f"- guard ({g['identities']} identities of other artists, {g['n_probes']} "
+                f"sketches never trained on): rank-1 {g['best']['rank1']:.3f} vs "
+                f"{g['baseline']['rank1']:.3f} for the encoder alone, TAR@FAR=1e-2 "
+                f"{g['best']['tar_at_far_1e-2']:.3f} vs {g['baseline']['tar_at_far_1e-2']:.3f}")
     lines += ["", "## Inputs", ""]
     for source, detail in report.inputs.items():
         lines.append(f"- **{source}**: `{detail}`")
@@ -86,6 +93,8 @@ def train_recognizer(
     drop_test_identities: bool = False,
     hidden: int | None = None,
     synthetic_styles: list[str] | None = None,
+    guard_pairs: str | list[str] | None = None,
+    guard_pairs_root: str | list[str] | None = None,
 ) -> TrainRecognizerReport:
     """``dataset``: synthetic sources, one or several: a published version, a sketches table,
     a Parquet file, an export folder or another workspace (default: the workspace's
@@ -96,7 +105,9 @@ def train_recognizer(
     ``mode``: head, backbone, or the sketch-side ``procrustes`` / ``adapter`` / ``encoder``
     (these choose their hyper-parameters on a validation part of the training identities;
     ``encoder`` retrains SFace's first blocks on sketch images, ``steps`` bounding each
-    candidate run). ``batch_size``: default 64, 24 for ``encoder``."""
+    candidate run). ``batch_size``: default 64, 24 for ``encoder``. ``guard_pairs``
+    (``encoder``): pairs manifests of other artists, never trained on, on which a trained
+    step must score at least the frozen encoder to be chosen."""
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     request = TrainRecognizerRequest(
@@ -109,7 +120,8 @@ def train_recognizer(
         lr=lr, seed=seed, resume=resume, split=split, checkpoint_every=checkpoint_every,
         device=device, ingest=settings.ingest, run_id=run_id,
         drop_test_identities=drop_test_identities, hidden=hidden,
-        synthetic_styles=synthetic_styles,
+        synthetic_styles=synthetic_styles, guard_pairs=guard_pairs,
+        guard_pairs_root=guard_pairs_root,
     )
     # The workspace lock for the whole run: a night (or a prune) must not add, rewrite or
     # remove the sketches, faces and PNGs it reads while it trains on them. Inside a night

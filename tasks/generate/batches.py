@@ -55,6 +55,10 @@ class TrainingSet:
     # Each example's weight in the identity loss (N,): 0 where the artist target is asked for
     # but that sketch gives no usable vector (trained without the term, and counted).
     id_weight: np.ndarray | None = None
+    # The mugshot's vector (N, 128) and a weight (N,) that is 1 on the artist-target styles'
+    # examples, for the loss's photo anchor (losses.identity_photo), or None.
+    id_photo: np.ndarray | None = None
+    id_photo_weight: np.ndarray | None = None
     # style -> {"used": n, "unusable": n}: examples given the artist's target, or not.
     artist_targets: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> reason -> n
@@ -79,7 +83,8 @@ class TrainingSet:
         digest.update("|".join(self.styles).encode())
         digest.update("|".join(self.face_id).encode())
         for array in (self.style_index, self.identity, self.image, self.text, self.sketch,
-                      self.spatial, self.start, self.id_target, self.id_weight):
+                      self.spatial, self.start, self.id_target, self.id_weight,
+                      self.id_photo, self.id_photo_weight):
             if array is not None:
                 digest.update(str(array.shape).encode())
                 digest.update(np.ascontiguousarray(array).tobytes())
@@ -111,7 +116,8 @@ def batch_source(training: TrainingSet, batch_size: int,
             "image": training.image[index],
             "text": training.text[training.style_index[index]],
         }
-        for key in ("spatial", "start", "id_target", "id_weight"):
+        for key in ("spatial", "start", "id_target", "id_weight", "id_photo",
+                    "id_photo_weight"):
             array = getattr(training, key)
             if array is not None:
                 out[key] = array[index]

@@ -208,6 +208,12 @@ class LossSpec(_Strict):
     # The identity term only on items whose formulation time is at most this (1: the start
     # render, 0: the sketch); None: every item. SynThermFace applies it at low noise only.
     identity_max_t: float | None = Field(default=None, gt=0.0, le=1.0)
+    # Weight of a second identity term on the artist-target styles' items, against the
+    # mugshot: an anchor. The artist target alone moves a drawing in the artist's direction
+    # but not back to the person when the generator cannot reach the artist's vector
+    # (CUHK held out: 0.29 to the photo, the artist's own sketches 0.41), so the drawing
+    # may be moved toward the artist, not away from the person. 0: the artist target only.
+    identity_photo: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:
@@ -216,6 +222,10 @@ class LossSpec(_Strict):
                              "artist target is a target of the identity loss")
         if len(set(self.identity_artist_styles)) != len(self.identity_artist_styles):
             raise ValueError("losses.identity_artist_styles names a style twice")
+        if self.identity_photo > 0 and not self.identity_artist_styles:
+            raise ValueError("losses.identity_photo anchors the artist target to the photo: it "
+                             "needs losses.identity_artist_styles (every other style's "
+                             "target is the photo already)")
         if self.critic_start_as_fake and self.critic_sees_start:
             raise ValueError("losses.critic_start_as_fake needs critic_sees_start: false (a "
                              "critic that is shown the start image beside it sees they match)")

@@ -154,6 +154,7 @@ def assemble(
     start: str | None = None,
     identity_targets: Callable[[np.ndarray], np.ndarray] | None = None,
     artist_styles: Collection[str] = (),
+    photo_anchor: bool = False,
 ) -> TrainingSet:
     """Build the training set for ``styles``; styles left with no example are listed empty.
 
@@ -165,7 +166,8 @@ def assemble(
     example here rather than every step; ``identity_targets`` maps aligned BGR crops to the
     vectors the identity loss compares with (tasks.generate.objectives.identity_targets).
     For ``artist_styles`` that target is the vector of the artist's own sketch of the person
-    (see ``artist_target_vectors``).
+    (see ``artist_target_vectors``); with ``photo_anchor`` those examples also keep the
+    mugshot's vector (``id_photo``), for the loss's anchor to the person.
     """
     missing_roles = [r for r in FACE_ROLES if r not in vectors]
     if missing_roles:
@@ -214,7 +216,7 @@ def assemble(
     starts = None
     if start is not None:
         starts = start_inputs([crops[p] for p in photo_ids], start, resolution)
-    id_target = id_weight = None
+    id_target = id_weight = id_photo = id_photo_weight = None
     artist_counts: dict[str, dict[str, int]] = {}
     if identity_targets is not None:
         unique = sorted(set(photo_ids))
@@ -223,6 +225,9 @@ def assemble(
         id_target = (vectors[[row[p] for p in photo_ids]] if vectors is not None
                      else np.zeros((0, 128), np.float32))
         id_weight = np.ones(n, np.float32)
+        if photo_anchor:
+            id_photo = id_target.copy()
+            id_photo_weight = np.array([c.style in artist_styles for c in kept], np.float32)
         artist_counts = artist_target_vectors(kept, crops, set(artist_styles), identity_targets,
                                               id_target, id_weight)
 
@@ -240,6 +245,8 @@ def assemble(
         start=starts,
         id_target=id_target,
         id_weight=id_weight,
+        id_photo=id_photo,
+        id_photo_weight=id_photo_weight,
         artist_targets=artist_counts,
         skipped=skipped,
         empty_styles=empty,

@@ -6,7 +6,9 @@ on from a step by ``config.training.losses``:
 
 - identity: 1 - cos(SFace(x0_hat), SFace(mugshot)) through a differentiable port of SFace;
   for ``identity_artist_styles`` the target is SFace(the artist's sketch of that person)
-  instead, so the drawing is pulled to where the artist's drawings sit, not the photo.
+  instead, so the drawing is pulled to where the artist's drawings sit, not the photo;
+  ``identity_photo`` adds an anchor to the mugshot on those items, so that a drawing that
+  cannot reach the artist's vector is not pulled away from the person.
   Judge the result with another recognizer too (dlib), or the generator learns to fool its
   judge.
   With ``identity_downsample`` / ``identity_jitter`` SFace reads a blurred, shifted copy, so
@@ -209,9 +211,12 @@ class Objective:
         spec = self.spec
         if self.identity_model is not None and self._active(spec.identity,
                                                             spec.identity_from_step, step):
-            identity = self._identity(batch, x0_hat, t, rng)
+            identity, anchor = self._identity(batch, x0_hat, t, rng)
             terms["identity"] = float(identity.detach())
             total = total + spec.identity * identity
+            if anchor is not None:
+                terms["identity_photo"] = float(anchor.detach())
+                total = total + spec.identity_photo * anchor
         self._fake = self._swapped = None
         swap: tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None = None
         if self.critic is not None and self._active(spec.adversarial,
@@ -241,12 +246,15 @@ class Objective:
         return total, terms
 
     def _identity(self, batch: Mapping[str, Any], x0_hat: torch.Tensor, t: torch.Tensor,
-                  rng: torch.Generator) -> torch.Tensor:
-        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items.
+                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items, and the
+        photo anchor's (None without ``identity_photo``), from one SFace pass.
 
         The target is the mugshot's vector, or the artist's sketch's for the artist-target
         styles; ``id_weight`` drops the items without a usable target and
-        ``identity_max_t`` those too far from the sketch (their x0 guess is a blur).
+        ``identity_max_t`` those too far from the sketch (their x0 guess is a blur). The
+        anchor compares the artist-target items with their mugshot, an artist sketch without
+        a usable vector included: the anchor needs only the photo.
         """
         spec = self.spec
         assert self.identity_model is not None
@@ -269,7 +277,16 @@ class Objective:
         distance = 1.0 - (vectors * F.normalize(target, dim=1)).sum(dim=1)
         # Divided by the items asked for, not the items kept: a step where few items count
         # must not weigh each of them more.
-        return (weight * distance).sum() / weight.shape[0]
+        loss = (weight * distance).sum() / weight.shape[0]
+        if spec.identity_photo <= 0 or batch.get("id_photo") is None:
+            return loss, None
+        photo = torch.as_tensor(batch["id_photo"][:k], dtype=torch.float32).to(self.device)
+        anchored = torch.as_tensor(batch["id_photo_weight"][:k],
+                                   dtype=torch.float32).to(self.device)
+        if spec.identity_max_t is not None:
+            anchored = anchored * (t[:k].to(self.device) <= spec.identity_max_t).float()
+        apart = 1.0 - (vectors * F.normalize(photo, dim=1)).sum(dim=1)
+        return loss, (anchored * apart).sum() / anchored.shape[0]
 
     def _draw_swapped(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator
                       ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None:

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import IngestSettings
@@ -119,6 +119,10 @@ class TrainRecognizerRequest(BaseModel):
     dataset: str | list[str] | None = None
     real_pairs: str | list[str] | None = None  # pairs manifests of real sketches
     real_pairs_root: str | list[str] | None = None  # one for all manifests, or one each
+    # encoder: pairs manifests of *other* artists, never trained on: a step that scores
+    # under the frozen encoder on their sketches is no candidate (sketch_encoder.fit_encoder)
+    guard_pairs: str | list[str] | None = None
+    guard_pairs_root: str | list[str] | None = None
     # identities of a source in the split's test part: refused, unless this drops them
     drop_test_identities: bool = False
     synthetic_styles: list[str] | None = None  # keep only synthetic sketches of these styles
@@ -155,6 +159,13 @@ class TrainRecognizerRequest(BaseModel):
         if self.dataset is None:
             return [None]
         return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+    @model_validator(mode="after")
+    def _guard_needs_the_encoder(self) -> TrainRecognizerRequest:
+        if self.guard_pairs and self.mode != ENCODER_MODE:
+            raise ValueError(f"guard_pairs checks the encoder kind's trained blocks on "
+                             f"another artist; mode {self.mode} has none")
+        return self
 
     def pairs_sources(self) -> list[tuple[str, str | None]]:
         """(manifest, root) per real-pairs manifest."""
@@ -672,16 +683,18 @@ def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
                                                         _cache_dir(request, out))
     vectors = VectorSet.from_training(training.identities, training.labels, training.kinds,
                                       training.vectors)
-    sketches = [e for e, kind in zip(training.examples, training.kinds.tolist(), strict=True)
-                if kind != "photo"]
-    data = EncoderData(vectors, load_crops(workspace, sketches))
+    data = EncoderData(vectors, load_crops(workspace, _sketches(training)))
+    guard = None
+    if request.guard_pairs:
+        guard, inputs["guard_pairs"] = _guard_data(workspace, request, training, out, say)
     encoder = load(request.identity_encoder)
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = sface_net(encoder.weights)
     timed = time.perf_counter()
     with torch_threads(ENCODER_THREADS):
         fitted = fit_encoder(data, base, request.seed, request.steps, device,
-                             batch=min(request.batch(), 4 * len(sketches)), say=say)
+                             batch=min(request.batch(), 4 * len(data.crops)), say=say,
+                             guard=guard)
         # the adapter on top of the branch's vectors, kept only if validation says so
         top = adapter_on_top(data, fitted.module, request.seed, device)
     seconds = time.perf_counter() - timed
@@ -735,6 +748,45 @@ def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
     )
     write_bytes_atomic(report.model_dump_json(indent=2).encode(), out / "training.json")
     return report
+
+
+def _sketches(training: TrainingSet) -> list[Example]:
+    return [e for e, kind in zip(training.examples, training.kinds.tolist(), strict=True)
+            if kind != "photo"]
+
+
+def _guard_data(workspace: Workspace, request: TrainRecognizerRequest, training: TrainingSet,
+                out: Path, say: Callable[[str], None]) -> tuple[EncoderData, dict[str, Any]]:
+    """The guard pairs as the branch sees them (crops, frozen vectors), and what was read.
+
+    Read like real pairs (ingested, located, an unusable sketch counted by reason, a test
+    identity refused), never trained on. A guard identity whose photo (or another sketch)
+    is also in the training set is kept and counted: the branch may have learnt that person,
+    which can only flatter the guard, never make it refuse a step that keeps the artist.
+    """
+    guard_request = request.model_copy(update={
+        "real_pairs": request.guard_pairs, "real_pairs_root": request.guard_pairs_root,
+        "include_synthetic": False, "guard_pairs": None, "guard_pairs_root": None})
+    split = load_split(resolve_split(request.split)) if request.split else None
+    examples, inputs = gather_examples(workspace, guard_request, split, say)
+    try:
+        guarded = assemble(examples, split)
+    except DataError as error:
+        raise DataError(f"guard pairs {request.guard_pairs}: {error} (unusable: "
+                        f"{_unusable_counts(inputs) or 'none'})") from error
+    shared = len(set(guarded.identities) & set(training.identities))
+    guarded.vectors, _ = _cached_vectors(workspace, guard_request, guarded,
+                                         _cache_dir(request, out))
+    vectors = VectorSet.from_training(guarded.identities, guarded.labels, guarded.kinds,
+                                      guarded.vectors)
+    say(f"guard: {guarded.counts()} over {len(guarded.identities)} identities ({shared} "
+        f"also in the training set), its sketches never trained on")
+    record = inputs["real_pairs"]
+    return (EncoderData(vectors, load_crops(workspace, _sketches(guarded))),
+            {"pairs": record, "identities": len(guarded.identities),
+             "identities_also_trained": shared,
+             "skipped": dict(sorted({**guarded.skipped,
+                                     **_unusable_counts(inputs)}.items()))})
 
 
 def recognizer_config(request: TrainRecognizerRequest, training: TrainingSet,

@@ -22,3 +22,26 @@ def test_row_4_is_compared_with_row_2_for_every_kind_present_the_encoder_include
 def test_a_row_without_its_partner_gets_no_row_pair() -> None:
     pairs = comparison_pairs({"baseline": (1, "baseline"), "row4-procrustes": (4, "procrustes")})
     assert pairs == [("row4-procrustes", "baseline")]
+
+
+def test_the_guarded_encoder_is_compared_with_the_unguarded_one_and_row_2() -> None:
+    names = {"baseline": (1, "baseline"), "row2-encoder": (2, "encoder"),
+             "row2-encoder-guarded": (2, "encoder-guarded"), "row4-encoder": (4, "encoder"),
+             "row4-encoder-guarded": (4, "encoder-guarded")}
+    pairs = comparison_pairs(names)
+    assert ("row2-encoder-guarded", "row2-encoder") in pairs
+    assert ("row4-encoder-guarded", "row2-encoder-guarded") in pairs
+    assert ("row4-encoder-guarded", "row4-encoder") in pairs
+    assert len(pairs) == len(set(pairs))
+
+
+def test_every_guard_is_an_artist_its_row_does_not_train_on(tmp_path) -> None:
+    from benchmarks.recognizers import GUARDS, guard_sources, row_sources
+
+    manifests = {f"{n}-train": tmp_path / f"{n}-train.csv" for n in ("cuhk", "cufsf")}
+    for row, artists in GUARDS.items():
+        trained = str(row_sources(row, manifests, tmp_path, ["syn"], tmp_path / "r", None)
+                      .get("real_pairs", []))
+        guard = guard_sources(row, manifests, tmp_path)
+        assert guard["guard_pairs"] == [str(manifests[f"{a}-train"]) for a in artists]
+        assert not any(g in trained for g in guard["guard_pairs"])

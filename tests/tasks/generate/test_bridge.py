@@ -430,6 +430,41 @@ def test_identity_target_weights_drop_items_and_noisy_times() -> None:
     assert terms["identity"] == 0.0
 
 
+def test_the_photo_anchor_compares_only_artist_target_items_with_their_mugshot() -> None:
+    """``identity_photo`` adds 1 - cos(drawing, mugshot) on the items its weight marks (the
+    artist-target styles'), computed from the same SFace pass; where no item is marked it is
+    zero, and a batch without the anchor's arrays trains as before."""
+    artists = ("cufsf-artist",)
+    gen = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
+                                            identity_artist_styles=artists,
+                                            identity_photo=0.5), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    batch = make_batch(0)
+    photo = torch.nn.functional.normalize(torch.randn(4, 128, generator=torch.Generator()
+                                                      .manual_seed(5)))
+    marked = {**batch, "id_photo": photo, "id_photo_weight": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    total, terms = objective.generator_loss(gen, marked, torch.Generator().manual_seed(0), 0)
+    assert terms["identity_photo"] > 0.0
+    plain_total, plain = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
+    assert "identity_photo" not in plain and plain["identity"] == terms["identity"]
+    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_photo"],
+                                         rel=1e-5)
+    unmarked = {**marked, "id_photo_weight": torch.zeros(4)}
+    _, none = objective.generator_loss(gen, unmarked, torch.Generator().manual_seed(0), 0)
+    assert none["identity_photo"] == 0.0
+    # Same drawings, the mugshot as the artist target too: the two terms agree.
+    same = {**marked, "id_target": photo, "id_photo_weight": torch.ones(4)}
+    _, both = objective.generator_loss(gen, same, torch.Generator().manual_seed(0), 0)
+    assert both["identity_photo"] == pytest.approx(both["identity"], rel=1e-5)
+
+
+def test_the_photo_anchor_needs_an_artist_target() -> None:
+    with pytest.raises(ValueError, match="identity_artist_styles"):
+        LossSpec(identity=0.4, identity_photo=0.2)
+    spec = LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",), identity_photo=0.2)
+    assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
 def test_artist_identity_target_needs_the_identity_loss() -> None:
     with pytest.raises(ValueError, match="identity > 0"):
         LossSpec(identity_artist_styles=("cufsf-artist",))

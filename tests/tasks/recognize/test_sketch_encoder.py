@@ -214,3 +214,73 @@ def test_an_adapter_on_top_saves_and_reloads_with_the_branch(site: dict):
     assert np.max(np.abs(ours - plain)) > 1e-3
     with pytest.raises(ValueError, match="unexpected"):
         build_sketch_encoder(None, 4).load_trainable(state)  # no adapter to take them
+
+
+def test_a_guard_that_lost_ground_keeps_a_step_from_being_chosen(site: dict):
+    """A step whose guard score is under step 0's is recorded, never the best: with the
+    floor out of reach every trained step is refused and step 0 (the encoder) is kept; with
+    it at -inf the guard changes nothing."""
+    import math
+
+    import torch
+
+    workspace = site["workspace"]
+    photos = faces_of(workspace, "photo")[:IDENTITIES]
+    crops = crop_stack(workspace, photos)
+    vectors = np.random.default_rng(2).normal(size=(2 * IDENTITIES, 128))
+    labels = np.repeat(np.arange(IDENTITIES), 2)
+    data = VectorSet.from_training([f"i{i}" for i in range(IDENTITIES)], labels,
+                                   np.array(["photo", "sketch"] * IDENTITIES), vectors)
+    encoder = EncoderData(data, crops)
+    probes = (crops, np.arange(IDENTITIES), data.photo_vectors, data.photo_labels)
+    guard = (crops[:3], np.arange(3), data.photo_vectors, data.photo_labels)
+    device = torch.device("cpu")
+    # Validation on the training sketches themselves: InfoNCE raises it, so steps win.
+    free, _, history, best, _ = train_encoder(
+        sface_net(None), encoder, 4, 0.3, 0, 30, probes, device, batch=6,
+        step0={"rank1": 0.0, "tar_at_far_1e-2": 0.0, "score": 0.0,
+               "guard": {"rank1": 0.0, "tar_at_far_1e-2": 0.0, "score": -math.inf}},
+        guard=guard)
+    assert best > 0 and all("guard" in h for h in history)
+    _, _, refused, kept, _ = train_encoder(
+        sface_net(None), encoder, 4, 0.3, 0, 30, probes, device, batch=6,
+        step0={"rank1": 0.0, "tar_at_far_1e-2": 0.0, "score": 0.0,
+               "guard": {"rank1": 1.0, "tar_at_far_1e-2": 1.0, "score": math.inf}},
+        guard=guard)
+    assert kept == 0 and len(refused) > 1
+    assert [h["score"] for h in refused] == [h["score"] for h in history][:len(refused)]
+
+
+def test_guard_pairs_are_read_never_trained_on_and_reported(site: dict, tmp_path: Path):
+    """Guard pairs go through real-pairs reading (identities also trained on are counted)
+    and the choice records the guard's figures beside validation's; asking for a guard on a
+    kind without trained blocks, or one with no usable sketch, is a clear error."""
+    workspace, demo = site["workspace"], site["demo"]
+    report = train_recognizer(request(site, "guarded", steps=10,
+                                      guard_pairs=[str(demo / "pairs.csv")],
+                                      guard_pairs_root=[str(demo)]))
+    guard = report.validation["guard"]
+    assert guard["identities"] == IDENTITIES and guard["n_probes"] == IDENTITIES
+    assert guard["best"]["score"] >= guard["baseline"]["score"]
+    assert report.inputs["guard_pairs"]["identities_also_trained"] == IDENTITIES
+    stored = json.loads((Path(report.out) / "validation.json").read_text())
+    assert all("guard" in h for h in stored["history"])
+    with pytest.raises(ValueError, match="guard_pairs.*mode adapter"):
+        TrainRecognizerRequest(workspace=str(workspace.root), out=str(tmp_path / "no"),
+                               identity_encoder=SFACE, mode="adapter",
+                               guard_pairs=[str(demo / "pairs.csv")])
+
+    blank = tmp_path / "blank"
+    (blank / "s").mkdir(parents=True)
+    import cv2
+
+    rows = ["identity_id,photo_path,sketch_path,style"]
+    for i in range(2):
+        cv2.imwrite(str(blank / "s" / f"{i}.png"), np.full((240, 192, 3), 255, np.uint8))
+        cv2.imwrite(str(blank / "s" / f"p{i}.png"), np.full((240, 192, 3), 128, np.uint8))
+        rows.append(f"blank-{i},s/p{i}.png,s/{i}.png,demo-pencil")
+    (blank / "pairs.csv").write_text("\n".join(rows) + "\n")
+    unusable = "guard pairs .*0 identities.*'unusable_sketch_no_face': 2"
+    with pytest.raises(DataError, match=unusable):
+        train_recognizer(request(site, "blank-guard", guard_pairs=[str(blank / "pairs.csv")],
+                                 guard_pairs_root=[str(blank)]))
