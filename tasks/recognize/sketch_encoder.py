@@ -493,6 +493,15 @@ def guard_set(guard: EncoderData, seed: int) -> Probes:
             guard.vectors.photo_vectors, guard.vectors.photo_labels)
 
 
+def guard_score(module: Any, guard: EncoderData, seed: int, device: Any,
+                autocast: bool | None = None) -> dict[str, float]:
+    """Rank-1, TAR@FAR=1e-2 and their sum of ``module`` on the guard's probes (the draw
+    ``fit_encoder`` used): what anything added on top of the chosen blocks must keep."""
+    probes, labels, gallery, gallery_labels = guard_set(guard, seed)
+    return validation_score(embed_crops(module, probes, device, autocast), labels, gallery,
+                            gallery_labels)
+
+
 def adapter_on_top(data: EncoderData, module: Any, seed: int, device: Any,
                    autocast: bool | None = None) -> Fitted:
     """The ``adapter`` kind fit on the trained branch's sketch vectors (photos frozen).

@@ -83,6 +83,7 @@ from tasks.recognize.sketch_encoder import (
     adapter_on_top,
     check_validation,
     fit_encoder,
+    guard_score,
     sface_net,
     torch_threads,
 )
@@ -705,6 +706,16 @@ def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
         fitted.module.adapter = torch_modules()["adapter"](training.vectors.shape[1],
                                                            top.chosen["hidden"])
         fitted.module.adapter.load_state_dict(top.state)
+        if guard is not None:
+            # The adapter on top answers to the same guard as the blocks under it.
+            score = guard_score(fitted.module, guard, request.seed, device)
+            floor = fitted.validation["guard"]["baseline"]["score"]
+            fitted.validation["adapter_on_top"]["guard"] = score
+            if score["score"] < floor - 1e-9:
+                say(f"encoder: the adapter on top is refused by the guard (score "
+                    f"{score['score']:.3f} under the frozen encoder's {floor:.3f})")
+                fitted.module.adapter = fitted.chosen["adapter"] = None
+    if fitted.chosen["adapter"]:
         fitted.state = fitted.module.trainable_state()
         fitted.validation["best"] = {"step": fitted.chosen["steps"],
                                      **{k: top.validation["best"][k] for k in

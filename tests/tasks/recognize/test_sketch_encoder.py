@@ -262,6 +262,9 @@ def test_guard_pairs_are_read_never_trained_on_and_reported(site: dict, tmp_path
     guard = report.validation["guard"]
     assert guard["identities"] == IDENTITIES and guard["n_probes"] == IDENTITIES
     assert guard["best"]["score"] >= guard["baseline"]["score"]
+    on_top = report.validation["adapter_on_top"]
+    if report.validation["chosen"]["adapter"]:  # kept only where the guard holds with it
+        assert on_top["guard"]["score"] >= guard["baseline"]["score"]
     assert report.inputs["guard_pairs"]["identities_also_trained"] == IDENTITIES
     stored = json.loads((Path(report.out) / "validation.json").read_text())
     assert all("guard" in h for h in stored["history"])
@@ -284,3 +287,32 @@ def test_guard_pairs_are_read_never_trained_on_and_reported(site: dict, tmp_path
     with pytest.raises(DataError, match=unusable):
         train_recognizer(request(site, "blank-guard", guard_pairs=[str(blank / "pairs.csv")],
                                  guard_pairs_root=[str(blank)]))
+
+
+def test_an_adapter_on_top_answers_to_the_guard(site: dict):
+    """The guard's figure of the chosen branch with an adapter on top: the identity adapter
+    (its ``up`` starts at zero) keeps the frozen encoder's guard score exactly; a scrambling
+    one loses it, which is what makes ``train`` drop the adapter."""
+    import torch
+
+    from tasks.recognize.sketch_encoder import guard_score
+    from tasks.recognize.sketch_side import torch_modules
+
+    workspace = site["workspace"]
+    crops = crop_stack(workspace, faces_of(workspace, "photo")[:IDENTITIES])
+    device = torch.device("cpu")
+    module = build_sketch_encoder(None, 4)
+    frozen = embed_crops(module, crops, device)
+    labels = np.arange(IDENTITIES)
+    data = VectorSet(tuple(f"i{i}" for i in labels), frozen, labels,
+                     np.array(["sketch"] * IDENTITIES), frozen, labels)
+    guard = EncoderData(data, crops)
+    floor = guard_score(module, guard, 0, device)
+    assert floor["rank1"] == 1.0  # the sketches are the gallery photos themselves
+    module.adapter = torch_modules()["adapter"](128, 16)
+    assert guard_score(module, guard, 0, device) == floor
+    with torch.no_grad():
+        torch.manual_seed(0)
+        module.adapter.up.weight.normal_(0.0, 50.0)
+        module.adapter.down.weight.normal_(0.0, 50.0)
+    assert guard_score(module, guard, 0, device)["score"] < floor["score"]
