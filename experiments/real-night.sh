@@ -4,6 +4,7 @@
 # style it was trained in, validated under data_contracts/thresholds.yaml, published or not.
 #
 #   experiments/real-night.sh v9     # the artist-targeted bridge (cpu-artist)
+#   experiments/real-night.sh v11    # the same with the photo anchor (identity_photo 0.2)
 #
 # -> $RUNS/real/night-<version>/ (its report: reports/<version>/report.html; the night's run
 #    manifest: runs/nightly-<id>.json). Exit status 1 when the version is rejected.
