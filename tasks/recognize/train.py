@@ -509,7 +509,8 @@ def train_recognizer(request: TrainRecognizerRequest, on_step: StepHook | None =
         f"skipped {training.skipped or 'nothing'}")
 
     if request.mode == ENCODER_MODE:
-        return _train_sketch_encoder(request, workspace, training, inputs, out, began, say)
+        return _train_sketch_encoder(request, workspace, training, inputs, out, began, say,
+                                     split)
     if request.mode in SKETCH_SIDE_MODES:
         return _train_sketch_side(request, workspace, training, inputs, out, began, say)
     in_dim = encoder_version = None
@@ -668,7 +669,8 @@ _SKETCH_SIDE_LOSS = {"procrustes": "orthogonal", "adapter": "infonce"}
 
 def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
                           training: TrainingSet, inputs: dict[str, Any], out: Path,
-                          began: float, say: Callable[[str], None]) -> TrainRecognizerReport:
+                          began: float, say: Callable[[str], None],
+                          split: dict[str, str] | None = None) -> TrainRecognizerReport:
     """``encoder``: SFace's first blocks retrained on sketch images (``sketch_encoder.py``)."""
     import torch
     from safetensors.torch import save
@@ -687,7 +689,8 @@ def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
     data = EncoderData(vectors, load_crops(workspace, _sketches(training)))
     guard = None
     if request.guard_pairs:
-        guard, inputs["guard_pairs"] = _guard_data(workspace, request, training, out, say)
+        guard, inputs["guard_pairs"] = _guard_data(workspace, request, training, split, out,
+                                                   say)
     encoder = load(request.identity_encoder)
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     base = sface_net(encoder.weights)
@@ -767,7 +770,8 @@ def _sketches(training: TrainingSet) -> list[Example]:
 
 
 def _guard_data(workspace: Workspace, request: TrainRecognizerRequest, training: TrainingSet,
-                out: Path, say: Callable[[str], None]) -> tuple[EncoderData, dict[str, Any]]:
+                split: dict[str, str] | None, out: Path, say: Callable[[str], None],
+                ) -> tuple[EncoderData, dict[str, Any]]:
     """The guard pairs as the branch sees them (crops, frozen vectors), and what was read.
 
     Read like real pairs (ingested, located, an unusable sketch counted by reason, a test
@@ -778,7 +782,6 @@ def _guard_data(workspace: Workspace, request: TrainRecognizerRequest, training:
     guard_request = request.model_copy(update={
         "real_pairs": request.guard_pairs, "real_pairs_root": request.guard_pairs_root,
         "include_synthetic": False, "guard_pairs": None, "guard_pairs_root": None})
-    split = load_split(resolve_split(request.split)) if request.split else None
     examples, inputs = gather_examples(workspace, guard_request, split, say)
     try:
         guarded = assemble(examples, split)
