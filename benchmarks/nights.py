@@ -16,12 +16,19 @@ seconds, beside:
   night (run records, a few KB a night, count against it);
 - night 2's seconds; goal: the last night ≤ 1.2 × night 2.
 
-Night 100 is both a new-style night (it draws the new style for every face) and a rejected
-one, so beside the goal's ratio it prints the like-for-like one: the median of the last ten
-ordinary nights (published, no new style) over the median of the first ten. Wall seconds
-swing with whatever else the machine runs; the process's CPU seconds (every thread of the
-flows; the Prefect server is a separate process) swing far less, so both are printed, and
-each night's stage seconds are kept in ``nights.json``.
+A new style arrives the way the product adds one (docs/how-to/backfill-a-style.md): an
+engineer runs ``backfill`` for it before that night, which draws every stored face in it,
+validates and publishes; the night then draws only its new faces in every style. The
+backfill is timed on its own (``backfill`` in each row, a point of its own in the plot);
+``--new-style-by night`` instead names the style in that night's list, so the night itself
+draws every face in it (how the runs before this option worked).
+
+Night 100 is both a new-style night and a rejected one, so beside the goal's ratio it prints
+the like-for-like one: the median of the last ten ordinary nights (published, no new style)
+over the median of the first ten. Wall seconds swing with whatever else the machine runs;
+the process's CPU seconds (every thread of the flows; the Prefect server is a separate
+process) swing far less, so both are printed, and each night's stage seconds are kept in
+``nights.json``.
 
 All nights run in one process against one Prefect server started (and warmed) before the
 clock, as ``benchmarks/nightly.py`` does.
@@ -87,6 +94,17 @@ def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
               for name, stage in json.loads(record.read_text())["summary"].items()}
     return {"outcome": outcome, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "stages": stages}
+
+
+def _backfill(workspace: Path, style: str, thresholds: str) -> dict:
+    """The engineer's backfill of a new style before the night that first uses it."""
+    # Imported here, once main() has pointed PREFECT_HOME at the run folder (see _night).
+    from flows.backfill import backfill
+
+    started, cpu = time.perf_counter(), time.process_time()
+    backfill(styles=[style], workspace=str(workspace), thresholds=thresholds)
+    return {"seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu}
 
 
 def _median(values: list[float]) -> float:
@@ -180,6 +198,11 @@ def _plot(rows: list[dict], path: Path, needed: int) -> None:
     timed = [r for r in rows if "cpu_seconds" in r]  # a resumed run's older nights lack it
     bottom.plot([r["night"] for r in timed], [r["cpu_seconds"] for r in timed],
                 label="night (CPU)")
+    backfills = [r for r in rows if r.get("backfill")]
+    if backfills:
+        bottom.scatter([r["night"] for r in backfills],
+                       [r["backfill"]["seconds"] for r in backfills], color="black",
+                       marker="x", label="backfill of a new style (wall)")
     bottom.axhline(1.2 * rows[1]["seconds"], color="red", linestyle=":",
                    label="goal: 1.2x night 2")
     bottom.set_ylabel("seconds")
@@ -196,6 +219,9 @@ def main() -> None:
     parser.add_argument("--growth", type=float, default=0.01, help="new faces a night")
     parser.add_argument("--style-every", type=int, default=25)
     parser.add_argument("--reject-every", type=int, default=10)
+    parser.add_argument("--new-style-by", choices=("backfill", "night"), default="backfill",
+                        help="how a new style's every face is drawn: a backfill run before "
+                             "the night (the documented way), or the night itself")
     parser.add_argument("--keep", type=int, default=3, help="published versions kept")
     parser.add_argument("--no-prune", action="store_true", help="the baseline: no retention")
     parser.add_argument("--out", default=None, help="workspace and plot folder (kept)")
@@ -272,17 +298,24 @@ def main() -> None:
             if night > 1:
                 arrive(max(1, round(arrived * args.growth)))
             new_style = night % args.style_every == 0
+            backfilled = None
             if new_style:
                 styles.append(_add_style(workspace, night // args.style_every))
+                if args.new_style_by == "backfill":
+                    backfilled = _backfill(workspace, styles[-1], accept)
             rejected = night % args.reject_every == 0
             done = _night(workspace, live, styles,
                           str(THRESHOLDS_FILE) if rejected else accept, keep)
             size = storage.folder_bytes(workspace)
             rows.append({"night": night, "faces": arrived, "styles": len(styles),
-                         "new_style": new_style, **done, "bytes": size})
+                         "new_style": new_style, **done, "bytes": size,
+                         **({"backfill": backfilled} if backfilled else {})})
             print(f"night {night:3d}: {arrived:4d} faces, {len(styles)} style(s), "
                   f"{done['outcome']:9} {done['seconds']:6.1f} s ({done['cpu_seconds']:6.1f} "
-                  f"s CPU), workspace {size / 1e6:8.2f} MB", flush=True)
+                  f"s CPU), workspace {size / 1e6:8.2f} MB"
+                  + (f"; backfill of {styles[-1]} before it {backfilled['seconds']:.1f} s "
+                     f"({backfilled['cpu_seconds']:.1f} s CPU)" if backfilled else ""),
+                  flush=True)
             (temp / "nights.json").write_text(json.dumps({"rows": rows, "args": vars(args)},
                                                           indent=1))
 

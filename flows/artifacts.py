@@ -157,7 +157,8 @@ def validate_markdown(outcome: ValidationReport) -> str:
         f"`{outcome.current_version or 'none'}`.", "",
         f"- sketches {d.sketches}: accepted {d.accepted}, rejected {d.rejected} "
         f"({d.acceptance_rate:.1%} accepted), {d.identities} identities",
-        f"- metrics: {m.computed} computed, {m.reused} reused (version `{m.metrics_version}`); "
+        f"- metrics: {m.computed} computed, {m.rescored} rescored against the new gallery, "
+        f"{m.reused} reused (version `{m.metrics_version}`); "
         f"vectors encoded: {', '.join(f'{k} {v}' for k, v in m.encoded.items()) or 'none'}",
         f"- style check: {m.style_method or 'none'} over {', '.join(m.style_classes) or '-'}",
         f"- contracts: {'passed' if outcome.contracts_success else 'FAILED'}"

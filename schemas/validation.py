@@ -137,6 +137,7 @@ class MetricsReport(BaseModel):
     sketches: int
     computed: int
     reused: int
+    rescored: int = 0  # only the gallery changed: identity margins taken again, no decoding
     encoded: dict[str, int] = Field(default_factory=dict)  # by role: vectors computed
     vectors_reused: dict[str, int] = Field(default_factory=dict)
     style_method: str | None = None
@@ -179,6 +180,9 @@ class StylePairs(BaseModel):
     share: float | None = None  # won / compared
     threshold: float
     passed: bool
+    # (won, pairs) against each other style: which comparison a failing style loses, e.g. a
+    # drawing that stayed near the look of the style it is compared with.
+    against: dict[str, tuple[int, int]] = Field(default_factory=dict)
     # Figures beside the verdict, not gates: the share of this style's drawings the judge
     # calls this style (the old absolute contract), and the judge's mean score for this style
     # on the drawings and on their faces' start renders (the render control: how much of

@@ -6,8 +6,13 @@ recorded sha256. The version hashes everything a metric depends on besides the p
 identity and image encoder versions, the gallery (a new mugshot can become a sketch's closest
 impostor), the style judge (registry examples or CLIP prompts) and this module's code version.
 Thresholds are not in it: they are applied afterwards (``metrics.reasons``), so tightening one
-re-judges in milliseconds. Even when the version changes, sketch vectors are reused from their
-own tables, so a new gallery face costs matrix products, not encoder passes.
+re-judges in milliseconds.
+
+The version has two parts, ``<pixels>.<gallery>``, because every night's new mugshots change
+the gallery and only the gallery: a row whose pixel part still holds is *rescored* (its
+impostor and margin recomputed from its stored identity vector, a matrix product) instead of
+being decoded, measured and judged again. Without that split a night's validation read every
+PNG of the workspace, a cost that grew with every night (docs/results/reliability.md).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from tasks.validate.vectors import (
     read_image,
     resolve_source,
     sketch_vectors,
+    stored_sketch_vectors,
 )
 
 CODE_VERSION = "metrics-1"
@@ -171,9 +177,20 @@ def validate_judge(workspace: Workspace, size: int,
 
 def metrics_version(identity: VectorTable, image: VectorTable, gallery_key: str,
                     style_key: str | None) -> str:
+    """``<pixels>.<gallery>``: what the pixel-level metrics depend on (encoders, style judge,
+    code), then the gallery the identity margins were taken against."""
     key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version,
-           "gallery": gallery_key, "style": style_key}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+           "style": style_key}
+    pixels = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{pixels}.{hashlib.sha256(gallery_key.encode()).hexdigest()[:8]}"
+
+
+def pixel_part(version: str | None) -> str | None:
+    """The part of a metrics version that does not depend on the gallery (None for versions
+    written before the split, which never match)."""
+    if not version or "." not in version:
+        return None
+    return version.split(".", 1)[0]
 
 
 def sketch_resolution(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -182,11 +199,22 @@ def sketch_resolution(rows: Sequence[Mapping[str, Any]]) -> int:
     return int(widths.most_common(1)[0][0]) if widths else 64
 
 
+def _same_file(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
+               sha: str | None) -> bool:
+    return (stored is not None and stored["png_sha256"] == sha
+            and stored["status"] == row["status"] and stored["file_problem"] == problem)
+
+
 def _reusable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
               sha: str | None, version: str) -> bool:
-    return (stored is not None and stored["metrics_version"] == version
-            and stored["png_sha256"] == sha and stored["status"] == row["status"]
-            and stored["file_problem"] == problem)
+    return _same_file(row, stored, problem, sha) and stored["metrics_version"] == version
+
+
+def _rescorable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
+                sha: str | None, version: str) -> bool:
+    """Only the gallery changed since the row was measured."""
+    return (_same_file(row, stored, problem, sha)
+            and pixel_part(stored["metrics_version"]) == pixel_part(version))
 
 
 def compute_metrics(
@@ -214,27 +242,42 @@ def compute_metrics(
     version = metrics_version(identity, image, gallery_fingerprint(g_faces, g_identities),
                               judge.fingerprint)
     stored = {r["sketch_id"]: r for r in storage.read(
-        workspace, SKETCH_METRICS,
-        columns=["sketch_id", "metrics_version", "png_sha256", "status", "file_problem"],
-        schema=SKETCH_METRICS_SCHEMA).to_pylist()}
+        workspace, SKETCH_METRICS, schema=SKETCH_METRICS_SCHEMA).to_pylist()}
     todo: list[tuple[dict, str | None, str | None]] = []
+    rescore: dict[str, tuple[dict, str | None, str | None]] = {}
     for row in rows:
         problem, sha = None, row["png_sha256"]
         if row["status"] != "nan":
             problem, sha = check_png(workspace.root, row["png_path"], row["png_sha256"])
-        if not _reusable(row, stored.get(row["sketch_id"]), problem, sha, version):
+        old = stored.get(row["sketch_id"])
+        if _reusable(row, old, problem, sha, version):
+            continue
+        if _rescorable(row, old, problem, sha, version):
+            rescore[row["sketch_id"]] = (row, problem, sha)
+        else:
             todo.append((row, problem, sha))
     report = MetricsReport(run_id=run_id, metrics_version=version, sketches=len(rows),
-                           computed=len(todo), reused=len(rows) - len(todo),
-                           style_method=judge.method, style_classes=judge.classes(),
-                           encoded={"identity": 0, "image": 0},
+                           computed=0, reused=0, style_method=judge.method,
+                           style_classes=judge.classes(), encoded={"identity": 0, "image": 0},
                            vectors_reused={"identity": 0, "image": 0})
+    rescore_ids = list(rescore)
+    for start in range(0, len(rescore_ids), CHUNK):
+        part = [stored[sid] for sid in rescore_ids[start:start + CHUNK]]
+        out, lost = _rescore_chunk(workspace, part, identity, (g_identities, g_vectors),
+                                   version, run_id)
+        if out.num_rows:
+            storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
+        report.rescored += out.num_rows
+        # A row whose stored identity vector is gone is measured again from its PNG.
+        todo += [rescore[sid] for sid in sorted(lost)]
+    report.computed = len(todo)
+    report.reused = len(rows) - len(todo) - report.rescored
     for start in range(0, len(todo), CHUNK):
         part = todo[start:start + CHUNK]
         out = _compute_chunk(workspace, part, identity, image, judge,
                              (g_identities, g_vectors), version, run_id, report)
         storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
-    if todo:
+    if todo or rescore:
         storage.tag(workspace, SKETCH_METRICS, f"run-{run_id}")
     report.style_classifier = judge.source
     report.style_fingerprint = judge.fingerprint
@@ -302,6 +345,33 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
                 style_score=own[i], style_method=judge.method if predicted[i] else None,
             )
     return pa.Table.from_pylist(out, schema=SKETCH_METRICS_SCHEMA)
+
+
+def _rescore_chunk(workspace: Workspace, part: list[dict], identity: VectorTable,
+                   gallery_: tuple[list[str], np.ndarray], version: str, run_id: str
+                   ) -> tuple[pa.Table, set[str]]:
+    """Stored rows with their identity scores taken again against today's gallery, and the
+    ids of those whose identity vector is no longer stored (to be measured again)."""
+    measured = [r for r in part if r["pixel_std"] is not None]  # decoded, so it was scored
+    vectors = stored_sketch_vectors(workspace, identity,
+                                    [(r["sketch_id"], r["png_sha256"]) for r in measured])
+    lost = {r["sketch_id"] for r in measured if r["sketch_id"] not in vectors}
+    now = dt.datetime.now(dt.UTC)
+    out = [{**r, "metrics_version": version, "run_id": run_id, "computed_at": now}
+           for r in part if r["sketch_id"] not in lost]
+    scored = [r for r in out if r["sketch_id"] in vectors]
+    if scored:
+        sources = current_vectors(workspace, identity, [r["face_id"] for r in scored])
+        nan = np.full(identity.dim, np.nan, np.float32)
+        similarity, impostor, impostor_id, margin = identity_scores(
+            np.stack([vectors[r["sketch_id"]] for r in scored]),
+            np.stack([sources.get(r["face_id"], nan) for r in scored]),
+            [r["identity_id"] for r in scored], gallery_[1], gallery_[0])
+        for i, record in enumerate(scored):
+            record.update(identity_similarity=_finite(similarity[i]),
+                          impostor_similarity=_finite(impostor[i]),
+                          impostor_identity=impostor_id[i], identity_margin=_finite(margin[i]))
+    return pa.Table.from_pylist(out, schema=SKETCH_METRICS_SCHEMA), lost
 
 
 def _finite(value: float) -> float | None:

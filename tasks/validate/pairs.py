@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -91,6 +91,7 @@ class _Tally:
     fallback_drawings: int = 0
     uncompared_faces: int = 0
     uncompared_drawings: int = 0
+    against: dict[str, list[int]] = field(default_factory=dict)  # other style: [won, pairs]
 
 
 def wins(own: float, other: float) -> bool:
@@ -146,7 +147,8 @@ def _not_judged(threshold: float, why: str) -> StylePairs:
                       passed=0.0 >= threshold)
 
 
-def _tally(style: str, own: Mapping[str, FaceStyle], others: Mapping[str, list[FaceStyle]],
+def _tally(style: str, own: Mapping[str, FaceStyle],
+           others: Mapping[str, list[tuple[str, FaceStyle]]],
            renders: Mapping[RenderKey, Scores]) -> _Tally:
     """Each face drawn in ``style``: against its other styles, else its start render."""
     t = _Tally()
@@ -154,8 +156,13 @@ def _tally(style: str, own: Mapping[str, FaceStyle], others: Mapping[str, list[F
         score = group.mean[style]
         render = renders.get((face, *group.start)) if group.start else None
         if others.get(face):
-            t.pairs += len(others[face])
-            t.pairs_won += sum(wins(score, other.mean[style]) for other in others[face])
+            for other_style, other in others[face]:
+                won = wins(score, other.mean[style])
+                tally = t.against.setdefault(other_style, [0, 0])
+                tally[0] += won
+                tally[1] += 1
+                t.pairs += 1
+                t.pairs_won += won
             t.paired_faces += 1
         elif render is not None:
             t.renders += 1
@@ -188,10 +195,10 @@ def judge_style(style: str, drawings: Sequence[Drawing],
     if not own:
         return _not_judged(threshold, f"none of its {_plural(len(drawings), 'drawing')} "
                                       "has pixels to score")
-    others: dict[str, list[FaceStyle]] = defaultdict(list)
+    others: dict[str, list[tuple[str, FaceStyle]]] = defaultdict(list)
     for (face, other_style), group in sorted(groups.items()):
         if other_style != style and face in own:
-            others[face].append(group)
+            others[face].append((other_style, group))
     t = _tally(style, own, others, renders)
     scored = [d.scores for d in drawings if d.scores is not None]
     figures = {
@@ -210,7 +217,9 @@ def judge_style(style: str, drawings: Sequence[Drawing],
     share = (t.pairs_won + t.renders_won) / compared
     return StylePairs(mode=mode, pairing=pairing, pairs=t.pairs, pairs_won=t.pairs_won,
                       renders=t.renders, renders_won=t.renders_won, share=share,
-                      threshold=threshold, passed=share >= threshold, **figures)
+                      threshold=threshold, passed=share >= threshold,
+                      against={o: (w, n) for o, (w, n) in sorted(t.against.items())},
+                      **figures)
 
 
 def lost_drawings(drawings: Sequence[Drawing], renders: Mapping[RenderKey, Scores],

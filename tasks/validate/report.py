@@ -125,7 +125,28 @@ def _style_contract(per_style: Mapping[str, StyleFigures]) -> str:
     if kinds:
         lines.append(f"<p>Scores are the style judge's {escape(', '.join(sorted(kinds)))} "
                      "for the row's style.</p>")
+    lines.append(_pairs_against(per_style))
     return "".join(lines)
+
+
+def _pairs_against(per_style: Mapping[str, StyleFigures]) -> str:
+    """Pairs won by the row's style against each column's, so a reviewer sees which
+    comparison a failing style loses."""
+    verdicts = {s: f.pair_verdict for s, f in per_style.items()
+                if f.pair_verdict is not None and f.pair_verdict.against}
+    if not verdicts:
+        return ""
+    columns = sorted({o for p in verdicts.values() for o in p.against})
+    head = "".join(f"<th>against {escape(c)}</th>" for c in columns)
+    rows = []
+    for style, p in verdicts.items():
+        cells = "".join(
+            f"<td class='n'>{p.against[c][0]} / {p.against[c][1]} "
+            f"({_pct(p.against[c][0] / p.against[c][1])})</td>" if c in p.against
+            else "<td class='n'>–</td>" for c in columns)
+        rows.append(f"<tr><td>{escape(style)}</td>{cells}</tr>")
+    return ("<p>Pairs won, by the other style of the same face:</p><table><tr><th>style</th>"
+            f"{head}</tr>{''.join(rows)}</table>")
 
 
 def _identity_contract(per_style: Mapping[str, StyleFigures]) -> str:
@@ -321,7 +342,8 @@ def render_report(workspace: Workspace, outcome: ValidationReport, thresholds: T
     d, m = outcome.dataset, outcome.metrics
     cards = [("sketches", d.sketches), ("accepted", d.accepted), ("rejected", d.rejected),
              ("acceptance", f"{d.acceptance_rate:.1%}"), ("identities", d.identities),
-             ("metrics computed", m.computed), ("metrics reused", m.reused)]
+             ("metrics computed", m.computed),
+             ("metrics rescored (new gallery only)", m.rescored), ("metrics reused", m.reused)]
     card_html = "".join(f'<div class="card">{escape(k)}<b>{escape(str(v))}</b></div>'
                         for k, v in cards)
     reasons = "".join(f"<tr><td>{escape(k)}</td><td class='n'>{v}</td></tr>"

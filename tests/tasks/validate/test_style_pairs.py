@@ -23,9 +23,10 @@ from benchmarks.sketch_data import (
 )
 from data_contracts.run import SuiteOutcome
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
-from schemas.validation import Scope
+from schemas.validation import Scope, StyleFigures
 from tasks.storage import Workspace
 from tasks.validate.pairs import Drawing, Scorer, judge_pairs, lost_drawings
+from tasks.validate.report import _pairs_against
 from tasks.validate.start_renders import CACHE_DIR, generator_start
 from tasks.validate.style_classifier import StyleClassifier
 
@@ -108,6 +109,16 @@ def test_each_ordered_pair_of_styles_counts_once_per_face_samples_averaged():
     assert pencil.share == pytest.approx(1 / 3) and not pencil.passed
     assert (verdicts["ink"].pairs, verdicts["ink"].pairs_won) == (3, 3)  # f1 twice, f2 once
     assert (verdicts["charcoal"].pairs, verdicts["charcoal"].pairs_won) == (2, 2)
+    # Which comparison each style loses: pencil loses to charcoal on f1 and to ink on f2.
+    assert pencil.against == {"charcoal": (0, 1), "ink": (1, 2)}
+    assert verdicts["ink"].against == {"charcoal": (1, 1), "pencil": (2, 2)}
+
+    # The reviewer's report shows that breakdown beside the verdicts.
+    figures = {style: StyleFigures(sketches=1, accepted=1, pair_verdict=v)
+               for style, v in verdicts.items()}
+    html = _pairs_against(figures)
+    assert "<th>against charcoal</th><th>against ink</th><th>against pencil</th>" in html
+    assert "<tr><td>pencil</td><td class='n'>0 / 1 (0.0%)</td><td class='n'>1 / 2 (50.0%)" in html
 
 
 def test_a_face_drawn_in_one_style_is_compared_with_its_start_render():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
@@ -25,10 +26,11 @@ from schemas.validation import DATASET_VERSIONS, SKETCH_VERDICTS
 from tasks import storage
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import load_styles
-from tasks.validate import publish
+from tasks.validate import compute, publish
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
 from tasks.validate.report import write_report
+from tasks.validate.vectors import resolve_source, stored_sketch_vectors
 
 from .chromium import find_chromium, open_page
 
@@ -209,3 +211,47 @@ def test_measurements_build_the_judge_validate_used(broken_run):
     assert metrics.style_method == "classifier" and judge.method == metrics.style_method
     assert judge.fingerprint == metrics.style_fingerprint
     assert judge.classifier is not None and judge.source == "cached"
+
+
+def test_a_new_mugshot_rescores_margins_without_measuring_any_sketch_again(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """A night's new faces change the gallery and nothing else: each sketch's margin is taken
+    again from its stored vector, and equals what measuring it from scratch gives."""
+    workspace = sketch_workspace
+    source = resolve_source(workspace, IDENTITY)
+    target = storage.read(workspace, SKETCHES, columns=["sketch_id", "png_sha256"],
+                          where="status = 'ok'").to_pylist()[0]
+    vector = stored_sketch_vectors(workspace, source,
+                                   [(target["sketch_id"], target["png_sha256"])])
+    # A mugshot of a new person who looks exactly like one of the sketches.
+    photos = storage.read(workspace, source.table, where="kind = 'photo'")
+    lookalike = photos.slice(0, 1).to_pylist()[0]
+    lookalike.update(face_id="lookalike-face", identity_id="lookalike",
+                     vector=vector[target["sketch_id"]].tolist())
+    storage.upsert(workspace, source.table,
+                   pa.Table.from_pylist([lookalike], schema=photos.schema), "face_id")
+
+    before = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="new-face")
+    assert (metrics.computed, metrics.rescored, metrics.reused) == (0, 48, 0)
+    assert metrics.encoded == {"identity": 0, "image": 0}
+    after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    moved = after[target["sketch_id"]]
+    assert moved["impostor_identity"] == "lookalike"
+    assert moved["impostor_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert moved["identity_margin"] < before[target["sketch_id"]]["identity_margin"]
+    assert {r["metrics_version"] for r in after.values()} == {metrics.metrics_version}
+    for sid, row in after.items():  # what does not depend on the gallery stays as measured
+        for column in ("pixel_std", "contrast", "identity_similarity", "style_predicted",
+                       "style_score"):
+            assert row[column] == before[sid][column], (sid, column)
+
+    # The same rows measured from scratch (another code version invalidates every part).
+    monkeypatch.setattr(compute, "CODE_VERSION", "metrics-from-scratch")
+    fresh = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="scratch")
+    assert (fresh.computed, fresh.rescored) == (48, 0)
+    scratch = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    for sid, row in scratch.items():
+        assert row["impostor_identity"] == after[sid]["impostor_identity"]
+        for column in ("impostor_similarity", "identity_margin"):
+            assert row[column] == pytest.approx(after[sid][column], abs=1e-6), (sid, column)

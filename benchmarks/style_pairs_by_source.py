@@ -1,0 +1,91 @@
+"""Where a style loses its same-face comparisons: the style contract split by the photos' source.
+
+The validate stage judges a style over every face of the version; a rejected one says how many
+pairs it lost, and (``against``) to which other style. This splits the same comparisons by
+where each face came from (the first folder under ``--data``: cuhk, cufsf, orl; anything
+elsewhere, such as synthetic mugshots, is "elsewhere"), with the judge the last validation
+used (the newest cached style classifier), so a reviewer sees whether a style fails on a
+population the generator never saw drawn in it.
+
+    .venv/bin/python -m benchmarks.style_pairs_by_source ~/clip4sketch-runs/real/night-v11 \\
+        --data ../shared/data --style forensic-artist
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def source_of(path: str, data: Path) -> str:
+    """The first folder of ``path`` under ``data`` (links resolved on both sides)."""
+    try:
+        return Path(path).resolve().relative_to(data.resolve()).parts[0]
+    except (ValueError, IndexError):
+        return "elsewhere"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workspace")
+    parser.add_argument("--data", default="../shared/data", help="the sources' data root")
+    parser.add_argument("--style", action="append", help="styles to show (default: all)")
+    parser.add_argument("--image-encoder", default="effnet-lite0")
+    args = parser.parse_args()
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("LANCEDB_LOG", "error")
+
+    # Imported here, after the environment above: these modules import Prefect.
+    from schemas.encoders import EncoderSpec
+    from schemas.records import SKETCHES_SCHEMA
+    from schemas.validation import Scope
+    from tasks import storage
+    from tasks.storage import Workspace
+    from tasks.validate.compute import read_scope
+    from tasks.validate.pairs import Drawing, Scorer, judge_pairs
+    from tasks.validate.style_classifier import StyleClassifier
+    from tasks.validate.vectors import resolve_source, stored_sketch_vectors
+
+    ws = Workspace.open(args.workspace)
+    cached = [p for p in (ws.root / "validation" / "style-classifier").glob("*.npz")]
+    if not cached:
+        parser.error(f"no style classifier in {ws.root}: validate the workspace first")
+    newest = max(cached, key=lambda p: p.stat().st_mtime)
+    judge = StyleClassifier.from_bytes(newest.read_bytes())
+    scorer = Scorer(list(judge.classes), judge.log_probabilities, "log-probability")
+
+    faces = storage.read(ws, "faces", columns=["face_id", "source_path"]).to_pylist()
+    source = {f["face_id"]: source_of(f["source_path"], Path(args.data)) for f in faces}
+    rows = read_scope(ws, Scope(), columns=list(SKETCHES_SCHEMA.names)).to_pylist()
+    image = resolve_source(ws, EncoderSpec(role="image", name=args.image_encoder))
+    vectors = stored_sketch_vectors(ws, image, [(r["sketch_id"], r["png_sha256"]) for r in rows])
+    ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors]
+    scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
+                  ) if ids else {}
+    groups: dict[str, list[Drawing]] = defaultdict(list)
+    for r in rows:
+        drawing = Drawing(r["face_id"], r["style"], scores.get(r["sketch_id"]))
+        groups["all"].append(drawing)
+        groups[source.get(r["face_id"], "elsewhere")].append(drawing)
+
+    print(f"{ws.root}: {len(rows)} drawings, judge {newest.name}")
+    print(f"{'style':18} {'faces from':10} {'faces':>6} {'pairs won':>16}  "
+          "against each other style")
+    for name, drawings in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
+        verdicts = judge_pairs(drawings, {}, judge.classes, 0.9)
+        for style, v in verdicts.items():
+            if args.style and style not in args.style or not v.pairs:
+                continue
+            faces_n = len({d.face_id for d in drawings if d.style == style})
+            against = ", ".join(f"{o} {w}/{n} ({w / n:.1%})" for o, (w, n) in v.against.items())
+            print(f"{style:18} {name:10} {faces_n:6d} {v.pairs_won:6d}/{v.pairs:<5d} "
+                  f"({v.share:.1%})  {against}")
+
+
+if __name__ == "__main__":
+    main()
