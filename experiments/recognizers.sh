@@ -69,7 +69,8 @@ $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artis
 
 # ROWS=1,2,3,4 KINDS=procrustes,adapter narrows the comparison (the default: every row and
 # kind); OUT= writes it elsewhere (the v9 encoder rows: OUT=$RUNS/recognizers/comparison-v9-encoder
-# ROWS=1,2,3,4 KINDS=procrustes,adapter,encoder).
+# ROWS=1,2,3,4 KINDS=procrustes,adapter,encoder; rows 3 and 4 guarded:
+# OUT=$RUNS/recognizers/comparison-v9-guarded ROWS=1,2,3,4 KINDS=encoder,encoder-guarded).
 narrow=()
 [ -n "${ROWS:-}" ] && narrow+=(--rows "$ROWS")
 [ -n "${KINDS:-}" ] && narrow+=(--kinds "$KINDS")
