@@ -8,11 +8,13 @@ impostor), the style judge (registry examples or CLIP prompts) and this module's
 Thresholds are not in it: they are applied afterwards (``metrics.reasons``), so tightening one
 re-judges in milliseconds.
 
-The version has two parts, ``<pixels>.<gallery>``, because every night's new mugshots change
-the gallery and only the gallery: a row whose pixel part still holds is *rescored* (its
-impostor and margin recomputed from its stored identity vector, a matrix product) instead of
-being decoded, measured and judged again. Without that split a night's validation read every
-PNG of the workspace, a cost that grew with every night (docs/results/reliability.md).
+The version has three parts, ``<pixels>.<style>.<gallery>``, because every night's new
+mugshots change the gallery and only the gallery, and a growing style's examples refit the
+judge now and then: a row whose pixel part still holds is *rescored* (its impostor and margin
+recomputed from its stored identity vector, a matrix product; re-judged from its stored image
+vector when the judge changed) instead of being decoded and measured again. Without that
+split a night's validation read every PNG of the workspace, a cost that grew with every night
+(docs/results/reliability.md).
 """
 
 from __future__ import annotations
@@ -177,20 +179,20 @@ def validate_judge(workspace: Workspace, size: int,
 
 def metrics_version(identity: VectorTable, image: VectorTable, gallery_key: str,
                     style_key: str | None) -> str:
-    """``<pixels>.<gallery>``: what the pixel-level metrics depend on (encoders, style judge,
-    code), then the gallery the identity margins were taken against."""
-    key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version,
-           "style": style_key}
+    """``<pixels>.<style>.<gallery>``: what the pixel-level metrics and stored vectors depend
+    on (encoders, code), then the style judge, then the gallery the identity margins were
+    taken against."""
+    key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version}
     pixels = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{pixels}.{hashlib.sha256(gallery_key.encode()).hexdigest()[:8]}"
+    style = hashlib.sha256(str(style_key).encode()).hexdigest()[:8]
+    return f"{pixels}.{style}.{hashlib.sha256(gallery_key.encode()).hexdigest()[:8]}"
 
 
-def pixel_part(version: str | None) -> str | None:
-    """The part of a metrics version that does not depend on the gallery (None for versions
-    written before the split, which never match)."""
-    if not version or "." not in version:
-        return None
-    return version.split(".", 1)[0]
+def version_parts(version: str | None) -> tuple[str, str, str] | None:
+    """(pixels, style, gallery) of a metrics version; None for versions written before the
+    split, which never match a part."""
+    parts = (version or "").split(".")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 def sketch_resolution(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -212,9 +214,11 @@ def _reusable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem:
 
 def _rescorable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
                 sha: str | None, version: str) -> bool:
-    """Only the gallery changed since the row was measured."""
-    return (_same_file(row, stored, problem, sha)
-            and pixel_part(stored["metrics_version"]) == pixel_part(version))
+    """Only the gallery or the style judge changed since the row was measured."""
+    if not _same_file(row, stored, problem, sha):
+        return False
+    old, new = version_parts(stored["metrics_version"]), version_parts(version)
+    return old is not None and new is not None and old[0] == new[0]
 
 
 def compute_metrics(
@@ -263,8 +267,8 @@ def compute_metrics(
     rescore_ids = list(rescore)
     for start in range(0, len(rescore_ids), CHUNK):
         part = [stored[sid] for sid in rescore_ids[start:start + CHUNK]]
-        out, lost = _rescore_chunk(workspace, part, identity, (g_identities, g_vectors),
-                                   version, run_id)
+        out, lost = _rescore_chunk(workspace, part, identity, image, judge,
+                                   (g_identities, g_vectors), version, run_id)
         if out.num_rows:
             storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
         report.rescored += out.num_rows
@@ -348,14 +352,37 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
 
 
 def _rescore_chunk(workspace: Workspace, part: list[dict], identity: VectorTable,
+                   image: VectorTable, judge: StyleJudge,
                    gallery_: tuple[list[str], np.ndarray], version: str, run_id: str
                    ) -> tuple[pa.Table, set[str]]:
-    """Stored rows with their identity scores taken again against today's gallery, and the
-    ids of those whose identity vector is no longer stored (to be measured again)."""
+    """Stored rows with their identity scores taken again against today's gallery (and their
+    style judged again from the stored image vectors, where the judge changed), and the ids
+    of those whose stored vectors are gone (to be measured again)."""
     measured = [r for r in part if r["pixel_std"] is not None]  # decoded, so it was scored
-    vectors = stored_sketch_vectors(workspace, identity,
-                                    [(r["sketch_id"], r["png_sha256"]) for r in measured])
+    items = [(r["sketch_id"], r["png_sha256"]) for r in measured]
+    vectors = stored_sketch_vectors(workspace, identity, items)
     lost = {r["sketch_id"] for r in measured if r["sketch_id"] not in vectors}
+    style_part = version_parts(version)[1]
+    rejudge = [r for r in measured if r["sketch_id"] not in lost
+               and version_parts(r["metrics_version"])[1] != style_part]
+    if rejudge:
+        predicted: list[str | None] = [None] * len(rejudge)
+        own: list[float | None] = [None] * len(rejudge)
+        styles = [r["style"] for r in rejudge]
+        if judge.method is not None and set(styles) & set(judge.classes()):
+            found = stored_sketch_vectors(workspace, image,
+                                          [(r["sketch_id"], r["png_sha256"]) for r in rejudge])
+            lost |= {r["sketch_id"] for r in rejudge if r["sketch_id"] not in found}
+            kept = [i for i, r in enumerate(rejudge) if r["sketch_id"] in found]
+            if kept:
+                called, scores = judge.judge(
+                    np.stack([found[rejudge[i]["sketch_id"]] for i in kept]),
+                    [styles[i] for i in kept])
+                for i, p, o in zip(kept, called, scores, strict=True):
+                    predicted[i], own[i] = p, o
+        for i, r in enumerate(rejudge):
+            r.update(style_predicted=predicted[i], style_score=own[i],
+                     style_method=judge.method if predicted[i] else None)
     now = dt.datetime.now(dt.UTC)
     out = [{**r, "metrics_version": version, "run_id": run_id, "computed_at": now}
            for r in part if r["sketch_id"] not in lost]

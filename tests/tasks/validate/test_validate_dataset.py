@@ -255,3 +255,45 @@ def test_a_new_mugshot_rescores_margins_without_measuring_any_sketch_again(
         assert row["impostor_identity"] == after[sid]["impostor_identity"]
         for column in ("impostor_similarity", "identity_margin"):
             assert row[column] == pytest.approx(after[sid][column], abs=1e-6), (sid, column)
+
+
+def test_a_refitted_style_judge_judges_again_from_stored_vectors_without_decoding(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """A judge refitted on a grown style's examples re-judges every sketch, from the image
+    vectors already stored: no PNG is decoded or measured again."""
+    workspace = sketch_workspace
+    before = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    calls: list[int] = []
+    real = compute.StyleJudge.for_workspace
+
+    def refitted(*args, **kwargs):
+        judge = real(*args, **kwargs)
+        judge.fingerprint = f"refitted-{judge.fingerprint}"
+        judging = judge.judge
+
+        def counted(vectors, styles):
+            calls.append(len(styles))
+            return judging(vectors, styles)
+
+        judge.judge = counted
+        return judge
+
+    def no_decoding(*_args, **_kwargs):
+        raise AssertionError("a sketch was decoded again")
+
+    monkeypatch.setattr(compute.StyleJudge, "for_workspace", refitted)
+    monkeypatch.setattr(compute, "read_image", no_decoding)
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="refit")
+    assert (metrics.computed, metrics.rescored, metrics.reused) == (0, 48, 0)
+    assert metrics.encoded == {"identity": 0, "image": 0}
+    assert sum(calls) == 48  # every sketch judged again
+    after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    old_parts = compute.version_parts(next(iter(before.values()))["metrics_version"])
+    new_parts = compute.version_parts(metrics.metrics_version)
+    assert (new_parts[0], new_parts[2]) == (old_parts[0], old_parts[2])
+    assert new_parts[1] != old_parts[1]
+    for sid, row in after.items():  # the same classifier, so the same calls and scores
+        assert row["metrics_version"] == metrics.metrics_version
+        assert row["style_predicted"] == before[sid]["style_predicted"]
+        assert row["style_score"] == pytest.approx(before[sid]["style_score"], abs=1e-9)
+        assert row["pixel_std"] == before[sid]["pixel_std"]
