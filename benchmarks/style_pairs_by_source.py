@@ -3,9 +3,10 @@
 The validate stage judges a style over every face of the version; a rejected one says how many
 pairs it lost, and (``against``) to which other style. This splits the same comparisons by
 where each face came from (the first folder under ``--data``: cuhk, cufsf, orl; anything
-elsewhere, such as synthetic mugshots, is "elsewhere"), with the judge the last validation
-used (the newest cached style classifier), so a reviewer sees whether a style fails on a
-population the generator never saw drawn in it.
+elsewhere, such as synthetic mugshots, is "elsewhere"), with the judge ``clip4sketch
+validate`` builds for the workspace (its cached classifier when the examples are unchanged,
+as after the night that drew them), so a reviewer sees whether a style fails on a population
+the generator never saw drawn in it.
 
     .venv/bin/python -m benchmarks.style_pairs_by_source ~/clip4sketch-runs/real/night-v11 \\
         --data ../shared/data --style forensic-artist
@@ -46,24 +47,24 @@ def main() -> None:
     from schemas.validation import Scope
     from tasks import storage
     from tasks.storage import Workspace
-    from tasks.validate.compute import read_scope
+    from tasks.validate.compute import read_scope, sketch_resolution, validate_judge
     from tasks.validate.pairs import Drawing, Scorer, judge_pairs
-    from tasks.validate.style_classifier import StyleClassifier
-    from tasks.validate.vectors import resolve_source, stored_sketch_vectors
+    from tasks.validate.vectors import stored_sketch_vectors
 
     ws = Workspace.open(args.workspace)
-    cached = [p for p in (ws.root / "validation" / "style-classifier").glob("*.npz")]
-    if not cached:
-        parser.error(f"no style classifier in {ws.root}: validate the workspace first")
-    newest = max(cached, key=lambda p: p.stat().st_mtime)
-    judge = StyleClassifier.from_bytes(newest.read_bytes())
-    scorer = Scorer(list(judge.classes), judge.log_probabilities, "log-probability")
+    rows = read_scope(ws, Scope(), columns=list(SKETCHES_SCHEMA.names)).to_pylist()
+    if not rows:
+        parser.error(f"no sketches in {ws.root}: run a night or `clip4sketch generate` first")
+    judge = validate_judge(ws, sketch_resolution(rows),
+                           EncoderSpec(role="image", name=args.image_encoder))
+    if judge.method is None:
+        parser.error(f"no style judge for {ws.root}: the registry has no examples to train one")
+    scorer = Scorer(judge.classes(), judge.scores, judge.method)
 
     faces = storage.read(ws, "faces", columns=["face_id", "source_path"]).to_pylist()
     source = {f["face_id"]: source_of(f["source_path"], Path(args.data)) for f in faces}
-    rows = read_scope(ws, Scope(), columns=list(SKETCHES_SCHEMA.names)).to_pylist()
-    image = resolve_source(ws, EncoderSpec(role="image", name=args.image_encoder))
-    vectors = stored_sketch_vectors(ws, image, [(r["sketch_id"], r["png_sha256"]) for r in rows])
+    vectors = stored_sketch_vectors(ws, judge.image,
+                                    [(r["sketch_id"], r["png_sha256"]) for r in rows])
     ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors]
     scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
                   ) if ids else {}
@@ -73,11 +74,11 @@ def main() -> None:
         groups["all"].append(drawing)
         groups[source.get(r["face_id"], "elsewhere")].append(drawing)
 
-    print(f"{ws.root}: {len(rows)} drawings, judge {newest.name}")
+    print(f"{ws.root}: {len(rows)} drawings, judge {judge.method} {judge.fingerprint}")
     print(f"{'style':18} {'faces from':10} {'faces':>6} {'pairs won':>16}  "
           "against each other style")
     for name, drawings in sorted(groups.items(), key=lambda kv: (kv[0] != "all", kv[0])):
-        verdicts = judge_pairs(drawings, {}, judge.classes, 0.9)
+        verdicts = judge_pairs(drawings, {}, judge.classes(), 0.9)
         for style, v in verdicts.items():
             if args.style and style not in args.style or not v.pairs:
                 continue

@@ -83,7 +83,8 @@ for style, figures in sorted(dataset["per_style"].items()):
     bar = figures.get("identity_bar") or {}
     print(f"  {style}: pairs {pairs.get('pairs_won')}/{pairs.get('pairs')} "
           f"({(pairs.get('share') or 0):.1%}, {'pass' if pairs.get('passed') else 'FAIL'}); "
-          f"{against}; identity bar {'pass' if bar.get('passed') else bar.get('passed')}")
+          f"{against}; identity contract "
+          f"{'not judged' if not bar else 'pass' if bar.get('passed') else 'FAIL'}")
 EOF
     tail -n 4 "$summary"
     previous="$ws"

@@ -327,27 +327,16 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
         id_vectors, encoded = sketch_vectors(workspace, identity, items, crops, run_id)
         report.encoded["identity"] += encoded
         report.vectors_reused["identity"] += len(items) - encoded
-        sources = current_vectors(workspace, identity, [r["face_id"] for r in ready])
-        nan = np.full(identity.dim, np.nan, np.float32)
-        source_matrix = np.stack([sources.get(r["face_id"], nan) for r in ready])
-        similarity, impostor, impostor_id, margin = identity_scores(
-            id_vectors, source_matrix, [r["identity_id"] for r in ready], gallery_[1],
-            gallery_[0])
+        _score_identities(workspace, identity, ready, id_vectors, gallery_)
         styles = [r["style"] for r in ready]
         predicted: list[str | None] = [None] * len(ready)
         own: list[float | None] = [None] * len(ready)
-        if judge.method is not None and set(styles) & set(judge.classes()):
+        if _judges(judge, styles):
             im_vectors, encoded = sketch_vectors(workspace, image, items, crops, run_id)
             report.encoded["image"] += encoded
             report.vectors_reused["image"] += len(items) - encoded
             predicted, own = judge.judge(im_vectors, styles)
-        for i, record in enumerate(ready):
-            record.update(
-                identity_similarity=_finite(similarity[i]),
-                impostor_similarity=_finite(impostor[i]), impostor_identity=impostor_id[i],
-                identity_margin=_finite(margin[i]), style_predicted=predicted[i],
-                style_score=own[i], style_method=judge.method if predicted[i] else None,
-            )
+        _set_styles(judge, ready, predicted, own)
     return pa.Table.from_pylist(out, schema=SKETCH_METRICS_SCHEMA)
 
 
@@ -359,46 +348,58 @@ def _rescore_chunk(workspace: Workspace, part: list[dict], identity: VectorTable
     style judged again from the stored image vectors, where the judge changed), and the ids
     of those whose stored vectors are gone (to be measured again)."""
     measured = [r for r in part if r["pixel_std"] is not None]  # decoded, so it was scored
-    items = [(r["sketch_id"], r["png_sha256"]) for r in measured]
-    vectors = stored_sketch_vectors(workspace, identity, items)
+    vectors = stored_sketch_vectors(workspace, identity,
+                                    [(r["sketch_id"], r["png_sha256"]) for r in measured])
     lost = {r["sketch_id"] for r in measured if r["sketch_id"] not in vectors}
     style_part = version_parts(version)[1]
     rejudge = [r for r in measured if r["sketch_id"] not in lost
                and version_parts(r["metrics_version"])[1] != style_part]
-    if rejudge:
-        predicted: list[str | None] = [None] * len(rejudge)
-        own: list[float | None] = [None] * len(rejudge)
-        styles = [r["style"] for r in rejudge]
-        if judge.method is not None and set(styles) & set(judge.classes()):
-            found = stored_sketch_vectors(workspace, image,
-                                          [(r["sketch_id"], r["png_sha256"]) for r in rejudge])
-            lost |= {r["sketch_id"] for r in rejudge if r["sketch_id"] not in found}
-            kept = [i for i, r in enumerate(rejudge) if r["sketch_id"] in found]
-            if kept:
-                called, scores = judge.judge(
-                    np.stack([found[rejudge[i]["sketch_id"]] for i in kept]),
-                    [styles[i] for i in kept])
-                for i, p, o in zip(kept, called, scores, strict=True):
-                    predicted[i], own[i] = p, o
-        for i, r in enumerate(rejudge):
-            r.update(style_predicted=predicted[i], style_score=own[i],
-                     style_method=judge.method if predicted[i] else None)
+    if rejudge and _judges(judge, [r["style"] for r in rejudge]):
+        found = stored_sketch_vectors(workspace, image,
+                                      [(r["sketch_id"], r["png_sha256"]) for r in rejudge])
+        lost |= {r["sketch_id"] for r in rejudge if r["sketch_id"] not in found}
+        rejudge = [r for r in rejudge if r["sketch_id"] in found]
+        if rejudge:
+            predicted, own = judge.judge(np.stack([found[r["sketch_id"]] for r in rejudge]),
+                                         [r["style"] for r in rejudge])
+            _set_styles(judge, rejudge, predicted, own)
+    elif rejudge:  # no judge for these styles any more: no call, as a fresh measurement
+        _set_styles(judge, rejudge, [None] * len(rejudge), [None] * len(rejudge))
     now = dt.datetime.now(dt.UTC)
     out = [{**r, "metrics_version": version, "run_id": run_id, "computed_at": now}
            for r in part if r["sketch_id"] not in lost]
     scored = [r for r in out if r["sketch_id"] in vectors]
     if scored:
-        sources = current_vectors(workspace, identity, [r["face_id"] for r in scored])
-        nan = np.full(identity.dim, np.nan, np.float32)
-        similarity, impostor, impostor_id, margin = identity_scores(
-            np.stack([vectors[r["sketch_id"]] for r in scored]),
-            np.stack([sources.get(r["face_id"], nan) for r in scored]),
-            [r["identity_id"] for r in scored], gallery_[1], gallery_[0])
-        for i, record in enumerate(scored):
-            record.update(identity_similarity=_finite(similarity[i]),
-                          impostor_similarity=_finite(impostor[i]),
-                          impostor_identity=impostor_id[i], identity_margin=_finite(margin[i]))
+        _score_identities(workspace, identity, scored,
+                          np.stack([vectors[r["sketch_id"]] for r in scored]), gallery_)
     return pa.Table.from_pylist(out, schema=SKETCH_METRICS_SCHEMA), lost
+
+
+def _judges(judge: StyleJudge, styles: Sequence[str]) -> bool:
+    """Whether the judge has a class for any of these styles (else nothing is judged)."""
+    return judge.method is not None and bool(set(styles) & set(judge.classes()))
+
+
+def _set_styles(judge: StyleJudge, records: Sequence[dict], predicted: Sequence[str | None],
+                own: Sequence[float | None]) -> None:
+    for record, called, score in zip(records, predicted, own, strict=True):
+        record.update(style_predicted=called, style_score=score,
+                      style_method=judge.method if called else None)
+
+
+def _score_identities(workspace: Workspace, identity: VectorTable, records: Sequence[dict],
+                      vectors: np.ndarray, gallery_: tuple[list[str], np.ndarray]) -> None:
+    """Each record's cosine to its own mugshot and margin over the gallery's closest other
+    identity, set in place (a record whose mugshot has no vector gets nulls)."""
+    sources = current_vectors(workspace, identity, [r["face_id"] for r in records])
+    nan = np.full(identity.dim, np.nan, np.float32)
+    similarity, impostor, impostor_id, margin = identity_scores(
+        vectors, np.stack([sources.get(r["face_id"], nan) for r in records]),
+        [r["identity_id"] for r in records], gallery_[1], gallery_[0])
+    for i, record in enumerate(records):
+        record.update(identity_similarity=_finite(similarity[i]),
+                      impostor_similarity=_finite(impostor[i]),
+                      impostor_identity=impostor_id[i], identity_margin=_finite(margin[i]))
 
 
 def _finite(value: float) -> float | None:
