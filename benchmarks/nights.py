@@ -25,10 +25,17 @@ draws every face in it (how the runs before this option worked).
 
 Night 100 is both a new-style night and a rejected one, so beside the goal's ratio it prints
 the like-for-like one: the median of the last ten ordinary nights (published, no new style)
-over the median of the first ten. Wall seconds swing with whatever else the machine runs;
-the process's CPU seconds (every thread of the flows; the Prefect server is a separate
-process) swing far less, so both are printed, and each night's stage seconds are kept in
-``nights.json``.
+over the median of the first ten. Both still compare different work: night 2 draws its one
+new face in one style, night 100 its one in five (and validates five styles' sketches, with
+a judge of five classes). ``--same-work K`` takes the workspace's own growth apart from the
+night's: after the last night it gives K more nights of exactly one new face, each run
+twice, on the long-lived workspace and on a fresh one holding the first night's faces and
+the same styles and generator (the two interleaved, same server), and prints the median
+seconds of the one over the other.
+
+Wall seconds swing with whatever else the machine runs; the process's CPU seconds (every
+thread of the flows; the Prefect server is a separate process) swing far less, so both are
+printed, and each night's stage seconds are kept in ``nights.json``.
 
 All nights run in one process against one Prefect server started (and warmed) before the
 clock, as ``benchmarks/nightly.py`` does.
@@ -36,6 +43,7 @@ clock, as ``benchmarks/nightly.py`` does.
     .venv/bin/python -m benchmarks.nights                       # 100 nights, 50 faces
     .venv/bin/python -m benchmarks.nights --nights 12 --faces 20 --no-prune   # the baseline
     .venv/bin/python -m benchmarks.nights --out DIR --resume --nights 110     # 10 more nights
+    .venv/bin/python -m benchmarks.nights --out DIR --resume --same-work 5    # same work, two sizes
 
 ``--resume`` continues a run whose ``--out`` folder holds its workspace and ``nights.json``
 (written after every night), e.g. to time ten more ordinary nights on a hundred nights'
@@ -105,6 +113,43 @@ def _backfill(workspace: Path, style: str, thresholds: str) -> dict:
     backfill(styles=[style], workspace=str(workspace), thresholds=thresholds)
     return {"seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu}
+
+
+def _same_work(temp: Path, workspace: Path, live: Path, first: list[Path], new: list[Path],
+               styles: list[str], thresholds: str, keep: int | None) -> list[dict]:
+    """Each new face's night on the long-lived workspace and on a fresh one (see the module's
+    docstring); the fresh one first ingests and draws ``first``, untimed."""
+    from tasks.generate.catalog import DEFAULT_GENERATOR  # see _night: after PREFECT_HOME
+
+    fresh = temp / "same-work"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh_ws, fresh_live = fresh / "ws", fresh / "live"
+    shutil.copytree(workspace / DEFAULT_GENERATOR, fresh_ws / DEFAULT_GENERATOR)
+    if (workspace / "styles").is_dir():
+        shutil.copytree(workspace / "styles", fresh_ws / "styles")
+    for face in first:
+        shutil.copytree(face, fresh_live / face.name)
+    _night(fresh_ws, fresh_live, styles, thresholds, keep)
+    rows = []
+    for i, face in enumerate(new):
+        for folder in (live, fresh_live):
+            shutil.copytree(face, folder / face.name, dirs_exist_ok=True)
+        # Interleaved, the one run first on odd nights: a machine that slows down over the
+        # minutes slows both alike.
+        order = [("long", workspace, live), ("fresh", fresh_ws, fresh_live)]
+        done = {name: _night(ws, folder, styles, thresholds, keep)
+                for name, ws, folder in (order if i % 2 == 0 else order[::-1])}
+        rows.append({"face": face.name, **done})
+        print(f"same work {i + 1}: one new face in {len(styles)} style(s), long-lived "
+              f"{done['long']['seconds']:5.1f} s ({done['long']['cpu_seconds']:.1f} s CPU), "
+              f"fresh {done['fresh']['seconds']:5.1f} s ({done['fresh']['cpu_seconds']:.1f} s "
+              f"CPU)", flush=True)
+    return rows
+
+
+def same_work_ratio(rows: list[dict], key: str) -> tuple[float, float]:
+    """Medians of ``key`` over the same-work nights: long-lived workspace, fresh one."""
+    return (_median([r["long"][key] for r in rows]), _median([r["fresh"][key] for r in rows]))
 
 
 def _median(values: list[float]) -> float:
@@ -227,6 +272,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="workspace and plot folder (kept)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its nights.json")
+    parser.add_argument("--same-work", type=int, default=0, metavar="K",
+                        help="after the last night, K nights of one new face on this "
+                             "workspace and on a fresh one (see the docstring)")
     args = parser.parse_args()
     if args.resume and not (args.out and (Path(args.out) / "nights.json").is_file()):
         parser.error("--resume needs --out naming a folder with a nights.json")
@@ -252,18 +300,19 @@ def main() -> None:
     from tasks.generate.catalog import DEFAULT_GENERATOR
     from tasks.generate.networks import SketchGenerator
 
-    done_rows: list[dict] = (json.loads((temp / "nights.json").read_text())["rows"]
-                             if args.resume else [])
-    extra = round(args.faces * args.growth * args.nights) + args.nights
+    stored = json.loads((temp / "nights.json").read_text()) if args.resume else {}
+    done_rows: list[dict] = stored.get("rows", [])
+    extra = round(args.faces * args.growth * args.nights) + args.nights + args.same_work
     source = temp / "source"
     if not args.resume:
         source = make_demo_source(source, identities=args.faces + extra, photos_per_identity=1)
     names = sorted(p.name for p in (source / "photos").iterdir())
     workspace, live = temp / "ws", temp / "live"
     live.mkdir(parents=True, exist_ok=True)
-    arrived = done_rows[-1]["faces"] if done_rows else 0
+    # Faces a same-work run added to the live folder count as arrived.
+    arrived = (done_rows[-1]["faces"] if done_rows else 0) + len(stored.get("same_work", []))
     if len(names) < arrived + round(arrived * args.growth * (args.nights - len(done_rows))) + (
-            args.nights - len(done_rows)):
+            args.nights - len(done_rows)) + args.same_work:
         parser.error(f"{source} has too few faces for {args.nights} nights")
 
     def arrive(count: int) -> None:
@@ -318,13 +367,22 @@ def main() -> None:
                   flush=True)
             (temp / "nights.json").write_text(json.dumps({"rows": rows, "args": vars(args)},
                                                           indent=1))
+        same = []
+        if args.same_work:
+            same = _same_work(temp, workspace, live,
+                              [source / "photos" / n for n in names[:args.faces]],
+                              [source / "photos" / n for n in
+                               names[arrived:arrived + args.same_work]],
+                              styles, accept, keep)
 
     needed = needed_bytes(workspace, temp)
     last, second = rows[-1], rows[1]
     plot = temp / "nights.png"
     _plot(rows, plot, needed)
-    (temp / "nights.json").write_text(json.dumps({"rows": rows, "needed": needed,
-                                                  "args": vars(args)}, indent=1))
+    (temp / "nights.json").write_text(json.dumps(
+        {"rows": rows, "needed": needed, "args": vars(args),
+         **({"same_work": stored.get("same_work", []) + same} if same or stored.get("same_work")
+            else {})}, indent=1))
     print(f"\n{args.nights} nights, {'no prune' if keep is None else f'prune keep {keep}'}")
     print(f"{'':28} {'value':>12} {'goal':>12}")
     print(f"{'workspace after last night':28} {last['bytes'] / 1e6:10.2f} MB "
@@ -338,6 +396,10 @@ def main() -> None:
         first, latest = like_for_like(rows, key)
         print(f"{'ordinary nights, last/first':28} {latest / first:12.2f} {1.2:12.2f}  "
               f"(median of 10: {latest:.1f} / {first:.1f} {unit})")
+        if same:
+            long, fresh = same_work_ratio(same, key)
+            print(f"{'same work, long/fresh':28} {long / fresh:12.2f} {1.2:12.2f}  "
+                  f"(median of {len(same)}: {long:.1f} / {fresh:.1f} {unit})")
     print("by folder after the last night: " + ", ".join(
         f"{k} {v / 1e6:.2f} MB" for k, v in _by_folder(workspace).items()))
     print(f"plot: {plot}\nrows: {temp / 'nights.json'}")

@@ -14,7 +14,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge-quality.sh v3 ... v11}"
+version="${1:?usage: experiments/bridge-quality.sh v3 ... v12}"
 gen="$(generator_dir "cpu-bridge-$version")"
 eta="${ETA:-2.5}"
 judges=(--judge forensic-artist=cuhk --judge cufsf-artist=cufsf)

@@ -17,6 +17,9 @@
 #                               # point of the weight trend (0.1 -> 0.2 -> 0.4 raised CUHK rank-1)
 #   experiments/bridge.sh v11   # v10 plus the photo anchor (losses.identity_photo 0.2) on the
 #                               # artist-target items, 2,250 steps
+#   experiments/bridge.sh v12   # v11 plus the texture loss (1.0 from step 500) and AT&T photos
+#                               # (--split att), so forensic-artist is asked of AT&T-like faces
+#                               # and its pencil texture is matched there, 2,250 steps
 #
 # About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -26,7 +29,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11|v12}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -54,7 +57,11 @@ c['name'] = '$name'; c['training']['losses'].update(identity=0.8)"; steps=2250 ;
     v11) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
 c['name'] = '$name'; c['training']['losses'].update(identity=0.8, identity_photo=0.2)"
         steps=2250 ;;
-    *) echo "unknown version $version (v3 ... v11)" >&2; exit 2 ;;
+    v12) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
+c['name'] = '$name'; c['training']['losses'].update(identity=0.8, identity_photo=0.2, \
+texture=1.0, texture_from_step=500, texture_items=4)"
+        splits+=(--split att); steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v12)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"
 resume=()

@@ -5,6 +5,7 @@
 #
 #   experiments/real-night.sh v9     # the artist-targeted bridge (cpu-artist)
 #   experiments/real-night.sh v11    # the same with the photo anchor (identity_photo 0.2)
+#   experiments/real-night.sh v12    # v11 plus the texture loss and AT&T photos in training
 #
 # -> $RUNS/real/night-<version>/ (its report: reports/<version>/report.html; the night's run
 #    manifest: runs/nightly-<id>.json). Exit status 1 when the version is rejected.

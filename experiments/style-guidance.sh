@@ -10,6 +10,7 @@
 #
 #   experiments/style-guidance.sh v11 1.0 1.5 2.0          # guidance (the bridge's own: 1.0)
 #   PARAM=eta experiments/style-guidance.sh v11 1.5 3.5     # eta (the bridge's own: 2.5)
+#   experiments/style-guidance.sh v12 1.0                  # another bridge at its own setting
 #
 # -> $RUNS/real/guidance-<version>/<param><value>/ (a workspace each; its report under reports/),
 #    and the summary in $RUNS/real/guidance-<version>/summary.txt.

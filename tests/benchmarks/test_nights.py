@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.nights import like_for_like
+from benchmarks.nights import like_for_like, same_work_ratio
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,12 @@ def test_like_for_like_takes_the_median_of_each_end():
     rows = [_night(1, 0.0)] + [_night(n, s) for n, s in zip(range(2, 8), seconds, strict=True)]
     assert like_for_like(rows, "seconds", count=3) == (2, 4)
 
+
+
+def test_same_work_ratio_takes_each_workspace_median_of_the_same_nights():
+    rows = [{"long": {"seconds": s}, "fresh": {"seconds": f}}
+            for s, f in ((7.0, 6.0), (30.0, 5.0), (8.0, 6.5))]
+    assert same_work_ratio(rows, "seconds") == (8.0, 6.0)
 
 
 def test_importing_the_benchmark_leaves_the_environment_alone():
