@@ -11,7 +11,7 @@
 #   experiments/bridge-validate.sh v5 ws6
 #   experiments/bridge-validate.sh v6 ws7; ETA=3.5 experiments/bridge-validate.sh v6 ws8
 #   experiments/bridge-validate.sh v9 ws11; experiments/bridge-validate.sh v10 ws12
-#   experiments/bridge-validate.sh v11 ws13
+#   experiments/bridge-validate.sh v11 ws13; experiments/bridge-validate.sh v12 ws14
 #   JUDGES=all experiments/bridge-validate.sh v3 ws4   # also the four judges (~5 min more)
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
