@@ -375,19 +375,21 @@ def main() -> None:
                                names[arrived:arrived + args.same_work]],
                               styles, accept, keep)
 
-    needed = needed_bytes(workspace, temp)
+    # Measured now, not taken from the last row: same-work nights ran after it.
+    size, needed = storage.folder_bytes(workspace), needed_bytes(workspace, temp)
     last, second = rows[-1], rows[1]
     plot = temp / "nights.png"
     _plot(rows, plot, needed)
+    same_work = stored.get("same_work", []) + same
     (temp / "nights.json").write_text(json.dumps(
-        {"rows": rows, "needed": needed, "args": vars(args),
-         **({"same_work": stored.get("same_work", []) + same} if same or stored.get("same_work")
-            else {})}, indent=1))
-    print(f"\n{args.nights} nights, {'no prune' if keep is None else f'prune keep {keep}'}")
+        {"rows": rows, "needed": needed, "bytes": size, "args": vars(args),
+         **({"same_work": same_work} if same_work else {})}, indent=1))
+    print(f"\n{args.nights} nights, {'no prune' if keep is None else f'prune keep {keep}'}"
+          + (f", then {len(same)} same-work nights" if same else ""))
     print(f"{'':28} {'value':>12} {'goal':>12}")
-    print(f"{'workspace after last night':28} {last['bytes'] / 1e6:10.2f} MB "
+    print(f"{'workspace now':28} {size / 1e6:10.2f} MB "
           f"{1.3 * needed / 1e6:10.2f} MB  (1.3 x {needed / 1e6:.2f} MB the kept versions "
-          f"need: {last['bytes'] / needed:.2f} x)")
+          f"need: {size / needed:.2f} x)")
     for key, unit in (("seconds", "s"), ("cpu_seconds", "s CPU")):
         if key not in last or key not in second:
             continue  # a resumed run's older nights were timed without CPU seconds

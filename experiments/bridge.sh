@@ -41,6 +41,10 @@ variant() {  # $1: python statements editing the dict c
     "$PY" -c "import json; c = json.load(open('tasks/generate/configs/cpu.json')); \
 c['name'] = '$name'; $1; json.dump(c, open('$config', 'w'), indent=2)"
 }
+artist_variant() {  # $1: keyword arguments for the losses of a copy of cpu-artist.json
+    variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); c['name'] = '$name'; \
+c['training']['losses'].update($1)"
+}
 case "$version" in
     v3) ;;
     v4) variant "c['training']['losses'].update(identity=0.1, adversarial=0.35)" ;;
@@ -52,14 +56,10 @@ case "$version" in
     v8) variant "c['training']['losses'].update(identity=0.1, identity_max_t=0.5, \
 identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
     v9) config=cpu-artist; steps=2250 ;;
-    v10) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
-c['name'] = '$name'; c['training']['losses'].update(identity=0.8)"; steps=2250 ;;
-    v11) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
-c['name'] = '$name'; c['training']['losses'].update(identity=0.8, identity_photo=0.2)"
-        steps=2250 ;;
-    v12) variant "c = json.load(open('tasks/generate/configs/cpu-artist.json')); \
-c['name'] = '$name'; c['training']['losses'].update(identity=0.8, identity_photo=0.2, \
-texture=1.0, texture_from_step=500, texture_items=4)"
+    v10) artist_variant "identity=0.8"; steps=2250 ;;
+    v11) artist_variant "identity=0.8, identity_photo=0.2"; steps=2250 ;;
+    v12) artist_variant "identity=0.8, identity_photo=0.2, texture=1.0, texture_from_step=500, \
+texture_items=4"
         splits+=(--split att); steps=2250 ;;
     *) echo "unknown version $version (v3 ... v12)" >&2; exit 2 ;;
 esac
