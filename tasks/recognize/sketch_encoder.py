@@ -50,6 +50,8 @@ import numpy as np
 from tasks.recognize.data import DataError
 from tasks.recognize.sketch_side import (
     ADAPTER_HIDDEN,
+    CURRICULUM,
+    MIXED,
     REAL_KIND,
     TAU,
     EarlyStopping,
@@ -59,9 +61,11 @@ from tasks.recognize.sketch_side import (
     _validation_gallery,
     fit_adapter,
     infonce,
+    of_kinds,
     one_thread,
     optimizer_step,
     real_shares,
+    schedules,
     torch_modules,
     validation_score,
     validation_split,
@@ -262,6 +266,12 @@ class EncoderData:
         keep = np.isin(self.vectors.sketch_labels, np.asarray(list(labels)))
         return EncoderData(self.vectors.subset(labels), self.crops[keep])
 
+    def of_kinds(self, real: bool) -> EncoderData:
+        """Only the real sketches, or only the others (every photo kept): the curriculum's
+        stages."""
+        keep = (self.vectors.sketch_kinds == REAL_KIND) == real
+        return EncoderData(of_kinds(self.vectors, real), self.crops[keep])
+
 
 @dataclass
 class EncoderFitted:
@@ -307,17 +317,22 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
                   autocast: bool | None = None, batch: int = ENCODER_BATCH,
                   say: Callable[[str], None] | None = None,
                   step0: dict[str, Any] | None = None, guard: Probes | None = None,
+                  start: tuple[dict[str, Any], dict[str, Any]] | None = None,
                   ) -> tuple[Any, list[float], list[dict[str, Any]], int, float]:
     """Train one sketch branch; with ``validate`` (probe crops, labels, gallery vectors,
     labels) stop early and return the best step's weights. Returns (module, losses,
     validation history, best step, seconds spent in training steps). ``step0``: the
     validation score of the untrained branch if already known (it is the frozen encoder's,
     the same for every candidate). With ``guard`` (another artist's probes) a step whose
-    guard score falls under step 0's is recorded but never the best."""
+    guard score falls under step 0's is recorded but never the best. ``start``: (trainable
+    weights, their validation result) to continue from, the curriculum's second stage; its
+    guard floor stays the frozen encoder's (``step0``)."""
     import torch
     import torch.nn.functional as F
 
     module = _torch_classes()["SketchSFace"](base, blocks).to(device)
+    if start is not None:
+        module.load_trainable(start[0])
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=ENCODER_LR, weight_decay=0.0) \
         if trainable else None
@@ -355,11 +370,11 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
     best = EarlyStopping(ENCODER_PATIENCE, module.trainable_state())
     floor = -math.inf
     if validate is not None:
-        first = step0 or score()
+        first = start[1] if start is not None else step0 or score()
         history.append({"step": 0, **first})
         best.score = first["score"]
         if guard is not None:
-            floor = first["guard"]["score"]
+            floor = (step0 or first)["guard"]["score"]
     seconds = 0.0
     for step in range(1, steps + 1 if optimizer is not None else 1):
         began = time.perf_counter()
@@ -400,12 +415,13 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
                 guard: EncoderData | None = None) -> EncoderFitted:
     """Choose k, lambda, the real share and the step count on validation identities.
 
-    Candidates are searched one coordinate at a time (k, then lambda, then the real share);
+    Candidates are searched one coordinate at a time (k, then lambda, then the real share,
+    then, real and drawn sketches mixed, the curriculum: drawn first, real alone after);
     every candidate trains on the fit identities with early stopping; the one with the best
     validation score (rank-1 + TAR@FAR=1e-2; ties: fewer steps, fewer blocks, larger lambda,
-    the kind-balanced mix) is kept at its best step. A best step of 0 keeps the frozen
-    encoder. With ``guard`` (another artist's pairs, never trained on) only steps that keep
-    the guard's score at least the frozen encoder's are candidates.
+    mixed batches, the kind-balanced mix) is kept at its best step. A best step of 0 keeps
+    the frozen encoder. With ``guard`` (another artist's pairs, never trained on) only steps
+    that keep the guard's score at least the frozen encoder's are candidates.
     """
     fit, val, probes = validation_split(data.vectors, seed)
     train = data.subset(fit)
@@ -430,9 +446,32 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
             say, runs[0]["history"][0] if runs else None, guard_probes)
         spent["seconds"] += seconds
         spent["presented"] += len(losses) * batch
-        runs.append({"blocks": k, "lambda": lam, "real_share": share, "best_step": best_step,
+        runs.append({"blocks": k, "lambda": lam, "schedule": MIXED, "real_share": share,
+                     "best_step": best_step, "stage_steps": [best_step, 0],
                      "best": next(h for h in history if h["step"] == best_step),
                      "history": history, "steps_run": len(losses), "losses": losses})
+        modules.append(module)
+
+    def curriculum(k: int, lam: float) -> None:
+        """The drawn sketches first, then the real ones alone from the first stage's best
+        step (validated and guarded like every candidate)."""
+        step0 = runs[0]["history"][0]
+        first, losses, history, best_first, seconds = train_encoder(
+            base, train.of_kinds(real=False), k, lam, seed, max_steps, validate, device,
+            None, autocast, batch, say, step0, guard_probes)
+        start = (first.trainable_state(),
+                 next(h for h in history if h["step"] == best_first))
+        module, more, history, best_second, more_seconds = train_encoder(
+            base, train.of_kinds(real=True), k, lam, seed, max_steps, validate, device,
+            None, autocast, batch, say, step0, guard_probes, start)
+        spent["seconds"] += seconds + more_seconds
+        spent["presented"] += (len(losses) + len(more)) * batch
+        runs.append({"blocks": k, "lambda": lam, "schedule": CURRICULUM, "real_share": None,
+                     "best_step": best_first + best_second,
+                     "stage_steps": [best_first, best_second],
+                     "best": next(h for h in history if h["step"] == best_second),
+                     "history": history, "steps_run": len(losses) + len(more),
+                     "losses": losses + more})
         modules.append(module)
 
     # A coordinate search, image-level runs being too dear for the full product on a CPU:
@@ -448,6 +487,9 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
         lead = max(runs, key=_preference)
         for share in shares[1:]:
             run(lead["blocks"], lead["lambda"], share)
+    if CURRICULUM in schedules(train.vectors.sketch_kinds):
+        lead = max(runs, key=_preference)
+        curriculum(lead["blocks"], lead["lambda"])
     seconds, presented = spent["seconds"], spent["presented"]
     order = max(range(len(runs)), key=lambda i: _preference(runs[i]))
     chosen, module = runs[order], modules[order]
@@ -459,13 +501,15 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
     return EncoderFitted(
         state=module.trainable_state(),  # the best step's (step 0: the frozen encoder's)
         chosen={"blocks": chosen["blocks"], "lambda": chosen["lambda"],
-                "real_share": chosen["real_share"], "steps": chosen["best_step"],
+                "schedule": chosen["schedule"], "real_share": chosen["real_share"],
+                "steps": chosen["best_step"], "stage_steps": chosen["stage_steps"],
                 "tau": TAU, "lr": ENCODER_LR, "batch": batch},
         validation={"identities": {"fit": len(fit), "validation": len(val)},
                     "probes": probes, "n_probes": int(chosen_probes.sum()),
                     "n_gallery": len(gallery_labels),
-                    "runs": [{k: r[k] for k in ("blocks", "lambda", "real_share",
-                                                "best_step", "best", "steps_run")}
+                    "runs": [{k: r[k] for k in ("blocks", "lambda", "schedule", "real_share",
+                                                "best_step", "stage_steps", "best",
+                                                "steps_run")}
                              for r in runs],
                     "history": chosen["history"], "best": chosen["best"],
                     "baseline": {k: baseline[k] for k in ("rank1", "tar_at_far_1e-2",
@@ -519,10 +563,10 @@ def adapter_on_top(data: EncoderData, module: Any, seed: int, device: Any,
 
 
 def _preference(run: dict[str, Any]) -> tuple:
-    """Best validation score; ties: step 0 (the encoder), fewer blocks, larger lambda, the
-    kind-balanced mix."""
+    """Best validation score; ties: fewer steps (step 0: the encoder), fewer blocks, larger
+    lambda, mixed batches (one stage), the kind-balanced mix."""
     return (round(run["best"]["score"], 9), -run["best_step"], -run["blocks"], run["lambda"],
-            run["real_share"] is None)
+            run.get("schedule", MIXED) == MIXED, run["real_share"] is None)
 
 
 def check_validation(data: VectorSet, seed: int) -> None:

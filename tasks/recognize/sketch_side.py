@@ -47,6 +47,11 @@ LAMBDAS = (0.1, 0.3, 1.0)
 # toward the generator's sketches; validation (real sketches when there are any) chooses.
 REAL_SHARES: tuple[float | None, ...] = (None, 0.8)
 REAL_KIND = "sketch"
+# Batch schedules: both kinds mixed in every batch (at a real share), or the other kinds
+# first and then the real sketches alone, from where the first stage's validation peaked
+# (pre-train on many drawn identities, fine-tune on the few real pairs: a mix lets the drawn
+# ones outvote the artists at every step). Validation chooses, as for the share.
+MIXED, CURRICULUM = "mixed", "synthetic-then-real"
 TAU = 0.07
 ADAPTER_HIDDEN = 256
 ADAPTER_LR = 1e-3
@@ -351,15 +356,35 @@ def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int,
 
 def real_shares(kinds: np.ndarray) -> tuple[float | None, ...]:
     """The batch mixes worth trying: only kind-balanced unless real and other kinds mix."""
+    return REAL_SHARES if _mixed_kinds(kinds) else (None,)
+
+
+def schedules(kinds: np.ndarray) -> tuple[str, ...]:
+    """The batch schedules worth trying: the curriculum needs both real and other kinds."""
+    return (MIXED, CURRICULUM) if _mixed_kinds(kinds) else (MIXED,)
+
+
+def _mixed_kinds(kinds: np.ndarray) -> bool:
     names = set(np.unique(kinds).tolist())
-    return REAL_SHARES if REAL_KIND in names and len(names) > 1 else (None,)
+    return REAL_KIND in names and len(names) > 1
+
+
+def of_kinds(data: VectorSet, real: bool) -> VectorSet:
+    """The same identities and photos with only the real sketches, or only the others: every
+    photo stays an InfoNCE negative in both stages of the curriculum."""
+    keep = (data.sketch_kinds == REAL_KIND) == real
+    return VectorSet(data.identities, data.sketch_vectors[keep], data.sketch_labels[keep],
+                     data.sketch_kinds[keep], data.photo_vectors, data.photo_labels)
 
 
 def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
                   validate: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
                   hidden: int = ADAPTER_HIDDEN, real_share: float | None = None,
+                  start: dict[str, Any] | None = None,
                   ) -> tuple[Any, list[float], list[dict[str, Any]], int]:
     """Train one adapter; with ``validate`` stop early and return the best step's weights.
+    ``start``: weights to continue from (the curriculum's second stage) instead of the
+    identity map.
 
     Negatives are every training identity's photo prototype (photos are frozen, so this is
     exact and free); positives are the sketch's own identity's photos (multi-positive: one
@@ -371,6 +396,8 @@ def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = torch_modules()["adapter"](data.sketch_vectors.shape[1], hidden)
+    if start is not None:
+        module.load_state_dict(start)
     optimizer = torch.optim.AdamW(module.parameters(), lr=ADAPTER_LR, weight_decay=1e-4)
     photos = torch.from_numpy(data.photo_vectors.astype(np.float32))
     photo_labels = torch.from_numpy(data.photo_labels)
@@ -423,9 +450,29 @@ def _adapter_score(module: Any, validate: tuple[np.ndarray, ...]) -> dict[str, f
     return validation_score(y.numpy(), probe_labels, gallery, gallery_labels)
 
 
+def _adapter_run(data: VectorSet, lam: float, seed: int, schedule: str,
+                 share: float | None, steps: int | tuple[int, int],
+                 validate: tuple[np.ndarray, ...] | None, hidden: int,
+                 ) -> tuple[Any, list[float], list[dict[str, Any]], tuple[int, int]]:
+    """One candidate (``validate`` given: ``steps`` is the cap of each stage) or its refit
+    (``steps``: the (first stage, second stage) step counts validation chose). Returns the
+    module, losses, the validation history of the last stage and the best steps per stage."""
+    caps = steps if isinstance(steps, tuple) else (steps, steps)
+    if schedule == MIXED:
+        module, losses, history, best = train_adapter(data, lam, seed, caps[0], validate,
+                                                      hidden, share)
+        return module, losses, history, (best, 0)
+    first, losses, _, best_first = train_adapter(of_kinds(data, real=False), lam, seed,
+                                                 caps[0], validate, hidden)
+    module, more, history, best_second = train_adapter(
+        of_kinds(data, real=True), lam, seed, caps[1], validate, hidden, start=_state(first))
+    return module, losses + more, history, (best_first, best_second)
+
+
 def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
                 lambdas: Sequence[float] = LAMBDAS, hidden: int = ADAPTER_HIDDEN) -> Fitted:
-    """Choose lambda and the step count on validation identities, then refit on all.
+    """Choose lambda, the batch schedule and the step count on validation identities, then
+    refit on all.
 
     A setting whose best validation step is step 0 (the identity map) means the adapter
     did not help on held-out identities: the refit then keeps the identity map (0 steps),
@@ -435,30 +482,40 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     train = data.subset(fit)
     vs, vl = _validation_probes(data, val, probes)
     gallery, gallery_labels = _validation_gallery(data, val)
+    validate = (vs, vl, gallery, gallery_labels)
+    candidates = [(MIXED, share) for share in real_shares(train.sketch_kinds)]
+    candidates += [(CURRICULUM, None)] if CURRICULUM in schedules(train.sketch_kinds) else []
     runs = []
-    for share in real_shares(train.sketch_kinds):
+    baseline = None
+    for schedule, share in candidates:
         for lam in lambdas:
-            _, losses, history, best_step = train_adapter(
-                train, lam, seed, max_steps, (vs, vl, gallery, gallery_labels), hidden, share)
-            best = next(h for h in history if h["step"] == best_step)
-            runs.append({"lambda": lam, "real_share": share, "best_step": best_step,
-                         "best": best, "history": history, "steps_run": len(losses)})
-    # Ties: the larger lambda (closer to the encoder), then the kind-balanced mix.
+            _, losses, history, stages = _adapter_run(train, lam, seed, schedule, share,
+                                                      max_steps, validate, hidden)
+            baseline = baseline or history[0]
+            last = stages[1] if schedule == CURRICULUM else stages[0]
+            best = next(h for h in history if h["step"] == last)
+            runs.append({"lambda": lam, "schedule": schedule, "real_share": share,
+                         "best_step": sum(stages), "stage_steps": list(stages), "best": best,
+                         "history": history, "steps_run": len(losses)})
+    # Ties: the larger lambda (closer to the encoder), then mixed batches (one stage), then
+    # the kind-balanced mix.
     chosen = max(runs, key=lambda r: (round(r["best"]["score"], 9), r["lambda"],
-                                      r["real_share"] is None))
-    # The refit sees (1 / (1 - share)) more identities; keep the step count it was chosen at.
-    module, losses, _, _ = train_adapter(data, chosen["lambda"], seed, chosen["best_step"],
-                                         None, hidden, chosen["real_share"])
+                                      r["schedule"] == MIXED, r["real_share"] is None))
+    # The refit sees (1 / (1 - share)) more identities; keep the step counts chosen.
+    module, losses, _, _ = _adapter_run(data, chosen["lambda"], seed, chosen["schedule"],
+                                        chosen["real_share"], tuple(chosen["stage_steps"]),
+                                        None, hidden)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    baseline = runs[0]["history"][0]
     return Fitted("adapter", state,
-                  {"lambda": chosen["lambda"], "real_share": chosen["real_share"],
-                   "steps": chosen["best_step"], "tau": TAU,
+                  {"lambda": chosen["lambda"], "schedule": chosen["schedule"],
+                   "real_share": chosen["real_share"], "steps": chosen["best_step"],
+                   "stage_steps": chosen["stage_steps"], "tau": TAU,
                    "hidden": hidden, "lr": ADAPTER_LR, "batch": ADAPTER_BATCH},
                   {"identities": {"fit": len(fit), "validation": len(val)}, "probes": probes,
                    "n_probes": len(vl), "n_gallery": len(gallery_labels),
-                   "runs": [{k: r[k] for k in ("lambda", "real_share", "best_step", "best",
-                                               "steps_run")} for r in runs],
+                   "runs": [{k: r[k] for k in ("lambda", "schedule", "real_share", "best_step",
+                                               "stage_steps", "best", "steps_run")}
+                            for r in runs],
                    "history": chosen["history"], "best": chosen["best"],
                    "baseline": {k: baseline[k] for k in ("rank1", "tar_at_far_1e-2", "score")}},
                   losses)

@@ -26,6 +26,7 @@ from tasks.recognize.sketch_encoder import (
     block_of,
     build_sketch_encoder,
     embed_crops,
+    fit_encoder,
     sface_net,
     train_encoder,
 )
@@ -249,6 +250,58 @@ def test_a_guard_that_lost_ground_keeps_a_step_from_being_chosen(site: dict):
         guard=guard)
     assert kept == 0 and len(refused) > 1
     assert [h["score"] for h in refused] == [h["score"] for h in history][:len(refused)]
+
+
+def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_floor(
+        site: dict):
+    """The second stage starts from the first stage's weights (zero steps give them back,
+    not the frozen encoder's), its guard floor is still the frozen encoder's, and with real
+    and drawn sketches mixed the fit tries it beside the mixed batches and reports both
+    stages' steps."""
+    import math
+
+    import torch
+
+    from tasks.recognize.sketch_side import CURRICULUM, MIXED
+
+    workspace = site["workspace"]
+    photos = faces_of(workspace, "photo")[:IDENTITIES]
+    crops = crop_stack(workspace, photos)
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(3 * IDENTITIES, 128))
+    labels = np.repeat(np.arange(IDENTITIES), 3)
+    kinds = np.array(["photo", "sketch", "synthetic"] * IDENTITIES)
+    data = VectorSet.from_training([f"i{i}" for i in range(IDENTITIES)], labels, kinds, vectors)
+    encoder = EncoderData(data, np.repeat(crops, 2, axis=0))
+    drawn = encoder.of_kinds(real=False)
+    assert set(drawn.vectors.sketch_kinds) == {"synthetic"} and len(drawn.crops) == IDENTITIES
+    device = torch.device("cpu")
+    probes = (crops, np.arange(IDENTITIES), data.photo_vectors, data.photo_labels)
+    first, _, _, _, _ = train_encoder(sface_net(None), drawn, 4, 0.3, 0, 3, None, device, batch=6)
+    start = (first.trainable_state(), {"rank1": 0.5, "tar_at_far_1e-2": 0.5, "score": 1.0,
+                                       "guard": {"rank1": 0.0, "tar_at_far_1e-2": 0.0,
+                                                 "score": 0.0}})
+    frozen = {"rank1": 0.0, "tar_at_far_1e-2": 0.0, "score": 0.0,
+              "guard": {"rank1": 1.0, "tar_at_far_1e-2": 1.0, "score": math.inf}}
+    # every step falls under the frozen encoder's guard: stage 2 keeps its start
+    second, _, history, best, _ = train_encoder(
+        sface_net(None), encoder.of_kinds(real=True), 4, 0.3, 0, 20, probes, device, batch=6,
+        step0=frozen, guard=(crops[:3], np.arange(3), data.photo_vectors, data.photo_labels),
+        start=start)
+    assert best == 0 and history[0]["score"] == 1.0 and len(history) > 1
+    for key, value in second.trainable_state().items():
+        assert torch.equal(value, start[0][key])
+    untrained = train_encoder(sface_net(None), drawn, 4, 0.3, 0, 0, None, device)[0]
+    assert any(not torch.equal(value, start[0][key])
+               for key, value in untrained.trainable_state().items())
+
+    fitted = fit_encoder(encoder, sface_net(None), 0, 10, device, blocks=(4,), lambdas=(0.3,),
+                         batch=6)
+    schedules = [r["schedule"] for r in fitted.validation["runs"]]
+    assert schedules.count(CURRICULUM) == 1 and MIXED in schedules
+    for run in fitted.validation["runs"]:
+        assert sum(run["stage_steps"]) == run["best_step"]
+    assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
 
 
 def test_guard_pairs_are_read_never_trained_on_and_reported(site: dict, tmp_path: Path):

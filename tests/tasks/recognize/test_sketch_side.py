@@ -125,6 +125,54 @@ def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_
                           _sample(np.random.default_rng(1), only, 50))
 
 
+def test_the_curriculum_trains_on_drawn_sketches_then_on_the_real_ones_from_there():
+    """Synthetic first, then real alone from the first stage's best weights: a validated
+    candidate beside the mixed batches, only when both kinds are there, and its refit runs
+    the two stages for the step counts validation chose."""
+    import torch
+
+    from tasks.recognize.sketch_side import (
+        CURRICULUM,
+        MIXED,
+        REAL_KIND,
+        _adapter_run,
+        of_kinds,
+        schedules,
+        torch_modules,
+        train_adapter,
+    )
+
+    data, _ = gap_data(identities=40, gap=1.0, real=16)
+    assert schedules(data.sketch_kinds) == (MIXED, CURRICULUM)
+    assert schedules(np.array([REAL_KIND] * 4)) == (MIXED,)
+    drawn, real = of_kinds(data, real=False), of_kinds(data, real=True)
+    assert set(drawn.sketch_kinds) == {"synthetic"} and set(real.sketch_kinds) == {REAL_KIND}
+    for part in (drawn, real):  # every photo stays a negative in both stages
+        assert np.allclose(part.photo_vectors, data.photo_vectors)
+
+    # a start is continued from: zero steps give back the start's map, not the identity
+    first, *_ = train_adapter(drawn, 0.1, 0, 40, None, 32)
+    again, *_ = train_adapter(real, 0.1, 0, 0, None, 32, start={
+        k: v.clone() for k, v in first.state_dict().items()})
+    x = torch.randn(6, DIM)
+    assert torch.allclose(first(x)[0], again(x)[0])
+    assert not torch.allclose(again(x)[0], torch.nn.functional.normalize(x, dim=1), atol=1e-3)
+
+    fitted = fit_adapter(data, seed=0, max_steps=200, lambdas=(0.1,), hidden=32)
+    runs = {r["schedule"]: r for r in fitted.validation["runs"] if r["real_share"] is None}
+    assert set(runs) == {MIXED, CURRICULUM}
+    assert sum(runs[CURRICULUM]["stage_steps"]) == runs[CURRICULUM]["best_step"]
+    assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
+    assert sum(fitted.chosen["stage_steps"]) == fitted.chosen["steps"]
+    # the refit is the chosen schedule run again on every identity for those step counts
+    module, *_ = _adapter_run(data, fitted.chosen["lambda"], 0, fitted.chosen["schedule"],
+                              fitted.chosen["real_share"], tuple(fitted.chosen["stage_steps"]),
+                              None, 32)
+    rebuilt = torch_modules()["adapter"](DIM, 32)
+    rebuilt.load_state_dict(fitted.state)
+    assert torch.allclose(module(x)[0], rebuilt(x)[0])
+
+
 # --------------------------------------------------------------------------- end to end
 
 IDENTITIES = 8
