@@ -19,7 +19,8 @@
 #                               # artist-target items, 2,250 steps
 #   experiments/bridge.sh v12   # v11 plus the texture loss (1.0 from step 500) and AT&T photos
 #                               # (--split att), so forensic-artist is asked of AT&T-like faces
-#                               # and its pencil texture is matched there, 2,250 steps
+#                               # and its pencil texture is matched there, 2,250 steps: the
+#                               # bundled `cpu-artist-texture` config
 #
 # About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -58,9 +59,9 @@ identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
     v9) config=cpu-artist; steps=2250 ;;
     v10) artist_variant "identity=0.8"; steps=2250 ;;
     v11) artist_variant "identity=0.8, identity_photo=0.2"; steps=2250 ;;
-    v12) artist_variant "identity=0.8, identity_photo=0.2, texture=1.0, texture_from_step=500, \
-texture_items=4"
-        splits+=(--split att); steps=2250 ;;
+    # v11 plus texture=1.0 from step 500 on 4 items: bundled as tasks/generate/configs/
+    # cpu-artist-texture.json (the copy this script wrote before, but for its name)
+    v12) config=cpu-artist-texture; splits+=(--split att); steps=2250 ;;
     *) echo "unknown version $version (v3 ... v12)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"

@@ -71,7 +71,9 @@ $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artis
 # ROWS=1,2,3,4 KINDS=procrustes,adapter narrows the comparison (the default: every row and
 # kind); OUT= writes it elsewhere (the v9 encoder rows: OUT=$RUNS/recognizers/comparison-v9-encoder
 # ROWS=1,2,3,4 KINDS=procrustes,adapter,encoder; rows 3 and 4 guarded:
-# OUT=$RUNS/recognizers/comparison-v9-guarded ROWS=1,2,3,4 KINDS=encoder,encoder-guarded).
+# OUT=$RUNS/recognizers/comparison-v9-guarded ROWS=1,2,3,4 KINDS=encoder,encoder-guarded;
+# the encoder kind with the curriculum candidate on v12's sketches:
+# OUT=$RUNS/recognizers/comparison-v12-encoder ROWS=1,2,4 KINDS=encoder).
 narrow=()
 [ -n "${ROWS:-}" ] && narrow+=(--rows "$ROWS")
 [ -n "${KINDS:-}" ] && narrow+=(--kinds "$KINDS")

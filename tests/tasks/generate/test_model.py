@@ -57,7 +57,7 @@ def saved(trained: SketchGenerator, tmp_path_factory: pytest.TempPathFactory) ->
 # ---------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "paper"])
+@pytest.mark.parametrize("name", known_configs())
 def test_config_round_trip(name: str, tmp_path: Path) -> None:
     config = load_config(name)
     assert GeneratorConfig.model_validate_json(config.to_json()) == config
