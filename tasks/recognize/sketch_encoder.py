@@ -371,7 +371,7 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
     floor = -math.inf
     if validate is not None:
         first = start[1] if start is not None else step0 or score()
-        history.append({"step": 0, **first})
+        history.append({**first, "step": 0})  # a start's result carries its own stage's step
         best.score = first["score"]
         if guard is not None:
             floor = (step0 or first)["guard"]["score"]
@@ -456,14 +456,17 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
         """The drawn sketches first, then the real ones alone from the first stage's best
         step (validated and guarded like every candidate)."""
         step0 = runs[0]["history"][0]
+        tell = say or (lambda message: None)
         first, losses, history, best_first, seconds = train_encoder(
             base, train.of_kinds(real=False), k, lam, seed, max_steps, validate, device,
-            None, autocast, batch, say, step0, guard_probes)
+            None, autocast, batch, lambda m: tell(f"curriculum, generated sketches: {m}"),
+            step0, guard_probes)
         start = (first.trainable_state(),
                  next(h for h in history if h["step"] == best_first))
         module, more, history, best_second, more_seconds = train_encoder(
             base, train.of_kinds(real=True), k, lam, seed, max_steps, validate, device,
-            None, autocast, batch, say, step0, guard_probes, start)
+            None, autocast, batch, lambda m: tell(f"curriculum, real sketches: {m}"), step0,
+            guard_probes, start)
         spent["seconds"] += seconds + more_seconds
         spent["presented"] += (len(losses) + len(more)) * batch
         runs.append({"blocks": k, "lambda": lam, "schedule": CURRICULUM, "real_share": None,

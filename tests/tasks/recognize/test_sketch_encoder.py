@@ -278,7 +278,8 @@ def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_
     device = torch.device("cpu")
     probes = (crops, np.arange(IDENTITIES), data.photo_vectors, data.photo_labels)
     first, _, _, _, _ = train_encoder(sface_net(None), drawn, 4, 0.3, 0, 3, None, device, batch=6)
-    start = (first.trainable_state(), {"rank1": 0.5, "tar_at_far_1e-2": 0.5, "score": 1.0,
+    start = (first.trainable_state(), {"step": 3, "rank1": 0.5, "tar_at_far_1e-2": 0.5,
+                                       "score": 1.0,
                                        "guard": {"rank1": 0.0, "tar_at_far_1e-2": 0.0,
                                                  "score": 0.0}})
     frozen = {"rank1": 0.0, "tar_at_far_1e-2": 0.0, "score": 0.0,
@@ -288,7 +289,9 @@ def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_
         sface_net(None), encoder.of_kinds(real=True), 4, 0.3, 0, 20, probes, device, batch=6,
         step0=frozen, guard=(crops[:3], np.arange(3), data.photo_vectors, data.photo_labels),
         start=start)
-    assert best == 0 and history[0]["score"] == 1.0 and len(history) > 1
+    # the start's result is this stage's step 0, whatever step of its own stage it was
+    assert best == 0 and history[0] == {**start[1], "step": 0} and len(history) > 1
+    assert [h["step"] for h in history] == sorted({h["step"] for h in history})
     for key, value in second.trainable_state().items():
         assert torch.equal(value, start[0][key])
     untrained = train_encoder(sface_net(None), drawn, 4, 0.3, 0, 0, None, device)[0]
