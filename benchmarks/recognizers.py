@@ -207,10 +207,7 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
         identity_encoder=EncoderSpec(role="identity", name="sface"),
         steps={"head": head_steps, "encoder": encoder_steps}.get(kind, 1500),
         vectors_cache=str(out.parent / "vectors-cache"), **sources)
-    # Fields added after recognizers were stamped stay out of the key while unset, so those
-    # recognizers are still reused.
-    unset = {f for f in ("guard_pairs", "guard_pairs_root") if getattr(request, f) is None}
-    key = request.model_dump_json(exclude={"run_id", *unset})
+    key = reuse_key(request)
     stamp = out / "request.json"
     if not retrain and stamp.is_file() and stamp.read_text() == key and \
             (out / "recognizer.json").is_file():
@@ -229,6 +226,22 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     say(f"{out.name}: {report.identities} identities, {report.examples}, skipped "
         f"{report.skipped}, chose {chosen} ({time.perf_counter() - started:.0f} s{rate})")
     return out
+
+
+def reuse_key(request: Any) -> str:
+    """What a trained recognizer is reused by: its request, and for the kinds whose settings
+    a search chooses, which candidates that search had (a row 4 adapter chosen before the
+    curriculum was a candidate is not the one the code chooses now)."""
+    # Imported here, not at the top: tasks.recognize loads prefect, which reads the
+    # environment set above.
+    from tasks.recognize.sketch_side import CANDIDATE_SEARCH, SEARCHED_MODES
+
+    # Fields added after recognizers were stamped stay out of the key while unset, so those
+    # recognizers are still reused.
+    unset = {f for f in ("guard_pairs", "guard_pairs_root") if getattr(request, f) is None}
+    key = request.model_dump_json(exclude={"run_id", *unset})
+    return key + (f"\ncandidates: {CANDIDATE_SEARCH}" if request.mode in SEARCHED_MODES
+                  else "")
 
 
 def probes_per_second(workspace: Any, report: Any, directory: str) -> dict[str, float]:

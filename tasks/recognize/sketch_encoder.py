@@ -569,7 +569,7 @@ def _preference(run: dict[str, Any]) -> tuple:
     """Best validation score; ties: fewer steps (step 0: the encoder), fewer blocks, larger
     lambda, mixed batches (one stage), the kind-balanced mix."""
     return (round(run["best"]["score"], 9), -run["best_step"], -run["blocks"], run["lambda"],
-            run.get("schedule", MIXED) == MIXED, run["real_share"] is None)
+            run["schedule"] == MIXED, run["real_share"] is None)
 
 
 def check_validation(data: VectorSet, seed: int) -> None:

@@ -52,6 +52,11 @@ REAL_KIND = "sketch"
 # (pre-train on many drawn identities, fine-tune on the few real pairs: a mix lets the drawn
 # ones outvote the artists at every step). Validation chooses, as for the share.
 MIXED, CURRICULUM = "mixed", "synthetic-then-real"
+# Which candidates the ``adapter`` and ``encoder`` searches choose among. A recognizer chosen
+# among other candidates is another recognizer though its request is the same: whatever reuses
+# trained recognizers by their request (benchmarks/recognizers.py) keys on this too.
+CANDIDATE_SEARCH = "2: batch schedules (mixed, synthetic-then-real)"
+SEARCHED_MODES = ("adapter", "encoder")
 TAU = 0.07
 ADAPTER_HIDDEN = 256
 ADAPTER_LR = 1e-3
@@ -486,12 +491,10 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     candidates = [(MIXED, share) for share in real_shares(train.sketch_kinds)]
     candidates += [(CURRICULUM, None)] if CURRICULUM in schedules(train.sketch_kinds) else []
     runs = []
-    baseline = None
     for schedule, share in candidates:
         for lam in lambdas:
             _, losses, history, stages = _adapter_run(train, lam, seed, schedule, share,
                                                       max_steps, validate, hidden)
-            baseline = baseline or history[0]
             last = stages[1] if schedule == CURRICULUM else stages[0]
             best = next(h for h in history if h["step"] == last)
             runs.append({"lambda": lam, "schedule": schedule, "real_share": share,
@@ -506,6 +509,7 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
                                         chosen["real_share"], tuple(chosen["stage_steps"]),
                                         None, hidden)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    baseline = runs[0]["history"][0]  # the identity map, step 0 of every mixed candidate
     return Fitted("adapter", state,
                   {"lambda": chosen["lambda"], "schedule": chosen["schedule"],
                    "real_share": chosen["real_share"], "steps": chosen["best_step"],

@@ -45,3 +45,26 @@ def test_every_guard_is_an_artist_its_row_does_not_train_on(tmp_path) -> None:
         guard = guard_sources(row, manifests, tmp_path)
         assert guard["guard_pairs"] == [str(manifests[f"{a}-train"]) for a in artists]
         assert not any(g in trained for g in guard["guard_pairs"])
+
+
+def test_a_recognizer_chosen_among_other_candidates_is_not_reused(monkeypatch) -> None:
+    """The reuse key holds the request and, for the searched kinds, the candidates searched:
+    a changed search retrains the adapter and encoder rows and keeps procrustes."""
+    import tasks.recognize.sketch_side as sketch_side
+    from benchmarks.recognizers import reuse_key
+    from schemas.encoders import EncoderSpec
+    from tasks.recognize.train import TrainRecognizerRequest
+
+    def request(mode: str) -> TrainRecognizerRequest:
+        return TrainRecognizerRequest(workspace="/ws", out="/out", mode=mode, seed=0,
+                                      identity_encoder=EncoderSpec(role="identity",
+                                                                   name="sface"))
+
+    before = {mode: reuse_key(request(mode)) for mode in ("procrustes", "adapter", "encoder")}
+    # procrustes keeps the stamp recognizers were written with before the search was keyed
+    assert before["procrustes"] == request("procrustes").model_dump_json(
+        exclude={"run_id", "guard_pairs", "guard_pairs_root"})
+    monkeypatch.setattr(sketch_side, "CANDIDATE_SEARCH", "a later search")
+    after = {mode: reuse_key(request(mode)) for mode in before}
+    assert after["procrustes"] == before["procrustes"]
+    assert after["adapter"] != before["adapter"] and after["encoder"] != before["encoder"]
