@@ -40,7 +40,11 @@ def main() -> None:
     parser.add_argument("--part", default="test")
     parser.add_argument("--steps", type=int, default=None, help="default: the generator's")
     parser.add_argument("--guidance", type=float, default=None)
-    parser.add_argument("--eta", type=float, default=None, help="default: the generator's")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="every style's sampling noise (default: the generator's, per "
+                             "style where it has one)")
+    parser.add_argument("--style-eta", action="append", default=[], metavar="STYLE=ETA",
+                        help="one style's sampling noise (repeatable), as generate's option")
     parser.add_argument("--no-second-seed", action="store_true",
                         help="skip drawing a second sample of each photo (the diversity figure)")
     parser.add_argument("--limit", type=int, default=None, help="at most N identities a style")
@@ -63,6 +67,8 @@ def main() -> None:
         style_verdicts,
     )
 
+    style_eta = {style: float(eta) for style, _, eta in
+                 (item.partition("=") for item in args.style_eta)}
     workspace = Workspace.open(args.workspace)
     verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC, args.generator)
     out = Path(args.out or Path(args.generator) / "quality")
@@ -74,9 +80,10 @@ def main() -> None:
         began = time.perf_counter()
         bases = [SEED_BASE] if args.no_second_seed else [SEED_BASE,
                                                          SEED_BASE + SECOND_SEED_OFFSET]
+        eta = style_eta.get(style, args.eta)
         generated, *second = draw_samples(workspace, args.generator, data.photo_ids,
                                           data.photos, style, args.steps, args.guidance,
-                                          eta=args.eta, seed_bases=bases)
+                                          eta=eta, seed_bases=bases)
         seconds = time.perf_counter() - began
         seeds = None
         if second:
@@ -89,12 +96,13 @@ def main() -> None:
         sheet = contact_sheet(out / f"contact-{style}.png", data.photos, sources, n=10,
                               order=["render", "generated", "artist"])
         verdicts = None if verdict is None else style_verdicts(verdict, sources, style)
-        results[style] = {"split": split, "identities": len(data.identities),
+        results[style] = {"split": split, "identities": len(data.identities), "eta": eta,
                           "draw_seconds": seconds, "samples_per_photo": len(bases),
                           "sources": report.to_dicts(), "style_verdicts": verdicts,
                           "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
-                  f"({seconds:.1f} s to draw {len(bases)} per photo)", "", report.to_markdown(),
+                  f"({seconds:.1f} s to draw {len(bases)} per photo"
+                  + ("" if eta is None else f" at eta {eta:g}") + ")", "", report.to_markdown(),
                   ""]
         if seeds is not None:
             lines += [f"two seeds of one photo, SFace between them: median "

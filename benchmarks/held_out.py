@@ -102,6 +102,8 @@ def draw_samples(workspace: Workspace, generator_dir: str | Path, photo_ids: Seq
     text = text_vectors(workspace, sources["text"], [style])[style][0]
     config = generator.config
     steps = steps or generator.default_steps
+    # As the generate stage does: the style's own noise where the generator has one.
+    eta = generator.formulation.style_eta.get(style) if eta is None else eta
     guidance = config.formulation.default_guidance if guidance is None else guidance
     out: list[list[np.ndarray]] = [[] for _ in seed_bases]
     for at in range(0, len(photo_ids), batch_size):

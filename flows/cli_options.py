@@ -104,7 +104,10 @@ SAMPLING = Group("sampling (default: the settings, see README)", (
     Opt("shard_size", "default 256"),
     Opt("steps", "sampling steps (default: the generator's own; bridge 4, DDIM 50)"),
     Opt("guidance", "classifier-free guidance (default: the generator's own)"),
-    Opt("eta", "sampling noise (default: the generator's own; bridge 1, DDIM 0)"),
+    Opt("eta", "sampling noise of every style (default: the generator's own, per style "
+               "where it has one; bridge 1, DDIM 0)"),
+    Opt("style_eta", "sampling noise of one style, repeatable (default "
+                     "CLIP4SKETCH_GENERATE_STYLE_ETA, then the generator's own)", "STYLE=ETA"),
     Opt("batch_size", "default 16"),
     Opt("dask_address", "run the shards on an existing Dask cluster (default "
                         "CLIP4SKETCH_GENERATE_DASK_ADDRESS, then CLIP4SKETCH_DASK_ADDRESS)",

@@ -60,11 +60,29 @@ def flow_parameters(flow: str) -> dict[str, Param]:
     return found
 
 
+class KeyValue(tuple):
+    """One ``KEY=VALUE`` of a repeatable mapping option (``dict[str, float]`` parameters)."""
+
+
+def key_value(kind: Callable[[str], Any]) -> Callable[[str], KeyValue]:
+    def parse(text: str) -> KeyValue:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+        try:
+            return KeyValue((key, kind(value)))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from error
+    return parse
+
+
 def _kind(annotation: str, opt: Opt, where: str) -> Any:
     """argparse's type or action for a parameter's annotation."""
     parts = {part.strip() for part in annotation.split("|")} - {"None"}
     if any(part.startswith("list[") for part in parts):
         return "append"
+    if parts == {"dict[str, float]"}:
+        return "mapping"
     kinds = {"bool": "flag", "int": int, "float": float, "str": None}
     if len(parts) == 1 and (kind := next(iter(parts))) in kinds:
         return kinds[kind]
@@ -86,6 +104,8 @@ def _add(target: Any, opt: Opt, param: Param | None, where: str) -> tuple[str, s
         options["action"] = "store_true"
     elif kind == "append":
         options["action"] = "append"
+    elif kind == "mapping":
+        options.update(action="append", type=key_value(float))
     elif kind is not None:
         options["type"] = kind
     if param is None and opt.default is not None:
@@ -186,6 +206,8 @@ def flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"workspace": str(args.workspace)}
     for dest, param, inverted in args.flow_args:
         value = getattr(args, dest)
+        if isinstance(value, list) and value and all(isinstance(v, KeyValue) for v in value):
+            value = dict(value)
         if value is not None:
             kwargs[param] = not value if inverted else value
     return kwargs | encoder_specs(args)

@@ -76,6 +76,7 @@ def generate(
     steps: int | None = None,
     guidance: float | None = None,
     eta: float | None = None,
+    style_eta: dict[str, float] | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     dask_address: str | None = None,
@@ -90,7 +91,9 @@ def generate(
     every active style of the registry. Options left unset come from the settings
     (``CLIP4SKETCH_GENERATE_*``; see schemas/settings.py), so a deployment and a backfill
     draw the same way; ``dask_address`` also comes from ``CLIP4SKETCH_DASK_ADDRESS``, the
-    cluster every sharded stage uses.
+    cluster every sharded stage uses. Sampling noise: ``eta`` sets every style's; otherwise
+    each style takes ``style_eta`` (then the settings' ``style_eta``, then the generator's
+    own per-style noise), and a style none of them names the generator's default.
     """
     started = time.perf_counter()
     settings, ws = resolve(workspace)
@@ -108,9 +111,18 @@ def generate(
     # Generators saved before formulations recorded no defaults: DDIM's 50 steps, guidance 2.
     steps = steps or manifest.get("default_steps") or 50
     guidance = manifest.get("default_guidance", 2.0) if guidance is None else guidance
+    style_eta = {} if eta is not None else {**manifest.get("style_eta", {}),
+                                            **given.style_eta, **(style_eta or {})}
     eta = manifest.get("default_eta", 0.0) if eta is None else eta
     # Generators saved before formulations recorded none are ddpm.
     check_eta(manifest.get("formulation", "ddpm"), eta)
+    for style, value in style_eta.items():
+        try:
+            if value < 0:
+                raise ValueError(f"eta {value} is below 0")
+            check_eta(manifest.get("formulation", "ddpm"), value)
+        except ValueError as error:
+            raise ValueError(f"style_eta: {style}: {error}") from error
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.
     with hold_workspace(settings, ws, "generate", run_id):
@@ -118,7 +130,8 @@ def generate(
         texts = prompts_for(settings, styles)
         embed_texts(ws, texts, encoder_spec(settings, "text", text_encoder), run_id=run_id)
         sources |= condition_sources(ws, manifest, roles=("text",))
-        sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, batch_size=batch_size)
+        sampling = SamplingParams(steps=steps, guidance=guidance, eta=eta, style_eta=style_eta,
+                                  batch_size=batch_size)
         devices = [device] if dask_address else local_devices(device)
         context = GenerationContext(
             workspace=str(ws.root), generator_path=str(generator_path),

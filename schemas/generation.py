@@ -7,6 +7,8 @@ travel through Prefect (they would be pickled, hashed and held in memory by the 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.settings import GenerationSettings
@@ -28,10 +30,17 @@ class SamplingParams(_Frozen):
     # of one face further apart); the formulation's own limit is checked where eta is chosen
     # (tasks.generate.formulations.check_eta).
     eta: float = Field(0.0, ge=0.0, le=10.0)
+    # Per style, over ``eta``: one artist's drawings reach that artist's sharpness at another
+    # noise than another artist's (docs/results/generator.md, "Sampling noise per style").
+    style_eta: dict[str, Annotated[float, Field(ge=0.0, le=10.0)]] = Field(default_factory=dict)
     batch_size: int = Field(16, ge=1)
     # A sample whose pixel standard deviation (0-255 scale) is below this is "blank": a
     # collapsed generator draws flat grey paper, which must not pass as a sketch.
     blank_std: float = Field(2.0, ge=0.0)
+
+    def eta_for(self, style: str) -> float:
+        """The sampling noise a drawing in ``style`` is made with (and recorded with)."""
+        return self.style_eta.get(style, self.eta)
 
 
 class GenerationContext(_Frozen):

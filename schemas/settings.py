@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,9 @@ class GenerationSettings(BaseSettings):
     # None: the generator's own defaults (a bridge samples in a few steps, DDIM in ~50).
     steps: int | None = Field(None, ge=1)
     guidance: float | None = Field(None, ge=0.0)
+    # Sampling noise per style, over the generator's own per-style noise (e.g.
+    # CLIP4SKETCH_GENERATE_STYLE_ETA='{"cufsf-artist": 3}'); an explicit --eta overrides both.
+    style_eta: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
     dask_address: str | None = None

@@ -134,6 +134,10 @@ class FormulationSpec(_Strict):
     # posterior). A bridge trained with little noise draws near-copies at eta 1; more noise
     # at sampling is what makes two samples of one mugshot differ (README: measured).
     default_eta: float | None = Field(default=None, ge=0.0)
+    # Sampling noise per style, over ``default_eta``: noise sharpens a drawing and costs its
+    # Frechet distance, and one artist's sharpness is reached at another noise than another's
+    # (chosen on train identities: docs/results/generator.md, "Sampling noise per style").
+    style_eta: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> FormulationSpec:
@@ -142,6 +146,16 @@ class FormulationSpec(_Strict):
                              f"{', '.join(known_formulations())}")
         if self.default_eta is not None:
             check_eta(self.kind, self.default_eta)
+        for style, eta in self.style_eta.items():
+            if not style:
+                raise ValueError("style_eta: a style name is empty")
+            if eta < 0:
+                raise ValueError(f"style_eta[{style!r}]: sampling noise must be at least 0, "
+                                 f"not {eta}")
+            try:
+                check_eta(self.kind, eta)
+            except ValueError as error:
+                raise ValueError(f"style_eta[{style!r}]: {error}") from error
         if self.start not in known_starts():
             raise ValueError(f"unknown start image {self.start!r}; known: "
                              f"{', '.join(known_starts())}")

@@ -461,7 +461,7 @@ class SketchGenerator(nn.Module):
         seeds: Sequence[int],
         steps: int = 50,
         guidance: float = 2.0,
-        eta: float | None = None,
+        eta: float | Sequence[float] | None = None,
         device: str | torch.device | None = None,
     ) -> np.ndarray:
         """The formulation's sampler with classifier-free guidance; uint8 (B, H, W) sketches.
@@ -470,12 +470,15 @@ class SketchGenerator(nn.Module):
         item's pixels do not depend on its neighbours or on the batch size (up to float
         rounding in batched convolutions). A role missing from ``conditions`` (or None) is
         left out through its null tokens. A bridge also needs ``conditions["start"]``. With
-        ``guidance == 1`` the unconditional pass is skipped. Raises NonFiniteSampleError
-        (carrying the batch and a mask) on NaN/inf. A ``device`` other than the model's
-        moves the model there (and it stays there).
+        ``guidance == 1`` the unconditional pass is skipped. ``eta`` may be one per item
+        (each style its own noise): the items of each value are sampled together, in batch
+        order. Raises NonFiniteSampleError (carrying the batch and a mask) on NaN/inf. A
+        ``device`` other than the model's moves the model there (and it stays there).
         """
         if device is not None and torch.device(device) != self.device:
             self.to(device)
+        if eta is not None and not isinstance(eta, int | float):
+            return self._sample_per_eta(conditions, seeds, steps, guidance, list(eta))
         dev = self.device
         b = len(seeds)
         if b == 0:
@@ -527,6 +530,30 @@ class SketchGenerator(nn.Module):
             raise NonFiniteSampleError(images, finite)
         return images
 
+    def _sample_per_eta(self, conditions: Mapping[str, Vector | None], seeds: Sequence[int],
+                        steps: int, guidance: float, etas: list[float]) -> np.ndarray:
+        if len(etas) != len(seeds):
+            raise ValueError(f"{len(etas)} eta values for {len(seeds)} seeds: give one per item")
+        groups: dict[float, list[int]] = {}
+        for i, value in enumerate(etas):
+            groups.setdefault(float(value), []).append(i)
+        if len(groups) == 1:
+            return self.sample(conditions, seeds, steps, guidance, etas[0] if etas else None)
+        size = self.config.resolution
+        images = np.zeros((len(seeds), size, size), dtype=np.uint8)
+        finite = np.ones(len(seeds), dtype=bool)
+        for value, index in groups.items():
+            part = {role: None if vector is None else vector[index]
+                    for role, vector in conditions.items()}
+            try:
+                images[index] = self.sample(part, [seeds[i] for i in index], steps, guidance,
+                                            value)
+            except NonFiniteSampleError as error:
+                images[index], finite[index] = error.images, error.finite
+        if not finite.all():
+            raise NonFiniteSampleError(images, finite)
+        return images
+
     # ---- persistence
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -571,6 +598,7 @@ class SketchGenerator(nn.Module):
             "default_steps": self.config.formulation.default_steps,
             "default_guidance": self.config.formulation.default_guidance,
             "default_eta": self.formulation.default_eta,
+            "style_eta": self.formulation.style_eta,
             "start": self.config.formulation.start if self.needs_start else None,
             "scheduler": self.scheduler_config,
             "files": {rel: sha256_file(root / rel) for rel in weights},

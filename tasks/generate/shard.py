@@ -226,19 +226,22 @@ def _shard_items(root: Path, shard: ShardRef) -> list[dict]:
 
 
 def _sticky(requested: SamplingParams, previous: Mapping[str, dict]) -> SamplingParams:
-    """A shard keeps the settings of its first write, so its batches stay canonical."""
+    """A shard keeps the settings of its first write, so its batches stay canonical (the
+    noise of each style its rows were drawn in, too)."""
     if not previous:
         return requested
     row = next(iter(previous.values()))
+    drawn = {r["style"]: r["eta"] for r in previous.values()}
     recorded = requested.model_copy(update={
-        "steps": row["steps"], "guidance": row["guidance"], "eta": row["eta"],
-        "batch_size": row["batch_size"],
+        "steps": row["steps"], "guidance": row["guidance"], "batch_size": row["batch_size"],
+        "style_eta": {**requested.style_eta,
+                      **{s: e for s, e in drawn.items() if e != requested.eta_for(s)}},
     })
     if recorded != requested:
         _logger().warning(
             "shard %s was started with steps=%s guidance=%s eta=%s batch_size=%s; it is "
             "finished with those settings", row["shard_id"], recorded.steps, recorded.guidance,
-            recorded.eta, recorded.batch_size)
+            ", ".join(f"{s}: {e:g}" for s, e in sorted(drawn.items())), recorded.batch_size)
     return recorded
 
 
@@ -299,7 +302,8 @@ def _sample(generator: Any, batch: list[dict], vectors: Mapping[str, Mapping[str
     seeds = [item["seed"] for item in batch]
     try:
         images = generator.sample(conditions, seeds, steps=sampling.steps,
-                                  guidance=sampling.guidance, eta=sampling.eta)
+                                  guidance=sampling.guidance,
+                                  eta=[sampling.eta_for(item["style"]) for item in batch])
         return images, np.ones(len(batch), dtype=bool)
     except NonFiniteSampleError as err:
         return err.images, np.asarray(err.finite, dtype=bool)
@@ -316,6 +320,7 @@ def _write_item(root: Path, item: dict, image: np.ndarray, finite: bool, style_t
         sha = _sha256(data)
     return {
         **provenance,
+        "eta": sampling.eta_for(item["style"]),
         **{k: item[k] for k in ("sketch_id", "face_id", "identity_id", "style",
                                 "sample_index", "seed")},
         "style_text": style_text,

@@ -66,6 +66,16 @@ def test_only_what_is_given_reaches_the_flow(tmp_path):
         "workspace": str(tmp_path), "keep_published": 2, "dry_run": False}
 
 
+def test_a_mapping_parameter_is_a_repeatable_key_value_option(tmp_path, capsys):
+    kwargs = _call(["generate", "--style-eta", "cufsf-artist=3", "--style-eta",
+                    "forensic-artist=1.5"], tmp_path)
+    assert kwargs["style_eta"] == {"cufsf-artist": 3.0, "forensic-artist": 1.5}
+    for bad in ("cufsf-artist", "cufsf-artist=three", "=3"):
+        with pytest.raises(SystemExit):
+            _call(["generate", "--style-eta", bad], tmp_path)
+        assert f"--style-eta: {bad!r}" in capsys.readouterr().err  # names what it refused
+
+
 @pytest.mark.parametrize("name", sorted(FLOW_COMMANDS))
 def test_every_flow_parameter_has_an_option(name):
     """A parameter added to a flow shows up in its command (give it a help text in the

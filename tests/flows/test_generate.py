@@ -80,6 +80,27 @@ def test_held_out_faces_only(embedded: Path, generator: Path, tmp_path: Path):
                .column("identity_id").to_pylist()) == {"demo-002"}
 
 
+def test_each_style_draws_with_its_own_noise_unless_one_eta_is_given(
+        embedded: Path, generator: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The option's per-style noise over the settings', and an explicit eta over both; each
+    row records the noise it was drawn with."""
+    def etas(workspace: Workspace) -> dict[str, set[float]]:
+        rows = storage.read(workspace, SKETCHES, columns=["style", "eta"]).to_pylist()
+        return {s: {r["eta"] for r in rows if r["style"] == s} for s in STYLES}
+
+    monkeypatch.setenv("CLIP4SKETCH_GENERATE_STYLE_ETA",
+                       '{"test-pencil": 0.25, "test-charcoal": 0.75}')
+    per_style = copy_workspace(embedded, tmp_path / "per-style")
+    generate(workspace=str(per_style.root), generator=str(generator), **OPTIONS,
+             style_eta={"test-pencil": 1.0})
+    assert etas(per_style) == {"test-pencil": {1.0}, "test-charcoal": {0.75}}
+    one = copy_workspace(embedded, tmp_path / "one")
+    generate(workspace=str(one.root), generator=str(generator), **OPTIONS,
+             style_eta={"test-pencil": 1.0}, eta=0.5)
+    assert etas(one) == {"test-pencil": {0.5}, "test-charcoal": {0.5}}
+    assert _checksums(one) != _checksums(per_style)
+
+
 def test_bad_generator_fails_before_any_shard(embedded: Path, generator: Path, tmp_path: Path):
     workspace = copy_workspace(embedded, tmp_path / "ws")
     wide = build_generator(embedded, tmp_path / "wide", dims={"image": 512})
@@ -94,6 +115,10 @@ def test_bad_generator_fails_before_any_shard(embedded: Path, generator: Path, t
         generate(workspace=str(workspace.root), **OPTIONS)  # no default generator yet
     with pytest.raises(ValueError, match="at most 1"):  # a ddpm generator, eta > 1
         generate(workspace=str(workspace.root), generator=str(generator), **OPTIONS, eta=2.0)
+    for bad in (2.0, -1.0):  # one style's, named
+        with pytest.raises(ValueError, match=f"test-pencil: eta {bad}"):
+            generate(workspace=str(workspace.root), generator=str(generator), **OPTIONS,
+                     style_eta={"test-pencil": bad})
     empty = Workspace.open(tmp_path / "empty")
     with pytest.raises(ConditionError, match="no identity vectors"):
         generate(workspace=str(empty.root), generator=str(generator), **OPTIONS)

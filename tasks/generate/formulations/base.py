@@ -52,6 +52,10 @@ class Formulation(ABC):
     def default_eta(self) -> float:
         return self.eta if self.spec.default_eta is None else self.spec.default_eta
 
+    @property
+    def style_eta(self) -> dict[str, float]:
+        return dict(self.spec.style_eta)
+
     @abstractmethod
     def noise(self, x0: torch.Tensor, start: torch.Tensor | None,
               generator: torch.Generator, at: float | None = None) -> Noised:

@@ -347,6 +347,38 @@ def test_sampling_noise_above_one_is_a_bridge_setting_only() -> None:
         type(spec).model_validate({**ddpm, "default_eta": 2.0})
 
 
+def test_each_style_may_sample_with_its_own_noise(trained: SketchGenerator,
+                                                 tmp_path: Path) -> None:
+    """``style_eta`` round-trips with the config and the saved manifest; a value the
+    formulation does not take is refused at load naming the style; per-item noise samples
+    each value's items as that value alone would."""
+    bridge = load_config("tiny-bridge")
+    spec = bridge.formulation.model_copy(update={"style_eta": {"cufsf-artist": 3.0}})
+    assert type(spec).model_validate(spec.model_dump()).style_eta == {"cufsf-artist": 3.0}
+    ddpm = load_config("tiny").formulation.model_dump()
+    with pytest.raises(ValueError, match=r"style_eta\['cufsf-artist'\].*at most 1"):
+        type(spec).model_validate({**ddpm, "style_eta": {"cufsf-artist": 2.0}})
+    with pytest.raises(ValueError, match="at least 0"):
+        type(spec).model_validate({**bridge.formulation.model_dump(),
+                                   "style_eta": {"forensic-artist": -1.0}})
+
+    config = bridge.model_copy(update={"formulation": spec})
+    generator = SketchGenerator.build(config, DIMS, VERSIONS, seed=1)
+    saved = generator.save_pretrained(tmp_path / "gen")
+    assert json.loads((saved / MANIFEST_FILE).read_text())["style_eta"] == {"cufsf-artist": 3.0}
+    assert SketchGenerator.from_pretrained(saved).formulation.style_eta == {"cufsf-artist": 3.0}
+
+    cond, seeds = conditions(4), [3, 7, 11, 13]
+    mixed = trained.sample(cond, seeds, steps=4, eta=[0.5, 3.0, 0.5, 3.0])
+    for eta, index in ((0.5, [0, 2]), (3.0, [1, 3])):
+        alone = trained.sample({k: v[index] for k, v in cond.items()},
+                               [seeds[i] for i in index], steps=4, eta=eta)
+        np.testing.assert_array_equal(mixed[index], alone)
+    assert not np.array_equal(mixed, trained.sample(cond, seeds, steps=4, eta=0.5))
+    with pytest.raises(ValueError, match="one per item"):
+        trained.sample(cond, seeds, steps=4, eta=[0.5, 3.0])
+
+
 def test_a_critic_checkpointed_before_the_style_projection_still_loads() -> None:
     """The critic's last conv was ``net.6`` and its keys had no ``scales.0.``; a run
     checkpointed then resumes with it."""
