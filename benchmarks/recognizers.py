@@ -197,10 +197,14 @@ def guard_sources(row: int, manifests: dict[str, Path], data: Path) -> dict[str,
 def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: Path,
           seed: int, head_steps: int, retrain: bool, encoder_steps: int = ENCODER_STEPS,
           ) -> Path:
-    """Train one recognizer (or reuse it when its request is unchanged)."""
+    """Train one recognizer (or reuse it when its request and its data are unchanged)."""
     # Imported here, not at the top: tasks.recognize.train loads prefect, which reads the
     # environment set above.
-    from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
+    from tasks.recognize.train import (
+        TrainRecognizerRequest,
+        train_recognizer,
+        training_fingerprint,
+    )
 
     request = TrainRecognizerRequest(
         workspace=str(workspace.root), out=str(out), mode=kind, split=str(split), seed=seed,
@@ -210,7 +214,7 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     key = reuse_key(request)
     stamp = out / "request.json"
     if not retrain and stamp.is_file() and stamp.read_text() == key and \
-            (out / "recognizer.json").is_file():
+            trained_on(out) == training_fingerprint(request):
         say(f"{out.name}: unchanged, reused")
         return out
     if out.exists():
@@ -228,20 +232,28 @@ def train(workspace: Any, out: Path, kind: str, sources: dict[str, Any], split: 
     return out
 
 
+def trained_on(out: Path) -> str | None:
+    """The data fingerprint a saved recognizer records (None: no recognizer there)."""
+    config = out / "recognizer.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("training_data", {}).get("fingerprint")
+
+
 def reuse_key(request: Any) -> str:
     """What a trained recognizer is reused by: its request, and for the kinds whose settings
     a search chooses, which candidates that search had (a row 4 adapter chosen before the
     curriculum was a candidate is not the one the code chooses now)."""
     # Imported here, not at the top: tasks.recognize loads prefect, which reads the
     # environment set above.
-    from tasks.recognize.sketch_side import CANDIDATE_SEARCH, SEARCHED_MODES
+    from tasks.recognize.sketch_side import CANDIDATE_SEARCH
 
     # Fields added after recognizers were stamped stay out of the key while unset, so those
     # recognizers are still reused.
     unset = {f for f in ("guard_pairs", "guard_pairs_root") if getattr(request, f) is None}
     key = request.model_dump_json(exclude={"run_id", *unset})
-    return key + (f"\ncandidates: {CANDIDATE_SEARCH}" if request.mode in SEARCHED_MODES
-                  else "")
+    search = CANDIDATE_SEARCH.get(request.mode)
+    return key + (f"\ncandidates: {search}" if search else "")
 
 
 def probes_per_second(workspace: Any, report: Any, directory: str) -> dict[str, float]:

@@ -35,6 +35,8 @@ SKETCH_KINDS: tuple[ExampleKind, ...] = ("sketch", "synthetic")
 # The columns of a generated-sketch table this module relies on, nothing more, so the
 # generator's schema can grow without breaking training.
 SYNTHETIC_COLUMNS = ("sketch_id", "face_id", "identity_id", "style", "png_path", "status")
+# Read where a source has it (Parquet exports written by hand may not): see Example.content.
+OPTIONAL_COLUMNS = ("png_sha256",)
 # Salt so batch sampling's stream is unrelated to the per-step torch seed (same (seed, step)).
 _BATCH_SALT = 0xBA7C_4EC0
 
@@ -56,6 +58,10 @@ class Example:
     crop: np.ndarray | None = field(default=None, repr=False, compare=False)
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
     style: str | None = None  # a sketch's drawing style, where its source records one
+    # The image's checksum where the key does not fix the pixels: a sketch id names a
+    # drawing (face, style, sample, generator), and the same generator at another sampling
+    # noise draws other pixels under it. Face ids are content hashes already.
+    content: str | None = None
 
 
 # --------------------------------------------------------------------------- sources
@@ -127,7 +133,8 @@ def read_synthetic_sketches(workspace: Workspace,
     if rows.num_rows == 0:
         return pa.table({c: pa.array([], pa.string()) for c in SYNTHETIC_COLUMNS}), {
             **provenance, "rows": 0, "usable": 0}
-    rows = rows.select(list(SYNTHETIC_COLUMNS))
+    rows = rows.select(list(SYNTHETIC_COLUMNS) + [c for c in OPTIONAL_COLUMNS
+                                                  if c in rows.column_names])
     usable = rows.filter(pc.and_(pc.equal(rows.column("status"), "ok"),
                                  pc.is_valid(rows.column("png_path"))))
     provenance.update(rows=rows.num_rows, usable=usable.num_rows)
@@ -138,8 +145,8 @@ def synthetic_examples(workspace: Workspace, rows: pa.Table,
                        origin: str = "synthetic") -> list[Example]:
     return [
         Example(r["identity_id"], "synthetic", r["sketch_id"], origin,
-                png_path=workspace.root / r["png_path"])
-        for r in rows.select(["sketch_id", "identity_id", "png_path"]).to_pylist()
+                png_path=workspace.root / r["png_path"], content=r.get("png_sha256"))
+        for r in rows.to_pylist()
     ]
 
 
@@ -189,9 +196,9 @@ def _source_examples(workspace: Workspace, source: str | None,
         if not (base / first).is_file() and (beside / first).is_file():
             base = beside
     examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(source or SKETCHES),
-                        png_path=base / r["png_path"], style=r["style"])
-                for r in rows.select(["sketch_id", "identity_id", "png_path",
-                                      "style"]).to_pylist()]
+                        png_path=base / r["png_path"], style=r["style"],
+                        content=r.get("png_sha256"))
+                for r in rows.to_pylist()]
     return examples, provenance
 
 
@@ -207,7 +214,8 @@ def _export_examples(folder: Path) -> tuple[list[Example], dict[str, Any]]:
         if r.get("status", "ok") != "ok" or not r["png_path"]:
             continue
         examples.append(Example(r["identity_id"], "synthetic", r["sketch_id"], str(folder),
-                                png_path=folder / r["png_path"], style=r.get("style")))
+                                png_path=folder / r["png_path"], style=r.get("style"),
+                                content=r.get("png_sha256")))
         if r.get("face_png_path") and r.get("face_id"):
             photos[r["face_id"]] = Example(r["identity_id"], "photo", r["face_id"], str(folder),
                                            png_path=folder / r["face_png_path"])
@@ -219,9 +227,9 @@ def _export_examples(folder: Path) -> tuple[list[Example], dict[str, Any]]:
 def _workspace_examples(other: Workspace) -> tuple[list[Example], dict[str, Any]]:
     rows, provenance = read_synthetic_sketches(other, None)
     examples = [Example(r["identity_id"], "synthetic", r["sketch_id"], str(other.root),
-                        png_path=other.root / r["png_path"], style=r["style"])
-                for r in rows.select(["sketch_id", "identity_id", "png_path",
-                                      "style"]).to_pylist()]
+                        png_path=other.root / r["png_path"], style=r["style"],
+                        content=r.get("png_sha256"))
+                for r in rows.to_pylist()]
     photos = photos_of(other, {e.identity_id for e in examples}, origin=str(other.root))
     crops = crop_stack(other, [p.face_id for p in photos]) if photos else []
     photos = [Example(p.identity_id, "photo", p.key, p.origin, crop=crop)
@@ -266,7 +274,8 @@ class TrainingSet:
         """Digest of exactly which images, labels and kinds: resume refuses other data."""
         digest = hashlib.sha256()
         for e, label in zip(self.examples, self.labels.tolist(), strict=True):
-            digest.update(f"{e.key}\0{e.kind}\0{label}\0{e.identity_id}\n".encode())
+            content = f"\0{e.content}" if e.content else ""
+            digest.update(f"{e.key}\0{e.kind}\0{label}\0{e.identity_id}{content}\n".encode())
         return digest.hexdigest()
 
 
@@ -279,17 +288,18 @@ def assemble(examples: Iterable[Example], split: Mapping[str, str] | None = None
     (identity, kind, key) so the same data gives the same labels and batches on any run.
     """
     skipped: Counter[str] = Counter()
-    kept: dict[str, Example] = {}
+    kept: dict[tuple[str, str | None], Example] = {}
     for example in examples:
         if split is not None:
             where = split.get(example.identity_id)
             if where != "train":
                 skipped["held_out" if where == "test" else "not_in_split"] += 1
                 continue
-        if example.key in kept:
+        same = (example.key, example.content)  # one drawing twice; not two under one id
+        if same in kept:
             skipped["duplicate"] += 1
             continue
-        kept[example.key] = example
+        kept[same] = example
     by_identity: dict[str, list[Example]] = {}
     for example in kept.values():
         by_identity.setdefault(example.identity_id, []).append(example)
@@ -303,7 +313,7 @@ def assemble(examples: Iterable[Example], split: Mapping[str, str] | None = None
         if not kinds & set(SKETCH_KINDS):
             skipped["identity_without_sketch"] += len(members)
             continue
-        chosen.extend(sorted(members, key=lambda e: (e.kind, e.key)))
+        chosen.extend(sorted(members, key=lambda e: (e.kind, e.key, e.content or "")))
     identities = tuple(dict.fromkeys(e.identity_id for e in chosen))
     if len(identities) < min_identities:
         raise DataError(

@@ -562,7 +562,9 @@ def adapter_on_top(data: EncoderData, module: Any, seed: int, device: Any,
                           data.vectors.sketch_kinds, data.vectors.photo_vectors,
                           data.vectors.photo_labels)
     with one_thread():
-        return fit_adapter(on_branch, seed, hidden=ADAPTER_HIDDEN)
+        # One fold: the branch trained on every other fold's identities, so only its own
+        # validation identities are unseen by it.
+        return fit_adapter(on_branch, seed, hidden=ADAPTER_HIDDEN, folds=1)
 
 
 def _preference(run: dict[str, Any]) -> tuple:

@@ -271,6 +271,17 @@ def gather_examples(workspace: Workspace, request: TrainRecognizerRequest,
     return examples, inputs
 
 
+def training_fingerprint(request: TrainRecognizerRequest) -> str:
+    """The fingerprint of the data ``request`` would train on now (what ``recognizer.json``
+    records as ``training_data.fingerprint``): a caller that reuses trained recognizers
+    compares it, because a source folder drawn again is other data under the same request.
+    Reads tables and lists, not pixels (a workspace source's photo crops excepted)."""
+    workspace = Workspace.open(request.workspace)
+    split = load_split(resolve_split(request.split)) if request.split else None
+    examples, _ = gather_examples(workspace, request, split)
+    return assemble(examples, split).fingerprint()
+
+
 def _refuse_test_identities(items: list[Any], split: dict[str, str] | None, source: str,
                             request: TrainRecognizerRequest) -> None:
     """Refuse a source that holds identities of the split's test part (see gather_examples).

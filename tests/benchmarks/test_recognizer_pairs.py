@@ -48,8 +48,8 @@ def test_every_guard_is_an_artist_its_row_does_not_train_on(tmp_path) -> None:
 
 
 def test_a_recognizer_chosen_among_other_candidates_is_not_reused(monkeypatch) -> None:
-    """The reuse key holds the request and, for the searched kinds, the candidates searched:
-    a changed search retrains the adapter and encoder rows and keeps procrustes."""
+    """The reuse key holds the request and, for the searched kinds, how their search chose:
+    a changed search retrains that kind's rows and keeps the others'."""
     import tasks.recognize.sketch_side as sketch_side
     from benchmarks.recognizers import reuse_key
     from schemas.encoders import EncoderSpec
@@ -60,11 +60,12 @@ def test_a_recognizer_chosen_among_other_candidates_is_not_reused(monkeypatch) -
                                       identity_encoder=EncoderSpec(role="identity",
                                                                    name="sface"))
 
-    before = {mode: reuse_key(request(mode)) for mode in ("procrustes", "adapter", "encoder")}
-    # procrustes keeps the stamp recognizers were written with before the search was keyed
-    assert before["procrustes"] == request("procrustes").model_dump_json(
+    modes = ("procrustes", "adapter", "encoder", "head")
+    before = {mode: reuse_key(request(mode)) for mode in modes}
+    # a kind with no keyed search keeps the stamp recognizers were written with before
+    assert before["head"] == request("head").model_dump_json(
         exclude={"run_id", "guard_pairs", "guard_pairs_root"})
-    monkeypatch.setattr(sketch_side, "CANDIDATE_SEARCH", "a later search")
-    after = {mode: reuse_key(request(mode)) for mode in before}
-    assert after["procrustes"] == before["procrustes"]
-    assert after["adapter"] != before["adapter"] and after["encoder"] != before["encoder"]
+    monkeypatch.setitem(sketch_side.CANDIDATE_SEARCH, "adapter", "a later search")
+    after = {mode: reuse_key(request(mode)) for mode in modes}
+    assert after["adapter"] != before["adapter"]
+    assert all(after[mode] == before[mode] for mode in ("procrustes", "encoder", "head"))

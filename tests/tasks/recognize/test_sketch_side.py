@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ from tasks.recognize.sketch_side import (
     VectorSet,
     fit_adapter,
     fit_procrustes,
+    validation_folds,
     validation_split,
 )
 from tasks.recognize.train import TrainRecognizerRequest, train_recognizer
@@ -62,6 +64,49 @@ def test_validation_identities_are_stable_disjoint_and_real_when_there_are_real_
     assert validation_split(synthetic_only, seed=0)[2] == "all"
     with pytest.raises(DataError, match="at least 4"):
         validation_split(gap_data(identities=3)[0], seed=0)
+
+
+def test_validation_folds_split_every_real_identity_once_and_keep_the_one_fold_part():
+    data, _ = gap_data(identities=40, real=23)
+    folds, probes = validation_folds(data, seed=0, folds=5)
+    assert probes == "real" and len(folds) == 5
+    parts = [val for _, val in folds]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(23))  # each validates once
+    assert [len(p) for p in parts] == [5, 5, 5, 4, 4]
+    for fit, val in folds:
+        assert not set(fit) & set(val) and len(fit) + len(val) == 40
+    # the first fold is the one-fold part (5 of 23 at a fifth): a 1-fold search is unchanged
+    assert np.array_equal(parts[0], validation_split(data, seed=0)[1])
+    again, _ = validation_folds(data, seed=0, folds=5)
+    assert all(np.array_equal(a[1], b) for a, b in zip(again, parts, strict=True))
+    # a pool too small for five parts of MIN_VALIDATION gets fewer folds, not tiny ones
+    small, _ = gap_data(identities=10, real=6)
+    assert [len(val) for _, val in validation_folds(small, seed=0, folds=5)[0]] == [2, 2, 2]
+
+
+def test_adapters_of_several_folds_stop_together_on_their_mean_score():
+    """One step count for every fold (the refit reuses one), chosen on the folds' mean."""
+    from tasks.recognize.sketch_side import (
+        _adapter_score,
+        _validation_gallery,
+        _validation_probes,
+        train_adapters,
+    )
+
+    data, _ = gap_data(identities=40, gap=1.0, real=40)
+    folds, probes = validation_folds(data, seed=0, folds=3)
+    validated = [(data.subset(fit), (*_validation_probes(data, val, probes),
+                                     *_validation_gallery(data, val))) for fit, val in folds]
+    modules, losses, history, best = train_adapters(validated, 0.1, 0, 300, hidden=32)
+    assert len(modules) == 3 and best > 0 and best % EVAL_EVERY == 0
+    entry = next(h for h in history if h["step"] == best)
+    assert len(entry["fold_scores"]) == 3
+    assert entry["score"] == pytest.approx(np.mean(entry["fold_scores"]))
+    assert entry["score"] == max(h["score"] for h in history)
+    # every fold's module is its weights at that one step: scoring them again gives the entry
+    again = [_adapter_score(m, v)["score"] for m, (_, v) in zip(modules, validated, strict=True)]
+    assert again == pytest.approx(entry["fold_scores"])
+    assert history[0]["step"] == 0 and history[0]["score"] < entry["score"]
 
 
 def test_procrustes_undoes_a_rotation_and_keeps_the_identity_map_without_a_gap():
@@ -165,12 +210,12 @@ def test_the_curriculum_trains_on_drawn_sketches_then_on_the_real_ones_from_ther
     assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
     assert sum(fitted.chosen["stage_steps"]) == fitted.chosen["steps"]
     # the refit is the chosen schedule run again on every identity for those step counts
-    module, *_ = _adapter_run(data, fitted.chosen["lambda"], 0, fitted.chosen["schedule"],
-                              fitted.chosen["real_share"], tuple(fitted.chosen["stage_steps"]),
-                              None, 32)
+    modules, *_ = _adapter_run([(data, None)], fitted.chosen["lambda"], 0,
+                               fitted.chosen["schedule"], fitted.chosen["real_share"],
+                               tuple(fitted.chosen["stage_steps"]), 32)
     rebuilt = torch_modules()["adapter"](DIM, 32)
     rebuilt.load_state_dict(fitted.state)
-    assert torch.allclose(module(x)[0], rebuilt(x)[0])
+    assert torch.allclose(modules[0](x)[0], rebuilt(x)[0])
 
 
 # --------------------------------------------------------------------------- end to end
@@ -276,6 +321,32 @@ def test_sketches_without_a_face_are_reported_and_counted(site: dict):
     assert report.inputs["real_pairs"]["unusable"] == {"sketch": {"no_face": 1}}
     assert report.examples["sketch"] == IDENTITIES - 1
     assert any("1 sketch(s) unusable" in m for m in messages)
+
+
+def test_other_pixels_under_the_same_sketch_ids_are_encoded_again(site: dict, tmp_path: Path):
+    """A sketch id names a drawing, not its pixels (another sampling noise draws others under
+    it): the training set's fingerprint, and so the vectors cache and what a benchmark
+    reuses a trained recognizer by, follow the checksum."""
+    from tasks.recognize.train import training_fingerprint
+
+    cache = tmp_path / "cache"
+    copy = Workspace.open(shutil.copytree(site["workspace"].root, tmp_path / "drawn"))
+    cached, recorded = {}, {}
+    for renderer in ("pencil-dodge", "xdog"):  # the same source folder, drawn again
+        write_synthetic_sketches(copy, renderer=renderer)
+        asked = request(site, f"pixels-{renderer}", mode="procrustes",
+                        dataset=[str(copy.root)], vectors_cache=str(cache))
+        report = train_recognizer(asked)
+        assert report.examples["synthetic"] == IDENTITIES * 2
+        new = set(cache.glob("vectors-*.npy")) - set(cached.values())
+        assert len(new) == 1  # encoded afresh, not read back from the other drawing's file
+        cached[renderer] = new.pop()
+        config = json.loads((Path(report.out) / "recognizer.json").read_text())
+        recorded[renderer] = config["training_data"]["fingerprint"]
+        assert training_fingerprint(asked) == recorded[renderer]
+    assert recorded["pencil-dodge"] != recorded["xdog"]
+    first, second = (np.load(cached[r]) for r in ("pencil-dodge", "xdog"))
+    assert first.shape == second.shape and not np.allclose(first, second)
 
 
 def test_several_sources_mix_real_and_synthetic(site: dict):
