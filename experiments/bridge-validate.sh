@@ -12,6 +12,8 @@
 #   experiments/bridge-validate.sh v6 ws7; ETA=3.5 experiments/bridge-validate.sh v6 ws8
 #   experiments/bridge-validate.sh v9 ws11; experiments/bridge-validate.sh v10 ws12
 #   experiments/bridge-validate.sh v11 ws13; experiments/bridge-validate.sh v12 ws14
+#   STYLE_ETA="cufsf-artist=3 forensic-artist=1.5" experiments/bridge-validate.sh v12 ws15
+#                                                  # each style its own sampling noise
 #   JUDGES=all experiments/bridge-validate.sh v3 ws4   # also the four judges (~5 min more)
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
@@ -20,15 +22,15 @@ source "$(dirname "$0")/common.sh"
 version="${1:?usage: experiments/bridge-validate.sh VERSION WS}"
 ws="$REAL/${2:?usage: experiments/bridge-validate.sh VERSION WS}"
 gen="$(generator_dir "cpu-bridge-$version")"
-eta="${ETA:-2.5}"
+mapfile -t eta < <(eta_options)
 mapfile -t faces < <(non_test_faces)
 
 say "the same sources in $ws"
 ingest_real_sources "$ws"
 
-say "draw cufsf-artist and forensic-artist, 2 a photo, eta $eta, with $gen"
+say "draw cufsf-artist and forensic-artist, 2 a photo, ${eta[*]}, with $gen"
 $NICE $C4S generate --workspace "$ws" --generator "$gen" \
-    --style cufsf-artist --style forensic-artist --samples-per-face 2 --eta "$eta" "${faces[@]}"
+    --style cufsf-artist --style forensic-artist --samples-per-face 2 "${eta[@]}" "${faces[@]}"
 
 say "validate (the version is expected to be rejected on style: exit status 1)"
 $NICE $C4S validate --workspace "$ws" --style cufsf-artist --style forensic-artist \

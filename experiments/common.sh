@@ -45,3 +45,23 @@ ingest_real_sources() {
     $NICE $C4S nightly "$REAL/cuhk.csv" "$REAL/cufsf.csv" --root "$DATA" --workspace "$ws"
     $NICE $C4S nightly "$DATA/orl" --workspace "$ws"
 }
+
+# The sampling-noise options of `generate` for the experiments: STYLE_ETA="cufsf-artist=3
+# forensic-artist=1.5" gives each style its own (docs/results/generator.md, "Sampling noise
+# per style"); unset, ETA (default 2.5) for every style.
+eta_options() {
+    if [ -n "${STYLE_ETA:-}" ]; then
+        local pair
+        for pair in $STYLE_ETA; do printf -- '--style-eta\n%s\n' "$pair"; done
+    else
+        printf -- '--eta\n%s\n' "${ETA:-2.5}"
+    fi
+}
+
+# STYLE_ETA as the JSON of CLIP4SKETCH_GENERATE_STYLE_ETA: what a night reads (the nightly
+# command has no sampling options; a deployment sets them in its environment).
+style_eta_json() {
+    local pair out=""
+    for pair in ${STYLE_ETA:-}; do out+="${out:+, }\"${pair%%=*}\": ${pair#*=}"; done
+    printf '{%s}' "$out"
+}

@@ -6,6 +6,9 @@
 #   experiments/real-night.sh v9     # the artist-targeted bridge (cpu-artist)
 #   experiments/real-night.sh v11    # the same with the photo anchor (identity_photo 0.2)
 #   experiments/real-night.sh v12    # v11 plus the texture loss and AT&T photos in training
+#   STYLE_ETA="cufsf-artist=3 forensic-artist=1.5" NIGHT_SUFFIX=-style-eta \
+#       experiments/real-night.sh v12  # each style its own sampling noise (the settings'
+#                                      # CLIP4SKETCH_GENERATE_STYLE_ETA, as a deployment sets it)
 #
 # -> $RUNS/real/night-<version>/ (its report: reports/<version>/report.html; the night's run
 #    manifest: runs/nightly-<id>.json). Exit status 1 when the version is rejected.
@@ -15,7 +18,11 @@ source "$(dirname "$0")/common.sh"
 
 version="${1:?usage: experiments/real-night.sh VERSION (v9, ...)}"
 gen="$(generator_dir "cpu-bridge-$version")"
-ws="$REAL/night-$version"
+ws="$REAL/night-$version${NIGHT_SUFFIX:-}"
+if [ -n "${STYLE_ETA:-}" ]; then
+    CLIP4SKETCH_GENERATE_STYLE_ETA="$(style_eta_json)"
+    export CLIP4SKETCH_GENERATE_STYLE_ETA
+fi
 styles=()
 while read -r style; do styles+=(--style "$style"); done < <(
     "$PY" -c "import json, sys; [print(s) for s in json.load(open(sys.argv[1]))['examples_per_style']]" \

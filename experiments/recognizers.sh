@@ -55,8 +55,13 @@ case "$which" in
 esac
 n="${which#v}"
 gen="$(generator_dir "cpu-bridge-$which")"
-syn_ws="$RUNS/synthetic-sketches$n/ws"
+# REAL_WS_NAME= reads another bridge-validate workspace (v12 with each style's own noise:
+# REAL_WS_NAME=ws15 STYLE_ETA="cufsf-artist=3 forensic-artist=1.5"; the synthetic mugshots'
+# sketches then go to their own workspace, SYN_SUFFIX=-style-eta).
+real_ws="${REAL_WS_NAME:-$real_ws}"
+syn_ws="$RUNS/synthetic-sketches$n${SYN_SUFFIX:-}/ws"
 [ -d "$REAL/$real_ws" ] || { echo "run experiments/bridge-validate.sh $which $real_ws first" >&2; exit 2; }
+mapfile -t eta < <(eta_options)
 
 if [ ! -f "$RUNS/synthetic/src/synthetic-manifest.json" ]; then
     "$REPO/experiments/synthetic-mugshots.sh"
@@ -66,7 +71,7 @@ $NICE $C4S nightly "$RUNS/synthetic/src" --workspace "$syn_ws"
 
 say "2,000 cufsf-artist sketches of them with $gen"
 $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artist \
-    --samples-per-face 2 --eta "${ETA:-2.5}"
+    --samples-per-face 2 "${eta[@]}"
 
 # ROWS=1,2,3,4 KINDS=procrustes,adapter narrows the comparison (the default: every row and
 # kind); OUT= writes it elsewhere (the v9 encoder rows: OUT=$RUNS/recognizers/comparison-v9-encoder
