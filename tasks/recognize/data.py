@@ -285,7 +285,8 @@ def assemble(examples: Iterable[Example], split: Mapping[str, str] | None = None
 
     An identity with only photos (or only sketches) teaches nothing about crossing the
     sketch/photo gap, and a margin loss needs at least two classes. Order is canonical
-    (identity, kind, key) so the same data gives the same labels and batches on any run.
+    (identity, kind, key, checksum) so the same data gives the same labels and batches on any
+    run.
     """
     skipped: Counter[str] = Counter()
     kept: dict[tuple[str, str | None], Example] = {}

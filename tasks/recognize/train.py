@@ -275,7 +275,8 @@ def training_fingerprint(request: TrainRecognizerRequest) -> str:
     """The fingerprint of the data ``request`` would train on now (what ``recognizer.json``
     records as ``training_data.fingerprint``): a caller that reuses trained recognizers
     compares it, because a source folder drawn again is other data under the same request.
-    Reads tables and lists, not pixels (a workspace source's photo crops excepted)."""
+    Reads tables and lists, not pixels (a workspace source's photo crops excepted); real
+    pairs are ingested first, as training does (a no-op once they are)."""
     workspace = Workspace.open(request.workspace)
     split = load_split(resolve_split(request.split)) if request.split else None
     examples, _ = gather_examples(workspace, request, split)
