@@ -24,6 +24,7 @@ import os
 import time
 from pathlib import Path
 
+from flows.cli_parser import key_value
 from tasks.generate.saved import read_manifest
 from tasks.storage import Workspace
 
@@ -44,6 +45,7 @@ def main() -> None:
                         help="every style's sampling noise (default: the generator's, per "
                              "style where it has one)")
     parser.add_argument("--style-eta", action="append", default=[], metavar="STYLE=ETA",
+                        type=key_value(float),
                         help="one style's sampling noise (repeatable), as generate's option")
     parser.add_argument("--no-second-seed", action="store_true",
                         help="skip drawing a second sample of each photo (the diversity figure)")
@@ -67,8 +69,7 @@ def main() -> None:
         style_verdicts,
     )
 
-    style_eta = {style: float(eta) for style, _, eta in
-                 (item.partition("=") for item in args.style_eta)}
+    style_eta = dict(args.style_eta)
     workspace = Workspace.open(args.workspace)
     verdict = None if args.no_style else style_judge(workspace, IMAGE_SPEC, args.generator)
     out = Path(args.out or Path(args.generator) / "quality")

@@ -42,7 +42,7 @@ from schemas.generation import (
 from tasks.embed import embed_texts
 from tasks.generate.catalog import checked_generator, find_generator
 from tasks.generate.conditions import condition_sources
-from tasks.generate.formulations import check_eta
+from tasks.generate.formulations import check_eta, check_style_eta
 from tasks.generate.merge import flagged, merge_task, per_style
 from tasks.generate.plan import plan_task, read_plan
 from tasks.generate.shard import generate_shard_task, local_devices
@@ -116,13 +116,7 @@ def generate(
     eta = manifest.get("default_eta", 0.0) if eta is None else eta
     # Generators saved before formulations recorded none are ddpm.
     check_eta(manifest.get("formulation", "ddpm"), eta)
-    for style, value in style_eta.items():
-        try:
-            if value < 0:
-                raise ValueError(f"eta {value} is below 0")
-            check_eta(manifest.get("formulation", "ddpm"), value)
-        except ValueError as error:
-            raise ValueError(f"style_eta: {style}: {error}") from error
+    check_style_eta(manifest.get("formulation", "ddpm"), style_eta)
     # One writer per workspace: generation writes shard files, the sketches table and the
     # style prompts' vectors, so it holds the lock like every other writing flow.
     with hold_workspace(settings, ws, "generate", run_id):

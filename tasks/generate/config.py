@@ -14,7 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.generate.formulations import check_eta, known_formulations, known_starts
+from tasks.generate.formulations import (
+    check_eta,
+    check_style_eta,
+    known_formulations,
+    known_starts,
+)
 
 Role = Literal["identity", "image", "text"]
 ROLES: tuple[Role, ...] = ("identity", "image", "text")
@@ -146,16 +151,7 @@ class FormulationSpec(_Strict):
                              f"{', '.join(known_formulations())}")
         if self.default_eta is not None:
             check_eta(self.kind, self.default_eta)
-        for style, eta in self.style_eta.items():
-            if not style:
-                raise ValueError("style_eta: a style name is empty")
-            if eta < 0:
-                raise ValueError(f"style_eta[{style!r}]: sampling noise must be at least 0, "
-                                 f"not {eta}")
-            try:
-                check_eta(self.kind, eta)
-            except ValueError as error:
-                raise ValueError(f"style_eta[{style!r}]: {error}") from error
+        check_style_eta(self.kind, self.style_eta)
         if self.start not in known_starts():
             raise ValueError(f"unknown start image {self.start!r}; known: "
                              f"{', '.join(known_starts())}")

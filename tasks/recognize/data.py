@@ -141,15 +141,6 @@ def read_synthetic_sketches(workspace: Workspace,
     return usable, provenance
 
 
-def synthetic_examples(workspace: Workspace, rows: pa.Table,
-                       origin: str = "synthetic") -> list[Example]:
-    return [
-        Example(r["identity_id"], "synthetic", r["sketch_id"], origin,
-                png_path=workspace.root / r["png_path"], content=r.get("png_sha256"))
-        for r in rows.to_pylist()
-    ]
-
-
 def synthetic_source(workspace: Workspace, source: str | None,
                      styles: Sequence[str] | None = None,
                      ) -> tuple[list[Example], dict[str, Any]]:

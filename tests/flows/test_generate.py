@@ -116,7 +116,7 @@ def test_bad_generator_fails_before_any_shard(embedded: Path, generator: Path, t
     with pytest.raises(ValueError, match="at most 1"):  # a ddpm generator, eta > 1
         generate(workspace=str(workspace.root), generator=str(generator), **OPTIONS, eta=2.0)
     for bad in (2.0, -1.0):  # one style's, named
-        with pytest.raises(ValueError, match=f"test-pencil: eta {bad}"):
+        with pytest.raises(ValueError, match=rf"style_eta\['test-pencil'\]: eta {bad}"):
             generate(workspace=str(workspace.root), generator=str(generator), **OPTIONS,
                      style_eta={"test-pencil": bad})
     empty = Workspace.open(tmp_path / "empty")

@@ -13,6 +13,8 @@ formulations (``base.build_formulation``) stand above both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from tasks.styles.rendering import RENDERERS
 
 FORMULATIONS: dict[str, str] = {
@@ -34,6 +36,20 @@ def check_eta(kind: str, eta: float) -> None:
     if limit is not None and eta > limit:
         raise ValueError(f"eta {eta} is more than a {kind} generator takes (at most {limit}); "
                          f"only a bridge samples with eta above 1")
+
+
+def check_style_eta(kind: str, style_eta: Mapping[str, float]) -> None:
+    """``check_eta`` for each style's own noise, naming the style (a config's ``style_eta``
+    at load, and what ``generate`` resolves from its option and the settings)."""
+    for style, eta in style_eta.items():
+        if not style:
+            raise ValueError("style_eta: a style name is empty")
+        try:
+            if eta < 0:
+                raise ValueError(f"eta {eta} is below 0")
+            check_eta(kind, eta)
+        except ValueError as error:
+            raise ValueError(f"style_eta[{style!r}]: {error}") from error
 
 
 def known_formulations() -> list[str]:

@@ -358,7 +358,7 @@ def test_each_style_may_sample_with_its_own_noise(trained: SketchGenerator,
     ddpm = load_config("tiny").formulation.model_dump()
     with pytest.raises(ValueError, match=r"style_eta\['cufsf-artist'\].*at most 1"):
         type(spec).model_validate({**ddpm, "style_eta": {"cufsf-artist": 2.0}})
-    with pytest.raises(ValueError, match="at least 0"):
+    with pytest.raises(ValueError, match=r"style_eta\['forensic-artist'\]: eta -1.0 is below 0"):
         type(spec).model_validate({**bridge.formulation.model_dump(),
                                    "style_eta": {"forensic-artist": -1.0}})
 
