@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from flows.cli_parser import key_value
@@ -93,13 +94,16 @@ def main() -> None:
                      "share_above_0.97": float(np.mean(between > 0.97))}
         sources = {"render": renders(data.photos), "generated": generated,
                    "artist": data.artists}
-        report = judge_sources(data.photos, sources, use_dlib=not args.no_dlib)
+        report = judge_sources(data.photos, sources, use_dlib=not args.no_dlib,
+                               frechet_baseline="render")
         sheet = contact_sheet(out / f"contact-{style}.png", data.photos, sources, n=10,
                               order=["render", "generated", "artist"])
         verdicts = None if verdict is None else style_verdicts(verdict, sources, style)
         results[style] = {"split": split, "identities": len(data.identities), "eta": eta,
                           "draw_seconds": seconds, "samples_per_photo": len(bases),
                           "sources": report.to_dicts(), "style_verdicts": verdicts,
+                          "frechet_vs_render": {name: asdict(d) for name, d in
+                                                report.frechet_vs_baseline.items()},
                           "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
                   f"({seconds:.1f} s to draw {len(bases)} per photo"

@@ -12,7 +12,9 @@ by several figures that fail in different ways, all on in-memory arrays:
 - sharpness, mean |Laplacian| -- regression outputs are soft, artists draw lines;
 - mean |pixel - artist| in [0, 1], and the Fréchet distance to the artist sketches in the
   validate stage's own feature space (its image encoder and ``frechet_reduced``), because
-  sharpness alone is gameable by a dotted grid;
+  sharpness alone is gameable by a dotted grid; with ``frechet_baseline`` also each source's
+  distance minus a baseline's (the start render's) with a paired bootstrap interval, since a
+  Fréchet figure over a few dozen identities moves by more than the gaps it decides;
 - nearness to the artist: median SFace cosine / dlib distance between a source's drawing of
   identity i and the artist's drawing of identity i, beside the mugshot's own figures
   (``QualityReport.photo_to_artist``): whether drawings moved toward where artists draw;
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.linalg import LinAlgWarning
 
 from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
@@ -264,6 +268,48 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True)
+class FrechetDifference:
+    """One source's Fréchet distance to the artist minus a baseline source's (e.g. the start
+    render's), and where it could lie: 57 identities make a Fréchet figure move by more than
+    the gaps it is asked to decide."""
+
+    baseline: str
+    difference: float
+    low: float
+    high: float
+    n: int
+    resamples: int
+
+
+def frechet_difference(features: np.ndarray, baseline: np.ndarray, reference: np.ndarray,
+                       baseline_name: str, resamples: int = 1000, seed: int = 0
+                       ) -> FrechetDifference:
+    """Fréchet(features, reference) - Fréchet(baseline, reference), with a percentile interval
+    from resampling identities: row i of the three sets is one person, so each resample keeps
+    the same people on every side (a paired bootstrap, as the recognizers' differences)."""
+    n = len(reference)
+    if not len(features) == len(baseline) == n:
+        raise ValueError(f"need one row per identity on every side, got {len(features)}, "
+                         f"{len(baseline)}, {n}")
+    if n < 3:
+        raise ValueError(f"a bootstrap over {n} identities says nothing; need at least 3")
+
+    def gap(index: np.ndarray) -> float:
+        ref = reference[index]
+        return frechet_reduced(features[index], ref) - frechet_reduced(baseline[index], ref)
+
+    rng = np.random.default_rng([seed, 0xF1D])
+    with warnings.catch_warnings():
+        # A resample repeats identities, so its covariances are singular by construction;
+        # frechet_distance regularises those, and a warning a resample says nothing.
+        warnings.simplefilter("ignore", LinAlgWarning)
+        draws = np.array([gap(rng.integers(0, n, n)) for _ in range(resamples)])
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return FrechetDifference(baseline_name, gap(np.arange(n)), float(low), float(high), n,
+                             resamples)
+
+
+@dataclass(frozen=True)
 class QualityReport:
     """Figures per source, in the order the sources were given."""
 
@@ -272,6 +318,9 @@ class QualityReport:
     # cosine, dlib median distance): a drawing nearer the artist than this has moved toward
     # the artist's side of the recognizer's space.
     photo_to_artist: tuple[float, float | None] | None = None
+    # Source -> its Fréchet distance minus the baseline source's, with a 95 % interval from
+    # a paired bootstrap over identities (frechet_difference); the baseline is named apart.
+    frechet_vs_baseline: dict[str, FrechetDifference] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> SourceQuality:
         for row in self.sources:
@@ -303,6 +352,10 @@ class QualityReport:
             sface, dlib = self.photo_to_artist
             lines += ["", f"the mugshot itself to the artist's drawing: SFace cos {sface:.3f}, "
                           f"dlib dist. {cell(dlib, '{:.3f}')}"]
+        for name, d in self.frechet_vs_baseline.items():
+            lines += ["", f"Fréchet to artist, {name} minus {d.baseline}: {d.difference:+.4f} "
+                          f"(95 % paired bootstrap over the {d.n} identities, {d.resamples:,} "
+                          f"resamples: [{d.low:+.4f}, {d.high:+.4f}])"]
         return "\n".join(lines)
 
 
@@ -315,12 +368,16 @@ def judge_sources(
     identity_encoder=None,
     image_encoder=None,
     dlib_model: DlibRecognizer | None = None,
+    frechet_baseline: str | None = None,
+    resamples: int = 1000,
 ) -> QualityReport:
     """All figures for every sketch source against the photos (and the ``reference`` source).
 
     Encoders default to the pipeline's (SFace and EfficientNet-Lite0 through the registry,
     loaded once per process); pass others to reuse loaded ones. ``use_dlib=False`` skips the
-    second recognizer (~50 ms a face on one core) for quick checks.
+    second recognizer (~50 ms a face on one core) for quick checks. ``frechet_baseline``
+    (a source, e.g. ``render``): every other drawn source's Fréchet distance is also given
+    minus the baseline's, with a paired bootstrap interval of ``resamples``.
     """
     photos = _photos(photos)
     greys = {name: _grey(images, name) for name, images in sketches.items()}
@@ -349,6 +406,11 @@ def judge_sources(
             return float(np.median((own * ref_vectors).sum(axis=1)))
         return float(np.median(np.linalg.norm(own - ref_vectors, axis=1)))
 
+    if frechet_baseline is not None and frechet_baseline not in greys:
+        raise ValueError(f"no source {frechet_baseline!r} to measure Fréchet against; have "
+                         f"{sorted(greys)}")
+    features = ({name: ref_features if name == reference else image_features(grey, image)
+                 for name, grey in greys.items()} if ref_features is not None else {})
     rows = []
     for name, grey in greys.items():
         similarity = vectors[name] @ photo_vectors.T
@@ -357,10 +419,7 @@ def judge_sources(
         if recognizer is not None:
             distance = np.linalg.norm(dlib_vectors[name][:, None] - photo_dlib[None], axis=2)
             dlib_rank1 = rank1(-distance)
-        frechet = None
-        if ref_features is not None:
-            features = ref_features if name == reference else image_features(grey, image)
-            frechet = frechet_reduced(features, ref_features)
+        frechet = frechet_reduced(features[name], ref_features) if features else None
         rows.append(
             SourceQuality(
                 source=name,
@@ -383,7 +442,12 @@ def judge_sources(
     if ref is not None:
         photo = (to_artist(photo_vectors, vectors, True),
                  None if recognizer is None else to_artist(photo_dlib, dlib_vectors, False))
-    return QualityReport(rows, photo)
+    differences = {}
+    if frechet_baseline is not None and features and len(photos) >= 3:
+        differences = {name: frechet_difference(features[name], features[frechet_baseline],
+                                                ref_features, frechet_baseline, resamples)
+                       for name in greys if name not in (reference, frechet_baseline)}
+    return QualityReport(rows, photo, differences)
 
 
 # --------------------------------------------------------------------------- contact sheet

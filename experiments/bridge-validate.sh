@@ -14,6 +14,8 @@
 #   experiments/bridge-validate.sh v11 ws13; experiments/bridge-validate.sh v12 ws14
 #   STYLE_ETA="cufsf-artist=3 forensic-artist=1.5" experiments/bridge-validate.sh v12 ws15
 #                                                  # each style its own sampling noise
+#   STYLE_ETA="cufsf-artist=3 forensic-artist=1.25" experiments/bridge-validate.sh v12 ws16
+#                                                  # the bundled config's choice
 #   JUDGES=all experiments/bridge-validate.sh v3 ws4   # also the four judges (~5 min more)
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"

@@ -47,7 +47,7 @@ ingest_real_sources() {
 }
 
 # The sampling-noise options of `generate` for the experiments: STYLE_ETA="cufsf-artist=3
-# forensic-artist=1.5" gives each style its own (docs/results/generator.md, "Sampling noise
+# forensic-artist=1.25" gives each style its own (docs/results/generator.md, "Sampling noise
 # per style"); unset, ETA (default 2.5) for every style.
 eta_options() {
     if [ -n "${STYLE_ETA:-}" ]; then

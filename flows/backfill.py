@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.common import hold_workspace, resolve, write_run_record
+from flows.common import hold_workspace, parent_heartbeat_only, resolve, write_run_record
 from flows.stages import (
     DatasetRejectedError,
     Published,
@@ -74,7 +74,8 @@ def backfill(
         return report
     encoders = encoder_options(settings, identity_encoder, image_encoder)
     try:
-        with hold_workspace(settings, ws, "backfill", run_id):
+        with (hold_workspace(settings, ws, "backfill", run_id),
+              parent_heartbeat_only(settings)):
             report.published = generate_and_publish(stages, settings, ws, path, names,
                                                     thresholds, encoders)
     finally:

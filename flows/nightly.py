@@ -23,6 +23,7 @@ from flows.common import (
     cluster_address,
     encoder_spec,
     hold_workspace,
+    parent_heartbeat_only,
     resolve,
     write_run_record,
 )
@@ -168,7 +169,8 @@ def nightly(
                   "retention": ({"keep_published": retention[0], "keep_days": retention[1]}
                                 if retention else None)}
     try:
-        with hold_workspace(settings, ws, "nightly", run_id):
+        with (hold_workspace(settings, ws, "nightly", run_id),
+              parent_heartbeat_only(settings)):
             _run(settings, ws, report, sources, root, pre_aligned, retry_quarantined, specs,
                  generator_path, why_not, styles, thresholds, train_recognizer_steps,
                  evaluate_pairs, evaluate_root, dask_address)

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     embed_shard_size: int = Field(512, ge=1)
     # How long a flow waits for another run holding the same workspace before refusing.
     lock_timeout_seconds: float = Field(60.0, ge=0)
+    # Whether a night's or a backfill's stages (generate, validate, train, evaluate: subflows in
+    # the parent's process) send heartbeats of their own. Off, the parent's heartbeat alone says
+    # the process lives; on, a zombie-detection automation can mark a stage's run crashed too,
+    # and each stage pays up to a second at its end (see flows/common.py).
+    stage_heartbeats: bool = False
     # Extra style files (JSON, one style each) on top of the bundled registry and
     # <workspace>/styles/; see tasks/styles/registry.py.
     styles_dir: Path | None = None

@@ -50,6 +50,11 @@ LAMBDAS = (0.1, 0.3, 1.0)
 # kind-balanced (each kind equally likely). Many synthetic identities can pull the adapter
 # toward the generator's sketches; validation (real sketches when there are any) chooses.
 REAL_SHARES: tuple[float | None, ...] = (None, 0.8)
+# The adapter also tries batches of real sketches alone (share 1.0) with every drawn
+# identity's mugshots still among the InfoNCE negatives: the drawn identities then teach
+# nothing of the artist's gap (their sketches sit where the photo sits), only a photo side
+# crowded with more people to tell apart. Cheap for a vector kind; the encoder keeps two.
+ADAPTER_REAL_SHARES: tuple[float | None, ...] = (*REAL_SHARES, 1.0)
 REAL_KIND = "sketch"
 # Batch schedules: both kinds mixed in every batch (at a real share), or the other kinds
 # first and then the real sketches alone, from where the first stage's validation peaked
@@ -62,8 +67,8 @@ MIXED, CURRICULUM = "mixed", "synthetic-then-real"
 # kind missing here keeps the key recognizers were stamped with before searches were keyed.
 CANDIDATE_SEARCH = {
     "procrustes": f"1: the mean over {VALIDATION_FOLDS} validation folds",
-    "adapter": "3: batch schedules (mixed, synthetic-then-real), the mean over "
-               f"{VALIDATION_FOLDS} validation folds",
+    "adapter": "4: batch schedules (mixed, synthetic-then-real), real shares "
+               f"{ADAPTER_REAL_SHARES}, the mean over {VALIDATION_FOLDS} validation folds",
     "encoder": "2: batch schedules (mixed, synthetic-then-real)",
 }
 TAU = 0.07
@@ -413,9 +418,10 @@ def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int,
     return np.asarray([groups[g][rng.integers(len(groups[g]))] for g in which], np.int64)
 
 
-def real_shares(kinds: np.ndarray) -> tuple[float | None, ...]:
+def real_shares(kinds: np.ndarray, shares: tuple[float | None, ...] = REAL_SHARES
+                ) -> tuple[float | None, ...]:
     """The batch mixes worth trying: only kind-balanced unless real and other kinds mix."""
-    return REAL_SHARES if _mixed_kinds(kinds) else (None,)
+    return shares if _mixed_kinds(kinds) else (None,)
 
 
 def schedules(kinds: np.ndarray) -> tuple[str, ...]:
@@ -580,7 +586,7 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     validated = [(data.subset(fit), (*_validation_probes(data, val, probes), gallery,
                                      gallery_labels)) for fit, val in parts]
     kinds = validated[0][0].sketch_kinds
-    candidates = [(MIXED, share) for share in real_shares(kinds)]
+    candidates = [(MIXED, share) for share in real_shares(kinds, ADAPTER_REAL_SHARES)]
     candidates += [(CURRICULUM, None)] if CURRICULUM in schedules(kinds) else []
     runs = []
     for schedule, share in candidates:

@@ -17,6 +17,7 @@ from benchmarks.quality import (
     HEADER,
     QualityReport,
     contact_sheet,
+    frechet_difference,
     genuine_impostor,
     image_features,
     judge_sources,
@@ -109,6 +110,41 @@ def test_markdown_table_has_a_row_per_source(report):
     blank = np.zeros((2, 112, 112, 3), np.uint8)
     no_artist = judge_sources(blank, {"x": blank[..., 0]}, use_dlib=False)
     assert no_artist["x"].frechet is None and "| - |" in no_artist.to_markdown()
+
+
+def test_frechet_beside_a_baseline_comes_with_a_paired_interval(demo):
+    sources = {k: v for k, v in demo.items() if k != "photos"}
+    report = judge_sources(demo["photos"], sources, use_dlib=False,
+                           frechet_baseline="photo-grey", resamples=200)
+    assert set(report.frechet_vs_baseline) == {"shuffled", "blurred"}  # not artist, baseline
+    blurred = report.frechet_vs_baseline["blurred"]
+    assert blurred.difference == pytest.approx(
+        report["blurred"].frechet - report["photo-grey"].frechet)
+    assert blurred.difference < 0  # blurred artist drawings sit nearer the artist's
+    # Six identities cannot decide it: the interval holds the figure and is wide.
+    assert blurred.low < blurred.difference < blurred.high
+    assert (blurred.n, blurred.resamples, blurred.baseline) == (IDENTITIES, 200, "photo-grey")
+    assert "blurred minus photo-grey" in report.to_markdown()
+    # Seeded: the same interval twice.
+    features = {k: image_features(v) for k, v in sources.items()}
+    again = [frechet_difference(features["blurred"], features["photo-grey"], features["artist"],
+                                "photo-grey", resamples=50) for _ in range(2)]
+    assert again[0] == again[1]
+    # A source against itself: zero in every resample.
+    itself = frechet_difference(features["blurred"], features["blurred"], features["artist"],
+                                "blurred", resamples=20)
+    assert (itself.difference, itself.low, itself.high) == (0.0, 0.0, 0.0)
+
+
+def test_frechet_difference_refuses_what_it_cannot_pair(demo):
+    features = image_features(demo["artist"])
+    with pytest.raises(ValueError, match="one row per identity"):
+        frechet_difference(features[:4], features, features, "render")
+    with pytest.raises(ValueError, match="at least 3"):
+        frechet_difference(features[:2], features[:2], features[:2], "render")
+    with pytest.raises(ValueError, match="no source 'render'"):
+        judge_sources(demo["photos"], {"artist": demo["artist"]}, use_dlib=False,
+                      frechet_baseline="render")
 
 
 def test_contact_sheet_has_a_row_per_identity_and_a_column_per_source(tmp_path: Path, demo):

@@ -153,7 +153,12 @@ def test_adapter_starts_at_identity_and_learns_the_gap_on_validation_identities(
 
 
 def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_kinds():
-    from tasks.recognize.sketch_side import REAL_KIND, _sample, real_shares
+    from tasks.recognize.sketch_side import (
+        ADAPTER_REAL_SHARES,
+        REAL_KIND,
+        _sample,
+        real_shares,
+    )
 
     kinds = np.array([REAL_KIND] * 10 + ["synthetic"] * 90)
     rng = np.random.default_rng(0)
@@ -161,7 +166,10 @@ def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_
     heavy = _sample(rng, kinds, 4000, real_share=0.8)
     assert abs(np.mean(kinds[balanced] == REAL_KIND) - 0.5) < 0.03
     assert abs(np.mean(kinds[heavy] == REAL_KIND) - 0.8) < 0.03
+    # share 1.0: the drawn sketches never enter a batch (their identities stay negatives)
+    assert set(kinds[_sample(rng, kinds, 4000, real_share=1.0)]) == {REAL_KIND}
     assert real_shares(kinds) == (None, 0.8)
+    assert real_shares(kinds, ADAPTER_REAL_SHARES) == (None, 0.8, 1.0)
     assert real_shares(np.array([REAL_KIND] * 5)) == (None,)
     assert real_shares(np.array(["synthetic"] * 5)) == (None,)
     # one kind only: the share changes nothing
@@ -206,6 +214,10 @@ def test_the_curriculum_trains_on_drawn_sketches_then_on_the_real_ones_from_ther
     fitted = fit_adapter(data, seed=0, max_steps=200, lambdas=(0.1,), hidden=32)
     runs = {r["schedule"]: r for r in fitted.validation["runs"] if r["real_share"] is None}
     assert set(runs) == {MIXED, CURRICULUM}
+    # every mixed share is a candidate, real sketches alone (drawn identities as negatives)
+    # among them
+    assert [r["real_share"] for r in fitted.validation["runs"] if r["schedule"] == MIXED] \
+        == [None, 0.8, 1.0]
     assert sum(runs[CURRICULUM]["stage_steps"]) == runs[CURRICULUM]["best_step"]
     assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
     assert sum(fitted.chosen["stage_steps"]) == fitted.chosen["steps"]
