@@ -9,6 +9,8 @@
 #   STYLE_ETA="cufsf-artist=3 forensic-artist=1.5" NIGHT_SUFFIX=-style-eta \
 #       experiments/real-night.sh v12  # each style its own sampling noise (the settings'
 #                                      # CLIP4SKETCH_GENERATE_STYLE_ETA, as a deployment sets it)
+#   STYLE_ETA="cufsf-artist=3 forensic-artist=1.25" NIGHT_SUFFIX=-style-eta-1.25 \
+#       experiments/real-night.sh v12  # the bundled config's choice
 #
 # -> $RUNS/real/night-<version>/ (its report: reports/<version>/report.html; the night's run
 #    manifest: runs/nightly-<id>.json). Exit status 1 when the version is rejected.

@@ -78,7 +78,10 @@ $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artis
 # ROWS=1,2,3,4 KINDS=procrustes,adapter,encoder; rows 3 and 4 guarded:
 # OUT=$RUNS/recognizers/comparison-v9-guarded ROWS=1,2,3,4 KINDS=encoder,encoder-guarded;
 # the encoder kind with the curriculum candidate on v12's sketches:
-# OUT=$RUNS/recognizers/comparison-v12-encoder ROWS=1,2,4 KINDS=encoder).
+# OUT=$RUNS/recognizers/comparison-v12-encoder ROWS=1,2,4 KINDS=encoder; the adapter with
+# drawn identities as negatives only among its candidates, on the per-style drawings:
+# REAL_WS_NAME=ws15 SYN_SUFFIX=-style-eta OUT=$RUNS/recognizers/comparison-v12-negatives
+# ROWS=1,2,3,4 KINDS=procrustes,adapter).
 narrow=()
 [ -n "${ROWS:-}" ] && narrow+=(--rows "$ROWS")
 [ -n "${KINDS:-}" ] && narrow+=(--kinds "$KINDS")
