@@ -46,15 +46,13 @@ VALIDATION_FOLDS = 5
 ALPHAS = tuple(float(round(a, 2)) for a in np.linspace(0.0, 1.0, 21))
 WEIGHTINGS = ("balanced", "pooled")  # per-kind equal weight, or every sketch equal
 LAMBDAS = (0.1, 0.3, 1.0)
-# Share of an adapter's batch drawn from real sketches when other kinds are mixed in: None is
+# Share of a batch drawn from real sketches when other kinds are mixed in: None is
 # kind-balanced (each kind equally likely). Many synthetic identities can pull the adapter
 # toward the generator's sketches; validation (real sketches when there are any) chooses.
-REAL_SHARES: tuple[float | None, ...] = (None, 0.8)
-# The adapter also tries batches of real sketches alone (share 1.0) with every drawn
-# identity's mugshots still among the InfoNCE negatives: the drawn identities then teach
-# nothing of the artist's gap (their sketches sit where the photo sits), only a photo side
-# crowded with more people to tell apart. Cheap for a vector kind; the encoder keeps two.
-ADAPTER_REAL_SHARES: tuple[float | None, ...] = (*REAL_SHARES, 1.0)
+# 1.0 is real sketches alone with every drawn identity's mugshots still among the InfoNCE
+# negatives: the drawn identities then teach nothing of the artist's gap (their sketches sit
+# where the photo sits), only a photo side crowded with more people to tell apart.
+REAL_SHARES: tuple[float | None, ...] = (None, 0.8, 1.0)
 REAL_KIND = "sketch"
 # Batch schedules: both kinds mixed in every batch (at a real share), or the other kinds
 # first and then the real sketches alone, from where the first stage's validation peaked
@@ -68,8 +66,8 @@ MIXED, CURRICULUM = "mixed", "synthetic-then-real"
 CANDIDATE_SEARCH = {
     "procrustes": f"1: the mean over {VALIDATION_FOLDS} validation folds",
     "adapter": "4: batch schedules (mixed, synthetic-then-real), real shares "
-               f"{ADAPTER_REAL_SHARES}, the mean over {VALIDATION_FOLDS} validation folds",
-    "encoder": "2: batch schedules (mixed, synthetic-then-real)",
+               f"{REAL_SHARES}, the mean over {VALIDATION_FOLDS} validation folds",
+    "encoder": f"3: batch schedules (mixed, synthetic-then-real), real shares {REAL_SHARES}",
 }
 TAU = 0.07
 ADAPTER_HIDDEN = 256
@@ -418,10 +416,9 @@ def _sample(rng: np.random.Generator, kinds: np.ndarray, size: int,
     return np.asarray([groups[g][rng.integers(len(groups[g]))] for g in which], np.int64)
 
 
-def real_shares(kinds: np.ndarray, shares: tuple[float | None, ...] = REAL_SHARES
-                ) -> tuple[float | None, ...]:
+def real_shares(kinds: np.ndarray) -> tuple[float | None, ...]:
     """The batch mixes worth trying: only kind-balanced unless real and other kinds mix."""
-    return shares if _mixed_kinds(kinds) else (None,)
+    return REAL_SHARES if _mixed_kinds(kinds) else (None,)
 
 
 def schedules(kinds: np.ndarray) -> tuple[str, ...]:
@@ -586,7 +583,7 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     validated = [(data.subset(fit), (*_validation_probes(data, val, probes), gallery,
                                      gallery_labels)) for fit, val in parts]
     kinds = validated[0][0].sketch_kinds
-    candidates = [(MIXED, share) for share in real_shares(kinds, ADAPTER_REAL_SHARES)]
+    candidates = [(MIXED, share) for share in real_shares(kinds)]
     candidates += [(CURRICULUM, None)] if CURRICULUM in schedules(kinds) else []
     runs = []
     for schedule, share in candidates:

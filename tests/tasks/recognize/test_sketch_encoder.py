@@ -302,6 +302,10 @@ def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_
                          batch=6)
     schedules = [r["schedule"] for r in fitted.validation["runs"]]
     assert schedules.count(CURRICULUM) == 1 and MIXED in schedules
+    # every real share is a mixed candidate, real sketches alone (drawn identities as
+    # negatives only) among them
+    assert [r["real_share"] for r in fitted.validation["runs"] if r["schedule"] == MIXED] \
+        == [None, 0.8, 1.0]
     for run in fitted.validation["runs"]:
         assert sum(run["stage_steps"]) == run["best_step"]
     assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)

@@ -153,12 +153,7 @@ def test_adapter_starts_at_identity_and_learns_the_gap_on_validation_identities(
 
 
 def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_kinds():
-    from tasks.recognize.sketch_side import (
-        ADAPTER_REAL_SHARES,
-        REAL_KIND,
-        _sample,
-        real_shares,
-    )
+    from tasks.recognize.sketch_side import REAL_KIND, _sample, real_shares
 
     kinds = np.array([REAL_KIND] * 10 + ["synthetic"] * 90)
     rng = np.random.default_rng(0)
@@ -168,8 +163,7 @@ def test_the_real_share_of_adapter_batches_is_a_validated_choice_only_for_mixed_
     assert abs(np.mean(kinds[heavy] == REAL_KIND) - 0.8) < 0.03
     # share 1.0: the drawn sketches never enter a batch (their identities stay negatives)
     assert set(kinds[_sample(rng, kinds, 4000, real_share=1.0)]) == {REAL_KIND}
-    assert real_shares(kinds) == (None, 0.8)
-    assert real_shares(kinds, ADAPTER_REAL_SHARES) == (None, 0.8, 1.0)
+    assert real_shares(kinds) == (None, 0.8, 1.0)
     assert real_shares(np.array([REAL_KIND] * 5)) == (None,)
     assert real_shares(np.array(["synthetic"] * 5)) == (None,)
     # one kind only: the share changes nothing
