@@ -155,6 +155,14 @@ def same_work_ratio(rows: list[dict], key: str) -> tuple[float, float]:
     return (_median([r["long"][key] for r in rows]), _median([r["fresh"][key] for r in rows]))
 
 
+def add_stage_seconds(rows: list[dict], same_work: list[dict]) -> None:
+    """``stage_seconds`` for nights stored before the field, from their stage timings (every
+    night's row, and both sides of each same-work night)."""
+    for row in [*rows, *(r[side] for r in same_work for side in ("long", "fresh"))]:
+        if "stages" in row:
+            row.setdefault("stage_seconds", sum(row["stages"].values()))
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -337,8 +345,9 @@ def main() -> None:
                                  range(1, len(done_rows) // args.style_every + 1)]
     keep = None if args.no_prune else args.keep
     rows: list[dict] = done_rows
-    for row in rows:  # runs written before the field
+    for row in rows:  # runs written before the fields
         row.setdefault("new_style", row["night"] % args.style_every == 0)
+    add_stage_seconds(rows, stored.get("same_work", []))
 
     @flow
     def warm_up() -> None:
@@ -384,11 +393,13 @@ def main() -> None:
     plot = temp / "nights.png"
     _plot(rows, plot, needed)
     same_work = stored.get("same_work", []) + same
+    # This run's same-work nights; resumed with none, the stored ones (their figures again).
+    shown = same or stored.get("same_work", [])
     (temp / "nights.json").write_text(json.dumps(
         {"rows": rows, "needed": needed, "bytes": size, "args": vars(args),
          **({"same_work": same_work} if same_work else {})}, indent=1))
     print(f"\n{args.nights} nights, {'no prune' if keep is None else f'prune keep {keep}'}"
-          + (f", then {len(same)} same-work nights" if same else ""))
+          + (f", then {len(shown)} same-work nights" if shown else ""))
     print(f"{'':28} {'value':>12} {'goal':>12}")
     print(f"{'workspace now':28} {size / 1e6:10.2f} MB "
           f"{1.3 * needed / 1e6:10.2f} MB  (1.3 x {needed / 1e6:.2f} MB the kept versions "
@@ -402,10 +413,10 @@ def main() -> None:
         first, latest = like_for_like(rows, key)
         print(f"{'ordinary nights, last/first':28} {latest / first:12.2f} {1.2:12.2f}  "
               f"(median of 10: {latest:.1f} / {first:.1f} {unit})")
-        if same:
-            long, fresh = same_work_ratio(same, key)
+        if shown and all(key in r[side] for r in shown for side in ("long", "fresh")):
+            long, fresh = same_work_ratio(shown, key)
             print(f"{'same work, long/fresh':28} {long / fresh:12.2f} {1.2:12.2f}  "
-                  f"(median of {len(same)}: {long:.1f} / {fresh:.1f} {unit})")
+                  f"(median of {len(shown)}: {long:.2f} / {fresh:.2f} {unit})")
     print("by folder after the last night: " + ", ".join(
         f"{k} {v / 1e6:.2f} MB" for k, v in _by_folder(workspace).items()))
     print(f"plot: {plot}\nrows: {temp / 'nights.json'}")

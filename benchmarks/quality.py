@@ -45,7 +45,7 @@ from schemas.encoders import EncoderSpec
 from schemas.records import ALIGNED_SIZE
 from tasks.encoders import load
 from tasks.faces import to_aligned
-from tasks.validate.metrics import frechet_reduced
+from tasks.validate.metrics import frechet_reduced, reference_axes
 
 ARTIST = "artist"
 SFACE_SPEC = EncoderSpec(role="identity", name="sface")
@@ -296,7 +296,9 @@ def frechet_difference(features: np.ndarray, baseline: np.ndarray, reference: np
 
     def gap(index: np.ndarray) -> float:
         ref = reference[index]
-        return frechet_reduced(features[index], ref) - frechet_reduced(baseline[index], ref)
+        axes = reference_axes(ref)  # once for both sides of the resample
+        return (frechet_reduced(features[index], ref, axes=axes)
+                - frechet_reduced(baseline[index], ref, axes=axes))
 
     rng = np.random.default_rng([seed, 0xF1D])
     with warnings.catch_warnings():
@@ -411,6 +413,7 @@ def judge_sources(
                          f"{sorted(greys)}")
     features = ({name: ref_features if name == reference else image_features(grey, image)
                  for name, grey in greys.items()} if ref_features is not None else {})
+    axes = reference_axes(ref_features) if features else None
     rows = []
     for name, grey in greys.items():
         similarity = vectors[name] @ photo_vectors.T
@@ -419,7 +422,8 @@ def judge_sources(
         if recognizer is not None:
             distance = np.linalg.norm(dlib_vectors[name][:, None] - photo_dlib[None], axis=2)
             dlib_rank1 = rank1(-distance)
-        frechet = frechet_reduced(features[name], ref_features) if features else None
+        frechet = (frechet_reduced(features[name], ref_features, axes=axes) if features
+                   else None)
         rows.append(
             SourceQuality(
                 source=name,

@@ -151,23 +151,34 @@ def healthy(row_reasons: Iterable[str]) -> bool:
 # --------------------------------------------------------------------------- dataset level
 
 
+def reference_axes(reference: np.ndarray, max_dim: int = FRECHET_MAX_DIM
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The reference set's mean and its top principal axes (columns), at most ``max_dim``:
+    the space ``frechet_reduced`` measures in. Apart, so that several sets measured against
+    one reference project once (a bootstrap compares two sources per resample)."""
+    reference = np.asarray(reference, np.float64)
+    mean = reference.mean(axis=0)
+    dims = min(max_dim, len(reference) - 1, reference.shape[1])
+    _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
+    return mean, vt[:dims].T
+
+
 def frechet_reduced(generated: np.ndarray, reference: np.ndarray,
-                    max_dim: int = FRECHET_MAX_DIM) -> float | None:
+                    max_dim: int = FRECHET_MAX_DIM,
+                    axes: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
     """Fréchet distance in the reference set's top principal components.
 
     With a few hundred samples a 1280-d covariance is rank-deficient and its square root is
     dominated by regularisation noise; projecting both sets onto at most ``max_dim``
     principal axes of the reference keeps the figure stable and comparable across runs of
-    one dataset size. None when either side has fewer than two samples.
+    one dataset size. None when either side has fewer than two samples. ``axes``: the
+    reference's ``reference_axes``, when the caller already has them.
     """
     generated, reference = np.asarray(generated, np.float64), np.asarray(reference, np.float64)
     if len(generated) < 2 or len(reference) < 2:
         return None
-    mean = reference.mean(axis=0)
-    dims = min(max_dim, len(reference) - 1, reference.shape[1])
-    _, _, vt = np.linalg.svd(reference - mean, full_matrices=False)
-    axes = vt[:dims].T
-    return frechet_distance((generated - mean) @ axes, (reference - mean) @ axes)
+    mean, projection = axes if axes is not None else reference_axes(reference, max_dim)
+    return frechet_distance((generated - mean) @ projection, (reference - mean) @ projection)
 
 
 def _mean(values: Iterable[Any]) -> float | None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.nights import like_for_like, same_work_ratio
+from benchmarks.nights import add_stage_seconds, like_for_like, same_work_ratio
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,18 @@ def test_same_work_ratio_takes_each_workspace_median_of_the_same_nights():
     rows = [{"long": {"seconds": s}, "fresh": {"seconds": f}}
             for s, f in ((7.0, 6.0), (30.0, 5.0), (8.0, 6.5))]
     assert same_work_ratio(rows, "seconds") == (8.0, 6.0)
+
+
+def test_stored_nights_get_their_stage_seconds_from_their_stage_timings():
+    rows = [{"stages": {"ingest": 0.5, "validate": 2.0}},
+            {"stages": {"ingest": 1.0}, "stage_seconds": 9.0},  # measured: kept
+            {"seconds": 3.0}]  # timed before stage timings were kept: left without
+    same = [{"long": {"stages": {"generate": 1.0, "prune": 0.25}}, "fresh": {"stages": {}}}]
+    add_stage_seconds(rows, same)
+    assert [r.get("stage_seconds") for r in rows] == [2.5, 9.0, None]
+    assert same_work_ratio([{"long": same[0]["long"], "fresh": {"stage_seconds": 1.0}}],
+                           "stage_seconds") == (1.25, 1.0)
+    assert same[0]["fresh"]["stage_seconds"] == 0
 
 
 def test_importing_the_benchmark_leaves_the_environment_alone():

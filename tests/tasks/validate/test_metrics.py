@@ -17,6 +17,7 @@ from tasks.validate.metrics import (
     identity_scores,
     mean_pairwise_similarity,
     reasons,
+    reference_axes,
 )
 
 T = load_thresholds().sketches
@@ -109,6 +110,13 @@ def test_frechet_reduced_is_zero_for_the_reference_and_grows_with_a_shift():
     shifted = frechet_reduced(rng.normal(size=(80, 200)) * scales + 2.0 * scales, reference)
     assert same is not None and shifted is not None and shifted > 3 * same
     assert frechet_reduced(reference[:1], reference) is None
+    # The reference's axes computed once give the same figure as computed inside.
+    mean, axes = reference_axes(reference)
+    assert axes.shape == (200, 64) and np.allclose(mean, reference.mean(axis=0))
+    moved = rng.normal(size=(80, 200)) * scales + 2.0 * scales
+    assert frechet_reduced(moved, reference, axes=(mean, axes)) == pytest.approx(
+        frechet_reduced(moved, reference))
+    assert reference_axes(reference[:10])[1].shape == (200, 9)  # at most n - 1 axes
 
 
 def test_dataset_metrics_counts_acceptance_reasons_and_identities_without_any():
