@@ -110,6 +110,10 @@ class PruneReport(PrunePlan):
     bytes_after: int
     lancedb_bytes_freed: int = 0
     seconds: float = 0.0
+    # Where the seconds went (the workspace's bytes before and after; the plan; removing rows
+    # and files; LanceDB's compaction; the Parquet mirrors), as the validate stage records its
+    # own: a night's record says which part grows.
+    step_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 def check_policy(keep_published: int, keep_days: float) -> None:
@@ -231,15 +235,20 @@ def _shard_files(workspace: Workspace, kind: str) -> list[Path]:
 def _shard_leftovers(workspace: Workspace, going: set[str]) -> list[Removal]:
     """Finished runs' plans and merged results; item lists only once all their sketches
     are pruned (a damaged kept PNG is redrawn bit for bit in its original shard batch)."""
-    merged = set(storage.column_values(workspace, SKETCHES, "sketch_id")) - going
     removals = [Removal(path=str(p.relative_to(workspace.root)), bytes=p.stat().st_size,
                         why="plans of finished runs") for p in _shard_files(workspace, "plans")]
-    for result in _shard_files(workspace, "results"):
+    results = _shard_files(workspace, "results")
+    merged = (set(storage.column_values(workspace, SKETCHES, "sketch_id")) - going
+              if results else set())
+    for result in results:
         ids = set(pq.read_table(result, columns=["sketch_id"]).column("sketch_id").to_pylist())
         if ids <= merged | going:
             removals.append(Removal(path=str(result.relative_to(workspace.root)),
                                     bytes=result.stat().st_size, why="merged shard results"))
-    for items in _shard_files(workspace, "items"):
+    # An item list goes only once every sketch it names goes, so on a night that prunes no
+    # sketch none can: the lists (one a shard of every generation run whose sketches are
+    # still kept: over a hundred after a hundred nights) are then not read at all.
+    for items in _shard_files(workspace, "items") if going else []:
         ids = set(pq.read_table(items, columns=["sketch_id"]).column("sketch_id").to_pylist())
         if ids and ids <= going:
             removals.append(Removal(path=str(items.relative_to(workspace.root)),
@@ -341,9 +350,12 @@ def _naive(moment: dt.datetime) -> dt.datetime:
 # --------------------------------------------------------------------------- applying
 
 
-def apply_prune(workspace: Workspace, plan: PrunePlan) -> int:
+def apply_prune(workspace: Workspace, plan: PrunePlan,
+                seconds: dict[str, float] | None = None) -> int:
     """Carry out ``plan`` (under the caller's workspace lock); returns what LanceDB's own
-    clean-up freed beyond the plan's files."""
+    clean-up freed beyond the plan's files. ``seconds``, when given, gets each step's."""
+    seconds = {} if seconds is None else seconds
+    started = time.perf_counter()
     for start in range(0, len(plan.sketches), _CHUNK):
         where = storage.where_in("sketch_id", plan.sketches[start:start + _CHUNK])
         for name in SKETCH_TABLES:
@@ -365,13 +377,16 @@ def apply_prune(workspace: Workspace, plan: PrunePlan) -> int:
         storage.drop_table(workspace, name)
     for name, labels in plan.tags.items():
         storage.delete_tags(workspace, name, labels)
+    _remove_empty_folders(workspace.root / SKETCHES_DIR)
+    _remove_empty_folders(workspace.root / SHARDS_DIR)
+    seconds["remove"], started = time.perf_counter() - started, time.perf_counter()
     names = [n for n in storage.table_names(workspace) if run_of(n) is None]
     freed = storage.compact(workspace, names, older_than=dt.timedelta(days=plan.keep_days))
+    seconds["compact"], started = time.perf_counter() - started, time.perf_counter()
     if plan.sketches:
         for name in SKETCH_TABLES:
             storage.export_parquet(workspace, name)
-    _remove_empty_folders(workspace.root / SKETCHES_DIR)
-    _remove_empty_folders(workspace.root / SHARDS_DIR)
+    seconds["mirrors"] = time.perf_counter() - started
     return freed
 
 
@@ -403,8 +418,14 @@ def prune(workspace: Workspace, keep_published: int, keep_days: float,
     """Plan, then (unless ``dry_run``) apply; the caller holds the workspace lock."""
     started = time.perf_counter()
     before = storage.folder_bytes(workspace.root)
+    steps = {"measure": time.perf_counter() - started}
+    begun = time.perf_counter()
     plan = plan_prune(workspace, keep_published, keep_days, now=now)
-    freed = 0 if dry_run else apply_prune(workspace, plan)
+    steps["plan"] = time.perf_counter() - begun
+    freed = 0 if dry_run else apply_prune(workspace, plan, steps)
+    begun = time.perf_counter()
+    after = before if dry_run else storage.folder_bytes(workspace.root)
+    steps["measure"] += time.perf_counter() - begun
     return PruneReport(**plan.model_dump(), dry_run=dry_run, bytes_before=before,
-                       bytes_after=before if dry_run else storage.folder_bytes(workspace.root),
-                       lancedb_bytes_freed=freed, seconds=time.perf_counter() - started)
+                       bytes_after=after, lancedb_bytes_freed=freed,
+                       seconds=time.perf_counter() - started, step_seconds=steps)

@@ -9,13 +9,22 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.sketch_data import IDENTITY, IMAGE, broken_sketches, copy_workspace, write_sketches
 from data_contracts.thresholds import load_thresholds
 from schemas.validation import SKETCH_METRICS, Scope
 from tasks import storage
-from tasks.retention import GX_PAGES, GX_RESULTS, RetentionError, plan_prune, prune
+from tasks.generate.plan import SHARDS_DIR
+from tasks.retention import (
+    GX_PAGES,
+    GX_RESULTS,
+    RetentionError,
+    _shard_leftovers,
+    plan_prune,
+    prune,
+)
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import load_styles
 from tasks.validate import publish
@@ -89,6 +98,9 @@ def test_prune_keeps_what_kept_versions_need_bit_for_bit(three_versions, tmp_pat
     # 24 clean pencil-dodge drawings (v1 only) and the 4 broken ones (r1 only).
     assert len(report.sketches) == 28
     assert report.bytes_after < report.bytes_before
+    # The run record says where the prune's seconds went, every step of it.
+    assert set(report.step_seconds) == {"measure", "plan", "remove", "compact", "mirrors"}
+    assert 0 < sum(report.step_seconds.values()) <= report.seconds
     # The kept version: its folder, its export (every PNG checked against its sha256) and
     # its tagged table version are what they were, bit for bit.
     assert _file_digests(folder) == before_files
@@ -140,6 +152,7 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(three_versions):
     sketches = storage.count(workspace, SKETCHES)
     report = prune(workspace, keep_published=1, keep_days=0, dry_run=True)
     assert report.dry_run and len(report.sketches) == 28 and report.bytes > 0
+    assert set(report.step_seconds) == {"measure", "plan"}  # nothing applied
     assert any("version folders" in line for line in report.lines())
     assert _file_digests(workspace.root / "datasets") == before
     assert storage.count(workspace, SKETCHES) == sketches
@@ -171,6 +184,28 @@ def test_orphan_pngs_of_a_killed_prune_are_found_next_time(three_versions):
         "sketches/old-gen/pencil-dodge/deadbeef.png"]
     prune(workspace, keep_published=3, keep_days=14)
     assert not orphan.exists() and not orphan.parent.exists()
+
+
+def test_an_item_list_goes_only_with_every_sketch_it_names(tmp_path: Path):
+    """A shard's item list (a damaged kept PNG is redrawn from it, bit for bit) goes once
+    all its sketches are pruned, not before; on a night that prunes no sketch none can go,
+    so none is read: a damaged one is not even opened."""
+    workspace = Workspace.open(tmp_path / "ws")
+    run = workspace.root / SHARDS_DIR / "run-1"
+    run.mkdir(parents=True)
+    for name, ids in (("a", ["s1", "s2"]), ("b", ["s3"])):
+        pq.write_table(pa.table({"sketch_id": ids}), run / f"shard-{name}.items.parquet")
+    (run / "shard-c.items.parquet").write_bytes(b"not parquet")
+
+    def going_lists(going: set[str]) -> list[str]:
+        return [Path(r.path).name for r in _shard_leftovers(workspace, going)
+                if r.why == "item lists of pruned sketches"]
+
+    assert going_lists(set()) == []
+    (run / "shard-c.items.parquet").unlink()
+    assert going_lists({"s1"}) == []
+    assert going_lists({"s1", "s2"}) == ["shard-a.items.parquet"]
+    assert going_lists({"s1", "s2", "s3"}) == ["shard-a.items.parquet", "shard-b.items.parquet"]
 
 
 def test_compaction_spares_tagged_versions_older_than_its_window(tmp_path):
