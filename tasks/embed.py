@@ -77,14 +77,11 @@ def current_vectors(workspace: Workspace, table: VectorTable,
                     face_ids: Iterable[str]) -> dict[str, np.ndarray]:
     """The vectors of these faces from ``table``'s current encoder version; a face without
     one is simply absent (callers decide whether that is an error)."""
-    found: dict[str, np.ndarray] = {}
-    for chunk in storage.id_chunks(sorted(set(face_ids))):
-        rows = storage.read(workspace, table.table, columns=["face_id", "vector"],
-                            where=f"{storage.where_in('face_id', chunk)} AND "
-                                  f"encoder_version = {storage.quote(table.version)}")
-        matrix = vector_matrix(rows.column("vector"), table.dim)
-        found.update(zip(rows.column("face_id").to_pylist(), matrix, strict=True))
-    return found
+    rows = storage.read_ids(workspace, table.table, "face_id", face_ids,
+                            columns=["face_id", "vector"],
+                            where=f"encoder_version = {storage.quote(table.version)}")
+    matrix = vector_matrix(rows.column("vector"), table.dim)
+    return dict(zip(rows.column("face_id").to_pylist(), matrix, strict=True))
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:

@@ -12,8 +12,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.records import ALIGNED_SIZE
 from tasks import storage
@@ -21,35 +19,17 @@ from tasks.embed import embed_faces_with, embedding_table
 from tasks.ingest.align import decode_png
 from tasks.storage import FACES, Workspace
 
-# Above this many ids, reading the whole table once beats one IN-filter scan per chunk.
-FILTER_LIMIT = 2000
-CHUNK = 500
-
 
 def rows_by_id(workspace: Workspace, table: str, key: str, ids: Iterable[str],
                columns: list[str]) -> dict[str, dict[str, Any]]:
     """Rows of ``table`` whose ``key`` is in ``ids``, keyed by it.
 
-    Small sets use IN filters in chunks; large ones read the columns once, because each
-    filter scans the whole table.
+    Small sets use IN filters in chunks, large ones one read (``storage.read_ids``).
     """
     wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return {}
     select = list(dict.fromkeys([key, *columns]))
-    if len(wanted) > FILTER_LIMIT:
-        rows = storage.read(workspace, table, columns=select)
-        if rows.num_rows == 0:
-            return {}
-        rows = rows.filter(pc.is_in(rows.column(key), value_set=pa.array(wanted, pa.string())))
-        return {row[key]: row for row in rows.to_pylist()}
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start:start + CHUNK]
-        rows = storage.read(workspace, table, columns=select,
-                            where=storage.where_in(key, chunk))
-        found.update({row[key]: row for row in rows.to_pylist()})
-    return found
+    rows = storage.read_ids(workspace, table, key, wanted, columns=select)
+    return {row[key]: row for row in rows.to_pylist()}
 
 
 def read_crops(workspace: Workspace, face_ids: Iterable[str]) -> dict[str, np.ndarray]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FACES = "faces"
@@ -258,6 +259,37 @@ def read(
         query = query.select(columns)
     # search() without a limit would stop at 10 rows.
     return query.limit(max(table.count_rows(), 1)).to_arrow()
+
+
+# A request for more ids than this, or for at least this share of a table's rows, reads the
+# table in one scan.
+SCAN_IDS = 2000
+SCAN_SHARE = 0.25
+
+
+def read_ids(workspace: Workspace, name: str, key: str, ids: Iterable[str],
+             columns: list[str], where: str | None = None,
+             schema: pa.Schema | None = None, scan_share: float = SCAN_SHARE) -> pa.Table:
+    """The rows whose ``key`` is one of ``ids`` (and that match ``where``), in no set order.
+
+    Few ids go as ``IN`` filters of ``FILTER_CHUNK`` ids each; many (over ``SCAN_IDS``, or
+    ``scan_share`` of the table) as one scan, kept by a set lookup in Arrow. Each ``IN``
+    query scans the table again: the validate stage's read of every sketch's vector took
+    0.8 s as 25 of them on a 12,000-drawing workspace, 0.03 s as one scan.
+    """
+    wanted = sorted(set(ids))
+    table = _open(workspace, name)
+    if not wanted or table is None:
+        known = schema or (table.schema if table is not None else None)
+        return (known.empty_table().select(columns) if known is not None
+                else pa.table({c: pa.array([], pa.null()) for c in columns}))
+    if len(wanted) > SCAN_IDS or len(wanted) >= scan_share * table.count_rows():
+        rows = read(workspace, name, columns=columns, where=where, schema=schema)
+        return rows.filter(pc.is_in(rows.column(key), value_set=pa.array(wanted, pa.string())))
+    parts = [read(workspace, name, columns=columns, schema=schema,
+                  where=where_in(key, chunk) + (f" AND {where}" if where else ""))
+             for chunk in id_chunks(wanted)]
+    return pa.concat_tables(parts)
 
 
 def delete(workspace: Workspace, name: str, where: str) -> int:

@@ -22,9 +22,6 @@ from tasks.ingest.sources import SourceItem
 from tasks.storage import FACES, QUARANTINE, Workspace
 
 NOT_INGESTED = "not_ingested"
-_CHUNK = 500
-# Above this many files, read the faces columns once instead of filtering per chunk.
-_FILTER_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -52,19 +49,9 @@ class Located:
 
 def _rows(workspace: Workspace, table: str, key: str, values: Sequence[str],
           columns: list[str], schema=None) -> list[dict]:
-    values = list(dict.fromkeys(values))
-    if not values:
-        return []
     select = list(dict.fromkeys([key, *columns]))
-    if len(values) > _FILTER_LIMIT:
-        wanted = set(values)
-        rows = storage.read(workspace, table, columns=select, schema=schema).to_pylist()
-        return [r for r in rows if r[key] in wanted]
-    out: list[dict] = []
-    for start in range(0, len(values), _CHUNK):
-        out += storage.read(workspace, table, columns=select, schema=schema,
-                            where=storage.where_in(key, values[start:start + _CHUNK])).to_pylist()
-    return out
+    return storage.read_ids(workspace, table, key, values, columns=select,
+                            schema=schema).to_pylist()
 
 
 def locate(workspace: Workspace, items: Sequence[SourceItem],

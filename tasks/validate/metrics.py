@@ -60,10 +60,15 @@ def identity_scores(
     gallery = np.asarray(gallery, np.float32)
     if n and len(gallery):
         labels = np.asarray(gallery_identities, dtype=object)
+        # Identities as integer codes: the same mask as comparing the strings, without
+        # millions of Python string comparisons a chunk (0.4 s a night at 12,000 drawings).
+        codes: dict[str, int] = {}
+        gallery_codes = np.array([codes.setdefault(x, len(codes)) for x in gallery_identities])
+        own_codes = np.array([codes.get(x, -1) for x in own_identities])
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             scores = sketches[start:stop] @ gallery.T
-            own = np.asarray(own_identities[start:stop], dtype=object)[:, None] == labels[None]
+            own = own_codes[start:stop, None] == gallery_codes[None]
             scores = np.where(own, -np.inf, scores)
             best = scores.argmax(axis=1)
             values = scores[np.arange(stop - start), best]

@@ -124,19 +124,15 @@ def _schema(dim: int) -> pa.Schema:
 def _cached(workspace: Workspace, source: VectorTable,
             items: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
     wanted = dict(items)
-    found: dict[str, np.ndarray] = {}
-    for chunk in storage.id_chunks(sorted(wanted)):
-        rows = storage.read(workspace, source.sketch_table,
+    rows = storage.read_ids(workspace, source.sketch_table, "sketch_id", wanted,
                             columns=["sketch_id", "png_sha256", "vector"],
-                            where=f"{storage.where_in('sketch_id', chunk)} AND "
-                                  f"encoder_version = {storage.quote(source.version)}",
+                            where=f"encoder_version = {storage.quote(source.version)}",
                             schema=_schema(source.dim))
-        matrix = vector_matrix(rows.column("vector"), source.dim)
-        for sid, sha, vector in zip(rows.column("sketch_id").to_pylist(),
-                                    rows.column("png_sha256").to_pylist(), matrix, strict=True):
-            if wanted.get(sid) == sha:
-                found[sid] = vector
-    return found
+    matrix = vector_matrix(rows.column("vector"), source.dim)
+    return {sid: vector for sid, sha, vector in zip(rows.column("sketch_id").to_pylist(),
+                                                    rows.column("png_sha256").to_pylist(),
+                                                    matrix, strict=True)
+            if wanted.get(sid) == sha}
 
 
 def checked_encoder(source: VectorTable):

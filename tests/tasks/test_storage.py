@@ -45,6 +45,27 @@ def test_later_upserts_commit_once_each_and_merge_by_key(workspace):
     assert _versions(workspace, "t") == 2
 
 
+@pytest.mark.parametrize("scan_share", [0.25, 2.0], ids=["scan", "in-filters"])
+def test_rows_by_key_are_the_same_read_in_one_scan_or_in_filters(workspace, scan_share):
+    """A key request reads the table once when it asks for a good share of it, by ``IN``
+    filters of 500 ids otherwise; either way the same rows, the extra filter applied."""
+    storage.upsert(workspace, "t", _rows(*((f"k{i:04d}", i % 3) for i in range(1200))), "key")
+    wanted = [f"k{i:04d}" for i in range(0, 1200, 2)] + ["absent"]  # 600: two IN chunks
+
+    def keys(ids, where=None):
+        rows = storage.read_ids(workspace, "t", "key", ids, columns=["key", "value"],
+                                where=where, scan_share=scan_share)
+        assert rows.column_names == ["key", "value"]
+        return sorted(rows.column("key").to_pylist())
+
+    assert keys(wanted) == wanted[:-1]
+    assert keys(wanted, where="value = 0") == [k for k in wanted[:-1] if int(k[1:]) % 3 == 0]
+    assert keys(["k0007", "k0007"]) == ["k0007"]
+    assert keys([]) == []
+    missing = storage.read_ids(workspace, "nothing", "key", ["k0001"], columns=["key"])
+    assert missing.num_rows == 0 and missing.column_names == ["key"]
+
+
 def test_a_checksummed_file_with_list_columns_reads_back_verified(tmp_path):
     """Arrow names list items ``item``, Parquet ``element``: the checksum must not care."""
     rows = pa.table({"id": ["a", "b"], "reasons": [["blank"], []],
