@@ -7,6 +7,7 @@ local server, so the pipeline runs on a laptop with nothing configured.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, NonNegativeFloat
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,11 @@ class Settings(BaseSettings):
     # the process lives; on, a zombie-detection automation can mark a stage's run crashed too,
     # and each stage pays up to a second at its end (see flows/common.py).
     stage_heartbeats: bool = False
+    # How a night checks each stored sketch PNG against its recorded sha256: "changed" hashes
+    # only files whose stat (size, mtime, ctime, inode) changed since they were last hashed;
+    # "all" hashes every file every time, which also catches a disk changing bytes by itself
+    # (tasks/digests.py).
+    verify_pngs: Literal["changed", "all"] = "changed"
     # Extra style files (JSON, one style each) on top of the bundled registry and
     # <workspace>/styles/; see tasks/styles/registry.py.
     styles_dir: Path | None = None

@@ -36,6 +36,7 @@ from data_contracts.run import rebuild_data_docs
 from schemas.settings import RetentionSettings
 from schemas.validation import SKETCH_METRICS, SKETCH_VERDICTS
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.evaluate.gallery import run_of
 from tasks.generate.plan import SHARDS_DIR, SKETCHES_DIR
 from tasks.storage import SKETCHES, Workspace
@@ -371,6 +372,10 @@ def apply_prune(workspace: Workspace, plan: PrunePlan,
             path.unlink(missing_ok=True)
     for item in folders:
         _remove_version_folder(workspace.root / item.path)
+    # The digests of removed PNGs go with them: the cache holds only what is stored.
+    digests = FileDigests.for_workspace(workspace.root)
+    digests.forget(item.path for item in plan.files if item.path.endswith(".png"))
+    digests.save()
     if any(f.why.startswith("great-expectations") for f in plan.files):
         rebuild_data_docs(workspace.root)
     for name in plan.galleries:

@@ -33,6 +33,7 @@ from schemas.generation import Plan, PlanSummary, ShardRef, StyleCounts
 from schemas.records import FACES_SCHEMA, SKETCHES_SCHEMA
 from schemas.vectors import VectorTable
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.generate.conditions import text_vectors
 from tasks.runtime import retry_transient
 from tasks.storage import FACES, SKETCHES, CorruptFileError, Workspace
@@ -101,10 +102,13 @@ def result_path(generator_version: str, sid: str) -> str:
     return f"{shard_dir(generator_version)}/{sid}.parquet"
 
 
-def checks_out(root: Path, row: Mapping[str, Any]) -> bool:
-    """A recorded sketch is trusted only if its PNG is there with the recorded sha256."""
+def checks_out(root: Path, row: Mapping[str, Any], digests: FileDigests | None = None) -> bool:
+    """A recorded sketch is trusted only if its PNG is there with the recorded sha256
+    (``digests`` remembers files already hashed: tasks/digests.py)."""
     if row["png_path"] is None:
         return row["status"] == "nan"
+    if digests is not None:
+        return digests.sha256(row["png_path"]) == row["png_sha256"]
     path = root / row["png_path"]
     return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == row["png_sha256"]
 
@@ -279,9 +283,13 @@ def plan_generation(
                 wanted.append({"sketch_id": sketch_id(key), "face_id": face,
                                "identity_id": identity, "style": style,
                                "sample_index": index, "seed": sketch_seed(key)})
+    digests = FileDigests.for_workspace(workspace.root)
     damaged = [existing[i["sketch_id"]] for i in wanted
                if i["sketch_id"] in existing and not checks_out(workspace.root,
-                                                                 existing[i["sketch_id"]])]
+                                                                 existing[i["sketch_id"]],
+                                                                 digests)]
+    if write:  # a dry run writes no file
+        digests.save()
     repairs, orphans = _repair_shards(workspace, generator_version, damaged)
     repaired = {row["sketch_id"] for row in damaged} - orphans
     items: list[dict] = []

@@ -46,6 +46,7 @@ from schemas.validation import (
 )
 from schemas.vectors import VectorTable
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.embed import current_vectors
 from tasks.encoders import load
 from tasks.faces import to_aligned
@@ -253,10 +254,12 @@ def compute_metrics(
         workspace, SKETCH_METRICS, schema=SKETCH_METRICS_SCHEMA).to_pylist()}
     todo: list[tuple[dict, str | None, str | None]] = []
     rescore: dict[str, tuple[dict, str | None, str | None]] = {}
+    digests = FileDigests.for_workspace(workspace.root)
     for row in rows:
         problem, sha = None, row["png_sha256"]
         if row["status"] != "nan":
-            problem, sha = check_png(workspace.root, row["png_path"], row["png_sha256"])
+            problem, sha = check_png(workspace.root, row["png_path"], row["png_sha256"],
+                                     digests)
         old = stored.get(row["sketch_id"])
         if _reusable(row, old, problem, sha, version):
             continue
@@ -264,6 +267,7 @@ def compute_metrics(
             rescore[row["sketch_id"]] = (row, problem, sha)
         else:
             todo.append((row, problem, sha))
+    digests.save()
     report = MetricsReport(run_id=run_id, metrics_version=version, sketches=len(rows),
                            computed=0, reused=0, style_method=judge.method,
                            style_classes=judge.classes(), encoded={"identity": 0, "image": 0},

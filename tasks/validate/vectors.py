@@ -22,6 +22,7 @@ from schemas.encoders import EncoderSpec
 from schemas.validation import Reason
 from schemas.vectors import VectorTable, table_dim, table_prefix
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.embed import stored_versions, vector_matrix
 from tasks.encoders import load
 from tasks.storage import Workspace
@@ -80,13 +81,16 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_png(root: Path, png_path: str | None, sha: str | None
-              ) -> tuple[str | None, str | None]:
+def check_png(root: Path, png_path: str | None, sha: str | None,
+              digests: FileDigests | None = None) -> tuple[str | None, str | None]:
     """(problem, sha256 of the file): problem is None when the PNG is there with the bytes
-    the row recorded, else a Reason. A row that recorded no sha gets the file's."""
+    the row recorded, else a Reason. A row that recorded no sha gets the file's.
+    ``digests`` remembers files already hashed (tasks/digests.py)."""
     if png_path is None or not (root / png_path).is_file():
         return Reason.MISSING_PNG.value, sha
-    actual = sha256_file(root / png_path)
+    actual = digests.sha256(png_path) if digests is not None else sha256_file(root / png_path)
+    if actual is None:  # gone between the two looks
+        return Reason.MISSING_PNG.value, sha
     if sha is not None and actual != sha:
         return Reason.CHECKSUM_MISMATCH.value, sha
     return None, actual

@@ -16,6 +16,7 @@ from benchmarks.sketch_data import IDENTITY, IMAGE, broken_sketches, copy_worksp
 from data_contracts.thresholds import load_thresholds
 from schemas.validation import SKETCH_METRICS, Scope
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.generate.plan import SHARDS_DIR
 from tasks.retention import (
     GX_PAGES,
@@ -132,6 +133,26 @@ def test_prune_keeps_what_kept_versions_need_bit_for_bit(three_versions, tmp_pat
     assert publish.manifest_table(verdicts).equals(
         storage.read_parquet(folder / publish.MANIFEST))
     assert (folder / publish.MANIFEST).read_bytes() == manifest
+
+
+def test_the_digests_of_pruned_pngs_go_with_them(three_versions, monkeypatch):
+    workspace, v1, r1, v2 = three_versions
+    monkeypatch.setattr("tasks.digests.RACY_SECONDS", 0.0)  # the fixture's PNGs are new
+    pngs = [r["png_path"] for r in storage.read(workspace, SKETCHES, columns=["png_path"])
+            .to_pylist() if r["png_path"]]
+    digests = FileDigests(workspace.root)
+    for path in pngs:
+        digests.sha256(path)
+    digests.save()
+    assert len(FileDigests(workspace.root)) == len(pngs)
+    prune(workspace, keep_published=1, keep_days=0)
+    kept = {p for p in pngs if (workspace.root / p).is_file()}
+    assert kept and len(kept) < len(pngs)
+    remembered = FileDigests(workspace.root)
+    assert len(remembered) == len(kept)
+    for path in kept:
+        remembered.sha256(path)
+    assert remembered.hashed == 0
 
 
 def test_a_pinned_version_is_kept_whatever_its_age(three_versions):

@@ -7,6 +7,8 @@ row (5 of 53, above the 5 % unhealthy share the thresholds allow).
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +26,7 @@ from benchmarks.sketch_data import (
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
 from schemas.validation import DATASET_VERSIONS, SKETCH_VERDICTS
 from tasks import storage
+from tasks.digests import FileDigests
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import load_styles
 from tasks.validate import compute, publish
@@ -197,6 +200,32 @@ def test_a_changed_png_is_measured_again(sketch_workspace: Workspace):
     stored = storage.read(workspace, "sketch_metrics", columns=["file_problem"],
                           where=f"sketch_id = '{row['sketch_id']}'").to_pylist()
     assert stored == [{"file_problem": "checksum_mismatch"}]
+
+
+def test_a_png_changed_under_a_warm_digest_cache_is_still_caught(sketch_workspace: Workspace,
+                                                                  monkeypatch):
+    """The second night trusts the stat of files it hashed before; a rewrite of the same
+    length with the old mtime put back still changes the ctime, and is caught."""
+    monkeypatch.setattr("tasks.digests.RACY_SECONDS", 0.0)  # the test's files are new
+    workspace = sketch_workspace
+    rows = storage.read(workspace, SKETCHES, columns=["sketch_id", "png_path"]).to_pylist()
+    old = time.time() - 3600
+    for row in rows:
+        os.utime(workspace.root / row["png_path"], (old, old))
+    compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
+    assert FileDigests(workspace.root).sha256(rows[1]["png_path"]) is not None
+    path = workspace.root / rows[0]["png_path"]
+    data = path.read_bytes()
+    path.write_bytes(data[:-8] + b"tampered")
+    os.utime(path, (old, old))
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles())
+    assert (metrics.computed, metrics.reused) == (1, len(rows) - 1)
+    stored = storage.read(workspace, "sketch_metrics", columns=["file_problem"],
+                          where=f"sketch_id = '{rows[0]['sketch_id']}'").to_pylist()
+    assert stored == [{"file_problem": "checksum_mismatch"}]
+    digests = FileDigests(workspace.root)
+    digests.sha256(rows[1]["png_path"])
+    assert digests.hashed == 0  # the untouched drawings were not read again
 
 
 def test_measurements_build_the_judge_validate_used(broken_run):
