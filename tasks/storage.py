@@ -277,7 +277,7 @@ def read_ids(workspace: Workspace, name: str, key: str, ids: Iterable[str],
     query scans the table again: the validate stage's read of every sketch's vector took
     0.8 s as 25 of them on a 12,000-drawing workspace, 0.03 s as one scan.
     """
-    wanted = sorted(set(ids))
+    wanted = sorted({i for i in ids if i is not None})  # a null id matches no stored key
     table = _open(workspace, name)
     if not wanted or table is None:
         known = schema or (table.schema if table is not None else None)

@@ -60,7 +60,7 @@ def test_rows_by_key_are_the_same_read_in_one_scan_or_in_filters(workspace, scan
 
     assert keys(wanted) == wanted[:-1]
     assert keys(wanted, where="value = 0") == [k for k in wanted[:-1] if int(k[1:]) % 3 == 0]
-    assert keys(["k0007", "k0007"]) == ["k0007"]
+    assert keys(["k0007", "k0007", None]) == ["k0007"]
     assert keys([]) == []
     missing = storage.read_ids(workspace, "nothing", "key", ["k0001"], columns=["key"])
     assert missing.num_rows == 0 and missing.column_names == ["key"]
