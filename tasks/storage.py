@@ -511,12 +511,36 @@ def write_bytes_atomic(data: bytes, path: Path) -> Path:
     return _write_atomic(path, lambda temp: Path(temp).write_bytes(data))
 
 
+# The table version a Parquet mirror holds, in its metadata: "<version>@<commit time>" (the
+# time too, so a table dropped and made again, numbered from 1 again, is not taken for it).
+MIRROR_KEY = b"clip4sketch.table_version"
+
+
+def _mirror_stamp(table) -> bytes:
+    latest = max(table.list_versions(), key=lambda v: int(v["version"]))
+    return f"{latest['version']}@{latest['timestamp'].isoformat()}".encode()
+
+
 def export_parquet(workspace: Workspace, name: str) -> Path | None:
-    """Mirror a LanceDB table to ``datasets/<name>.parquet`` for readers without LanceDB."""
+    """Mirror a LanceDB table to ``datasets/<name>.parquet`` for readers without LanceDB.
+
+    A mirror that already holds the table's current version is left as it is: a night with
+    nothing new rewrote the faces mirror (every aligned crop) once per source, 0.4 s each on
+    the real-data workspace."""
     table = _open(workspace, name)
     if table is None:
         return None
-    return write_parquet_atomic(table.to_arrow(), workspace.datasets_dir / f"{name}.parquet")
+    path = workspace.datasets_dir / f"{name}.parquet"
+    stamp = _mirror_stamp(table)
+    if path.is_file():
+        try:
+            if (pq.read_schema(path).metadata or {}).get(MIRROR_KEY) == stamp:
+                return path
+        except (pa.ArrowException, OSError):
+            pass  # unreadable: written again
+    rows = table.to_arrow()
+    rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), MIRROR_KEY: stamp})
+    return write_parquet_atomic(rows, path)
 
 
 # LanceDB's own default for removing old versions while it compacts.

@@ -66,6 +66,31 @@ def test_rows_by_key_are_the_same_read_in_one_scan_or_in_filters(workspace, scan
     assert missing.num_rows == 0 and missing.column_names == ["key"]
 
 
+def test_a_parquet_mirror_is_written_again_only_when_its_table_changed(workspace):
+    storage.upsert(workspace, "t", _rows(("a", 1)), "key")
+    path = storage.export_parquet(workspace, "t")
+    written = path.stat()
+    assert storage.export_parquet(workspace, "t") == path
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+
+    storage.upsert(workspace, "t", _rows(("b", 2)), "key")
+    storage.export_parquet(workspace, "t")
+    assert sorted(pq.read_table(path).column("key").to_pylist()) == ["a", "b"]
+
+    # A table made again is numbered from 1 again: at the mirror's own version number (2),
+    # the commit time still tells them apart.
+    storage.drop_table(workspace, "t")
+    storage.upsert(workspace, "t", _rows(("c", 3)), "key")
+    storage.upsert(workspace, "t", _rows(("d", 4)), "key")
+    assert workspace.db().open_table("t").version == 2
+    storage.export_parquet(workspace, "t")
+    assert sorted(pq.read_table(path).column("key").to_pylist()) == ["c", "d"]
+
+    path.write_bytes(b"not parquet")  # a damaged mirror is replaced
+    storage.export_parquet(workspace, "t")
+    assert pq.read_table(path).num_rows == 2
+
+
 def test_a_checksummed_file_with_list_columns_reads_back_verified(tmp_path):
     """Arrow names list items ``item``, Parquet ``element``: the checksum must not care."""
     rows = pa.table({"id": ["a", "b"], "reasons": [["blank"], []],
