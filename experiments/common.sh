@@ -65,3 +65,23 @@ style_eta_json() {
     for pair in ${STYLE_ETA:-}; do out+="${out:+, }\"${pair%%=*}\": ${pair#*=}"; done
     printf '{%s}' "$out"
 }
+
+# `--style NAME` arguments for every style a saved generator was trained in (its
+# training.json), in the array named by $2: `generator_styles "$gen" styles`.
+generator_styles() {
+    local -n out="$2"
+    out=()
+    local style
+    while read -r style; do out+=(--style "$style"); done < <(
+        "$PY" -c "import json, sys; [print(s) for s in json.load(open(sys.argv[1]))['examples_per_style']]" \
+            "$1/training.json")
+}
+
+# A night reads each style's sampling noise from its environment (the nightly command has no
+# sampling options; a deployment sets them there): STYLE_ETA, when set, exported as such.
+export_style_eta() {
+    if [ -n "${STYLE_ETA:-}" ]; then
+        CLIP4SKETCH_GENERATE_STYLE_ETA="$(style_eta_json)"
+        export CLIP4SKETCH_GENERATE_STYLE_ETA
+    fi
+}

@@ -20,14 +20,8 @@ gen="$(generator_dir "cpu-bridge-$version")"
 night="$REAL/night-$version${NIGHT_SUFFIX:-}"
 ws="$night-scale"
 [ -d "$night/lancedb" ] || { echo "no $night: run experiments/real-night.sh $version first" >&2; exit 2; }
-if [ -n "${STYLE_ETA:-}" ]; then
-    CLIP4SKETCH_GENERATE_STYLE_ETA="$(style_eta_json)"
-    export CLIP4SKETCH_GENERATE_STYLE_ETA
-fi
-styles=()
-while read -r style; do styles+=(--style "$style"); done < <(
-    "$PY" -c "import json, sys; [print(s) for s in json.load(open(sys.argv[1]))['examples_per_style']]" \
-        "$gen/training.json")
+export_style_eta
+generator_styles "$gen" styles
 
 say "a copy of $night"
 rm -rf "$ws"

@@ -21,14 +21,8 @@ source "$(dirname "$0")/common.sh"
 version="${1:?usage: experiments/real-night.sh VERSION (v9, ...)}"
 gen="$(generator_dir "cpu-bridge-$version")"
 ws="$REAL/night-$version${NIGHT_SUFFIX:-}"
-if [ -n "${STYLE_ETA:-}" ]; then
-    CLIP4SKETCH_GENERATE_STYLE_ETA="$(style_eta_json)"
-    export CLIP4SKETCH_GENERATE_STYLE_ETA
-fi
-styles=()
-while read -r style; do styles+=(--style "$style"); done < <(
-    "$PY" -c "import json, sys; [print(s) for s in json.load(open(sys.argv[1]))['examples_per_style']]" \
-        "$gen/training.json")
+export_style_eta
+generator_styles "$gen" styles
 [ -f "$RUNS/synthetic/src/synthetic-manifest.json" ] || "$REPO/experiments/synthetic-mugshots.sh"
 
 say "CUHK, CUFSF and AT&T into $ws (ingest and embed)"

@@ -26,10 +26,7 @@ case "$param" in guidance) tag=g ;; eta) tag=eta ;; *) echo "PARAM: guidance or 
 gen="$(generator_dir "cpu-bridge-$version")"
 out="$REAL/guidance-$version"
 mkdir -p "$out"
-styles=()
-while read -r style; do styles+=(--style "$style"); done < <(
-    "$PY" -c "import json, sys; [print(s) for s in json.load(open(sys.argv[1]))['examples_per_style']]" \
-        "$gen/training.json")
+generator_styles "$gen" styles
 
 faces=()
 while read -r face; do faces+=(--face "$face"); done < <("$PY" - "$REAL_WS" "${FACES:-150}" <<'EOF'
