@@ -373,9 +373,11 @@ def apply_prune(workspace: Workspace, plan: PrunePlan,
     for item in folders:
         _remove_version_folder(workspace.root / item.path)
     # The digests of removed PNGs go with them: the cache holds only what is stored.
-    digests = FileDigests.for_workspace(workspace.root)
-    digests.forget(item.path for item in plan.files if item.path.endswith(".png"))
-    digests.save()
+    pngs = [item.path for item in plan.files if item.path.endswith(".png")]
+    if pngs:
+        digests = FileDigests.for_workspace(workspace.root)
+        digests.forget(pngs)
+        digests.save()
     if any(f.why.startswith("great-expectations") for f in plan.files):
         rebuild_data_docs(workspace.root)
     for name in plan.galleries:
