@@ -36,7 +36,7 @@ SCHEMA = pa.schema([
     pa.field("size", pa.int64(), nullable=False),
     pa.field("mtime_ns", pa.int64(), nullable=False),
     pa.field("ctime_ns", pa.int64(), nullable=False),
-    pa.field("inode", pa.int64(), nullable=False),
+    pa.field("inode", pa.uint64(), nullable=False),  # some file systems use all 64 bits
     pa.field("sha256", pa.string(), nullable=False),
 ])
 
@@ -109,6 +109,7 @@ class FileDigests:
                 self._changed = True
 
     def save(self) -> None:
+        """Write what changed (callers hold the workspace lock); nothing when nothing did."""
         if not self.trust_stat or not self._changed:
             return
         items = sorted(self._known.items())
