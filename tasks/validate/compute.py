@@ -258,8 +258,7 @@ def compute_metrics(
     for row in rows:
         problem, sha = None, row["png_sha256"]
         if row["status"] != "nan":
-            problem, sha = check_png(workspace.root, row["png_path"], row["png_sha256"],
-                                     digests)
+            problem, sha = check_png(row["png_path"], row["png_sha256"], digests)
         old = stored.get(row["sketch_id"])
         if _reusable(row, old, problem, sha, version):
             continue

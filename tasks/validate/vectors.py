@@ -81,15 +81,13 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check_png(root: Path, png_path: str | None, sha: str | None,
-              digests: FileDigests | None = None) -> tuple[str | None, str | None]:
+def check_png(png_path: str | None, sha: str | None,
+              digests: FileDigests) -> tuple[str | None, str | None]:
     """(problem, sha256 of the file): problem is None when the PNG is there with the bytes
     the row recorded, else a Reason. A row that recorded no sha gets the file's.
-    ``digests`` remembers files already hashed (tasks/digests.py)."""
-    if png_path is None or not (root / png_path).is_file():
-        return Reason.MISSING_PNG.value, sha
-    actual = digests.sha256(png_path) if digests is not None else sha256_file(root / png_path)
-    if actual is None:  # gone between the two looks
+    ``digests`` (tasks/digests.py) hashes the files under the workspace, or remembers."""
+    actual = digests.sha256(png_path) if png_path is not None else None
+    if actual is None:
         return Reason.MISSING_PNG.value, sha
     if sha is not None and actual != sha:
         return Reason.CHECKSUM_MISMATCH.value, sha
