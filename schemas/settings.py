@@ -29,6 +29,10 @@ class IngestSettings(BaseSettings):
     write_every: int = Field(256, ge=1)
     # On a Dask cluster (``dask_address``): files a task decodes, detects and aligns.
     shard_size: int = Field(256, ge=1)
+    # How a night learns a source file's sha256 (its face id): "changed" reads and hashes only
+    # files whose stat (size, mtime, ctime, inode) moved since the source's last ingest; "all"
+    # reads every file, which also sees bytes a disk changed by itself (tasks/digests.py).
+    verify_files: Literal["changed", "all"] = "changed"
 
 
 class GenerationSettings(BaseSettings):

@@ -1,8 +1,8 @@
 """What an ingest would do, without doing it: the dry run of ``nightly`` and ``backfill``.
 
-Reads and hashes every file (cheap next to decoding and face detection) and compares the
-hashes with the stored faces and refusals, so "new" means exactly what ingestion would try.
-Nothing is written.
+Hashes every file (cheap next to decoding and face detection; a file the source's digest
+cache vouches for is not even read, as in ingestion) and compares the hashes with the stored
+faces and refusals, so "new" means exactly what ingestion would try. Nothing is written.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from schemas.records import FACES_SCHEMA, QUARANTINE_SCHEMA
 from tasks import storage
+from tasks.digests import source_digests
 from tasks.ingest.decode import ImageRejected
 from tasks.ingest.run import _read_bytes
 from tasks.ingest.sources import read_source
@@ -35,8 +36,10 @@ class SourcePreview(BaseModel):
 
 
 def preview_source(workspace: Workspace, source: str | Path, root: str | Path | None = None,
-                   max_file_bytes: int = 64 * 1024 * 1024) -> SourcePreview:
+                   max_file_bytes: int = 64 * 1024 * 1024,
+                   trust_stat: bool = True) -> SourcePreview:
     items = read_source(source, root)
+    digests = source_digests(workspace.root, source, root, trust_stat)  # read, never saved here
     stored = set(storage.read(workspace, FACES, columns=["face_id"], schema=FACES_SCHEMA)
                  .column("face_id").to_pylist())
     refused = set(storage.read(workspace, QUARANTINE, columns=["sha256"],
@@ -48,11 +51,13 @@ def preview_source(workspace: Workspace, source: str | Path, root: str | Path | 
         if item.refusal:
             preview.unreadable += 1
             continue
-        try:
-            sha = hashlib.sha256(_read_bytes(item, max_file_bytes)).hexdigest()
-        except ImageRejected:
-            preview.unreadable += 1
-            continue
+        stat, sha = digests.known(digests.key(item.path))
+        if sha is None or stat is None or stat[0] > max_file_bytes:
+            try:
+                sha = hashlib.sha256(_read_bytes(item, max_file_bytes)).hexdigest()
+            except ImageRejected:
+                preview.unreadable += 1
+                continue
         if sha in stored:
             preview.known += 1
         elif sha in refused:

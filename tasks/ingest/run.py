@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
@@ -33,6 +34,7 @@ from schemas.records import (
 )
 from schemas.settings import IngestSettings
 from tasks import storage
+from tasks.digests import FileDigests, source_digests
 from tasks.ingest.align import align_face, detect_faces, encode_png, pre_aligned
 from tasks.ingest.decode import DecodedImage, ImageRejected, decode_image
 from tasks.ingest.sources import SourceItem, printable, read_source
@@ -232,25 +234,49 @@ def _stored_refusals(workspace: Workspace) -> set[tuple[str, str, str]]:
 
 def read_hashes(items: list[SourceItem], settings: IngestSettings, run_id: str,
                 quarantine: list[QuarantineRecord],
-                keep: Callable[[str, bytes], None] | None = None) -> list[tuple[SourceItem, str]]:
+                keep: Callable[[str, bytes], None] | None = None,
+                digests: FileDigests | None = None) -> list[tuple[SourceItem, str]]:
     """Each readable item with the sha256 of its bytes (its face id); the others refused into
-    ``quarantine``. ``keep(sha, data)`` receives the bytes of each, for a caller that decodes
-    them here; a sharded run keeps none (its workers read the files again)."""
+    ``quarantine``. ``keep(sha, data)`` receives the bytes of each file read, for a caller that
+    decodes them here; a sharded run keeps none (its workers read the files again).
+    ``digests``: a file whose stat is the one it was last hashed at is not read again (its
+    bytes then reach no ``keep``: ``read_unchanged`` reads them when they are needed)."""
     readable = []
     for item in items:
         if item.refusal:
             quarantine.append(_quarantine(item, item.refusal[0], item.refusal[1], None, run_id))
             continue
+        stat, sha, key = None, None, ""
+        if digests is not None:
+            key = digests.key(item.path)
+            stat, sha = digests.known(key)
+            if sha is not None and stat is not None and stat[0] <= settings.max_file_bytes:
+                readable.append((item, sha))
+                continue
         try:
             data = _read_bytes(item, settings.max_file_bytes)
         except ImageRejected as rejected:
             quarantine.append(_quarantine(item, rejected.reason, rejected.detail, None, run_id))
             continue
         sha = hashlib.sha256(data).hexdigest()
+        if digests is not None:
+            digests.learn(key, sha, stat)
         if keep is not None:
             keep(sha, data)
         readable.append((item, sha))
     return readable
+
+
+def read_unchanged(path: Path, sha: str, limit: int) -> bytes | None:
+    """The file's bytes when they still hash to ``sha``; None when it changed, grew over
+    ``limit`` or vanished since it was hashed (its next ingest reads it afresh)."""
+    try:
+        if path.stat().st_size > limit:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha else None
 
 
 def to_analyse(workspace: Workspace, readable: list[tuple[SourceItem, str]],
@@ -269,6 +295,41 @@ def to_analyse(workspace: Workspace, readable: list[tuple[SourceItem, str]],
     return [(item, sha) for sha, item in chosen.items()]
 
 
+PICTURES_SCHEMA = pa.schema([pa.field("sha256", pa.string(), nullable=False),
+                             pa.field("pixel_sha256", pa.string(), nullable=False)])
+
+
+def _pictures_path(digests: FileDigests) -> Path:
+    return digests.cache.with_name(f"{digests.cache.stem}.pictures.parquet")
+
+
+def known_pictures(digests: FileDigests | None) -> dict[str, str]:
+    """The source's files found last time to be another encoding of a stored picture, as
+    their bytes' sha256 -> their pixels' sha256. Without it a night decoded every such file
+    again to learn the same thing (the AT&T folder's 280 PNG copies of its PGMs: 0.56 s a
+    night). The pixel digest is a function of the bytes, so this holds whatever the stat
+    says; a missing or damaged file only means decoding them once more."""
+    if digests is None:
+        return {}
+    try:
+        rows = storage.read_verified_parquet(_pictures_path(digests))
+        return dict(zip(rows.column("sha256").to_pylist(),
+                        rows.column("pixel_sha256").to_pylist(), strict=True))
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        return {}
+
+
+def save_pictures(digests: FileDigests, found: dict[str, str], known: dict[str, str]) -> None:
+    """Keep this run's duplicate pictures (only them: the source's files as listed now)."""
+    if found == known:
+        return
+    items = sorted(found.items())
+    rows = pa.table({"sha256": [k for k, _ in items], "pixel_sha256": [v for _, v in items]},
+                    schema=PICTURES_SCHEMA)
+    _pictures_path(digests).parent.mkdir(parents=True, exist_ok=True)
+    storage.write_parquet_atomic(rows, _pictures_path(digests), checksum=True)
+
+
 def ingest_source(
     workspace: Workspace,
     source: str | Path,
@@ -283,6 +344,7 @@ def ingest_source(
     items: list[SourceItem] | None = None,
     readable: list[tuple[SourceItem, str]] | None = None,
     quarantine: list[QuarantineRecord] | None = None,
+    digests: FileDigests | None = None,
 ) -> IngestReport:
     """Ingest one source: read, decide and write (see the module's docstring).
 
@@ -298,14 +360,25 @@ def ingest_source(
     report = IngestReport(source=printable(str(source)), run_id=run_id, seen=len(items))
     quarantine = [] if quarantine is None else list(quarantine)
     if readable is None or analyses is None:
+        if digests is None:
+            digests = source_digests(workspace.root, source, root,
+                                     trust_stat=settings.verify_files != "all")
         data_of: dict[str, bytes] = {}
-        readable = read_hashes(items, settings, run_id, quarantine, keep=data_of.setdefault)
+        readable = read_hashes(items, settings, run_id, quarantine, keep=data_of.setdefault,
+                               digests=digests)
 
-        def analyses(item: SourceItem, sha: str) -> Analysis:
-            return analyse(data_of[sha], settings, is_pre_aligned)
+        def analyses(item: SourceItem, sha: str) -> Analysis | None:
+            # A file the digest cache vouched for is read only now, when it needs decoding
+            # (new content, or a stored face removed since); None: it changed meanwhile.
+            data = data_of.pop(sha, None) or read_unchanged(item.path, sha, settings.max_file_bytes)
+            if data is None:  # not trusted again: hashed afresh next time
+                digests.forget([digests.key(item.path)])
+                return None
+            return analyse(data, settings, is_pre_aligned)
 
     claims = _Claims.from_store(workspace)
     refused = set() if retry_quarantined else _stored_refusals(workspace)
+    pictures, found_pictures = known_pictures(digests), {}
     skipped: Counter[str] = Counter()
     ingested: Counter[str] = Counter()
     # Where each source path's face ended up, to pair sketches with their photos.
@@ -337,11 +410,18 @@ def ingest_source(
         if (sha, item.identity_id, item.kind) in refused:
             skipped["already_quarantined"] += 1
             continue
+        owner = claims.by_pixels.get(pictures.get(sha, ""))
+        if owner is not None and owner[0] == item.identity_id:
+            # What decoding it would find again (below): the same picture, stored.
+            face_of_path[item.path] = owner[1]
+            skipped["duplicate_picture"] += 1
+            found_pictures[sha] = pictures[sha]
+            continue
         try:
             analysis = analyses(item, sha)
             if analysis is None:
-                # Sharded runs only: the file changed or vanished after it was hashed. Not a
-                # refusal of its content; the next run reads it afresh.
+                # The file changed or vanished after it was hashed. Not a refusal of its
+                # content; the next run reads it afresh.
                 skipped["changed_during_ingest"] += 1
                 continue
             pixel_sha = analysis.pixel_sha
@@ -357,6 +437,7 @@ def ingest_source(
             if owner is not None:
                 face_of_path[item.path] = owner[1]
                 skipped["duplicate_picture"] += 1
+                found_pictures[sha] = pixel_sha
                 continue
             if analysis.face is None:  # no face
                 raise ImageRejected(*analysis.refusal)
@@ -390,6 +471,9 @@ def ingest_source(
     report.ingested = dict(ingested)
     report.skipped = dict(skipped)
     report.quarantined = dict(Counter(q.reason for q in quarantine))
+    if digests is not None:
+        digests.save(only_seen=True)
+        save_pictures(digests, found_pictures, pictures)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from schemas.records import FACES_SCHEMA, QuarantineReason, QuarantineRecord
 from schemas.settings import IngestSettings
 from tasks import storage
+from tasks.digests import source_digests
 from tasks.ingest.align import YUNET, bundled_model
 from tasks.ingest.run import (
     Analysis,
@@ -45,6 +46,7 @@ from tasks.ingest.run import (
     analyse,
     ingest_source,
     read_hashes,
+    read_unchanged,
     to_analyse,
 )
 from tasks.ingest.sources import SourceItem, read_source
@@ -135,7 +137,10 @@ def plan_source(workspace: Workspace, source: str | Path, *, root: str | Path | 
     """List and hash a source and write the item files of the shards to analyse."""
     items = read_source(source, root)
     quarantine: list[QuarantineRecord] = []
-    readable = read_hashes(items, settings, run_id, quarantine)
+    digests = source_digests(workspace.root, source, root,
+                             trust_stat=settings.verify_files != "all")
+    readable = read_hashes(items, settings, run_id, quarantine, digests=digests)
+    digests.save(only_seen=True)
     todo = to_analyse(workspace, readable, retry_quarantined)
     key = analysis_key(settings, is_pre_aligned)
     shards = []
@@ -154,17 +159,6 @@ def plan_source(workspace: Workspace, source: str | Path, *, root: str | Path | 
         storage.write_parquet_atomic(rows, workspace.root / shard.items_path, checksum=True)
         shards.append(shard)
     return SourcePlan(str(source), items, readable, quarantine, shards)
-
-
-def _read_planned(path: Path, sha: str, limit: int) -> bytes | None:
-    """The file's bytes, or None when it vanished or changed since it was hashed."""
-    try:
-        if path.stat().st_size > limit:
-            return None
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == sha else None
 
 
 def _row(sha: str, analysis: Analysis | None) -> dict:
@@ -199,8 +193,8 @@ def analyse_shard(workspace: Workspace, shard: IngestShard, settings: IngestSett
     items = storage.read_verified_parquet(workspace.root / shard.items_path).to_pylist()
     out = []
     for item in items:
-        data = _read_planned(Path(os.fsdecode(item["path"])), item["sha256"],
-                             settings.max_file_bytes)
+        data = read_unchanged(Path(os.fsdecode(item["path"])), item["sha256"],
+                              settings.max_file_bytes)
         out.append(_row(item["sha256"], None if data is None
                         else analyse(data, settings, is_pre_aligned)))
     rows = pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
