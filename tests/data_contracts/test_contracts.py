@@ -74,9 +74,11 @@ def test_an_unchanged_suite_is_reused_and_a_changed_one_rewritten(tmp_path: Path
     spec = faces_suite(THRESHOLDS)
     run_suites(root, [(spec, _faces())])
     stored = root / "gx" / "expectations" / "faces.json"
-    written = stored.stat().st_mtime_ns
+    config = root / "gx" / "great_expectations.yml"  # the data source and its assets
+    written, configured = stored.stat().st_mtime_ns, config.stat().st_mtime_ns
     report = run_suites(root, [(spec, _faces())])
     assert report.success and stored.stat().st_mtime_ns == written
+    assert config.stat().st_mtime_ns == configured
     pages = list((root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
                   ).rglob("*.html"))
     assert len(pages) == 2  # one per run
