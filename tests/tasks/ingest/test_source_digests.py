@@ -16,7 +16,7 @@ from schemas.settings import IngestSettings
 from tasks import storage
 from tasks.demo.faces import draw_face
 from tasks.digests import SOURCE_DIGESTS_DIR, source_digests
-from tasks.ingest import run
+from tasks.ingest import run, shards
 from tasks.ingest.run import ingest_source
 from tasks.storage import FACES, QUARANTINE
 
@@ -163,3 +163,23 @@ def test_a_known_picture_in_another_encoding_is_not_decoded_every_night(workspac
     third = ingest_source(workspace, source)
     assert third.skipped == {"unchanged": 1, "duplicate_picture": 1} and len(decoded) == 1
     assert storage.read_verified_parquet(memo).equals(rows)
+
+
+def test_a_sharded_plan_reads_only_the_files_that_changed(workspace, good_source, monkeypatch):
+    """The planning process of a Dask ingest (tasks.ingest.shards) hashes the same way: an
+    unchanged file is not read, a changed one is, and only it goes to a worker."""
+    ingest_source(workspace, good_source)
+    made = []
+
+    def remembered(*args, **kwargs):
+        made.append(source_digests(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(shards, "source_digests", remembered)
+    path = good_source / "person-0" / "0.png"
+    time.sleep(0.01)
+    path.write_bytes(png_bytes(draw_face(0, 5)))
+    plan = shards.plan_source(workspace, good_source, root=None, is_pre_aligned=False,
+                              settings=IngestSettings(), run_id="b", retry_quarantined=False,
+                              shard_size=4)
+    assert made[0].hashed == 1 and [s.items for s in plan.shards] == [1]
