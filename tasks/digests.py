@@ -63,7 +63,7 @@ def _stat(path: Path) -> Stat | None:
 class FileDigests:
     """``sha256(relative)`` for files under ``root``, hashing only what changed; ``save()``
     keeps what it learned for the next run. ``cache``: the file it is kept in, relative to
-    ``root``; an absolute path given to ``sha256`` is used as it is."""
+    ``root`` or absolute; a path outside ``root`` is named by its absolute path (``key``)."""
 
     def __init__(self, root: Path, trust_stat: bool = True,
                  cache: Path = DIGESTS_FILE) -> None:
