@@ -164,6 +164,12 @@ def test_a_known_picture_in_another_encoding_is_not_decoded_every_night(workspac
     assert third.skipped == {"unchanged": 1, "duplicate_picture": 1} and len(decoded) == 1
     assert storage.read_verified_parquet(memo).equals(rows)
 
+    # A damaged memo (cut short) is read as no memo: decoded once more, and written anew.
+    memo.write_bytes(memo.read_bytes()[:30])
+    fourth = ingest_source(workspace, source)
+    assert fourth.skipped == {"unchanged": 1, "duplicate_picture": 1} and len(decoded) == 2
+    assert storage.read_verified_parquet(memo).equals(rows)
+
 
 def test_a_sharded_plan_reads_only_the_files_that_changed(workspace, good_source, monkeypatch):
     """The planning process of a Dask ingest (tasks.ingest.shards) hashes the same way: an
