@@ -77,10 +77,11 @@ class FileDigests:
         path = self.cache
         if trust_stat and path.is_file():
             try:
-                self._known = {
-                    r["path"]: ((r["size"], r["mtime_ns"], r["ctime_ns"], r["inode"]),
-                                r["sha256"])
-                    for r in storage.read_verified_parquet(path).to_pylist()}
+                rows = storage.read_verified_parquet(path)
+                columns = (rows.column(c).to_pylist() for c in SCHEMA.names)
+                self._known = {p: ((size, mtime, ctime, inode), sha)
+                               for p, size, mtime, ctime, inode, sha in zip(*columns,
+                                                                            strict=True)}
             except (OSError, ValueError, KeyError, pa.ArrowException):
                 self._changed = True  # damaged: every file hashed again, the file rewritten
 
@@ -166,7 +167,7 @@ class FileDigests:
             "sha256": [d for _, (_, d) in items],
         }, schema=SCHEMA)
         os.makedirs(self.cache.parent, exist_ok=True)
-        storage.write_parquet_atomic(rows, self.cache, checksum=True)
+        storage.write_parquet_atomic(rows, self.cache, page_checksums=True)
         self._changed = False
 
 

@@ -470,13 +470,19 @@ def _type_name(kind: pa.DataType) -> str:
     return str(kind)
 
 
-def write_parquet_atomic(rows: pa.Table, path: Path, checksum: bool = False) -> Path:
+def write_parquet_atomic(rows: pa.Table, path: Path, checksum: bool = False,
+                         page_checksums: bool = False) -> Path:
     """``checksum=True`` records ``rows_sha256`` in the file's metadata, for small files whose
-    damage must be noticed (shard files): ``read_verified_parquet`` checks it."""
+    damage must be noticed (shard files): ``read_verified_parquet`` checks it.
+    ``page_checksums=True`` has Parquet write a CRC of every page instead, which
+    ``read_verified_parquet`` checks in Arrow's C++: for large files (the digest caches), where
+    ``rows_sha256``'s row-by-row JSON cost 4.8 s a write and a read at a million rows, against
+    0.23 / 0.36 s."""
     if checksum:
         metadata = {**(rows.schema.metadata or {}), CHECKSUM_KEY: rows_sha256(rows).encode()}
         rows = rows.replace_schema_metadata(metadata)
-    return _write_atomic(path, lambda temp: pq.write_table(rows, temp))
+    return _write_atomic(path, lambda temp: pq.write_table(
+        rows, temp, write_page_checksum=page_checksums))
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -487,14 +493,14 @@ def read_verified_parquet(path: Path) -> pa.Table:
     """Every row of a Parquet file, checked against the checksum it was written with.
 
     Raises FileNotFoundError when it is absent and CorruptFileError when it is truncated,
-    unparsable or its rows differ from the recorded sha256; a file written without a
-    checksum is only checked for being readable.
+    unparsable, a page fails its CRC or its rows differ from the recorded sha256; a file
+    written with neither is only checked for being readable.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        rows = pq.read_table(path)
+        rows = pq.read_table(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError, MemoryError) as error:
         raise CorruptFileError(f"{path} is damaged: cannot read it as Parquet ({error})"
                                ) from error

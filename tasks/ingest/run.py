@@ -327,7 +327,7 @@ def save_pictures(digests: FileDigests, found: dict[str, str], known: dict[str, 
     rows = pa.table({"sha256": [k for k, _ in items], "pixel_sha256": [v for _, v in items]},
                     schema=PICTURES_SCHEMA)
     _pictures_path(digests).parent.mkdir(parents=True, exist_ok=True)
-    storage.write_parquet_atomic(rows, _pictures_path(digests), checksum=True)
+    storage.write_parquet_atomic(rows, _pictures_path(digests), page_checksums=True)
 
 
 def ingest_source(
