@@ -33,11 +33,12 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def ingest_markdown(reports: list[IngestReport]) -> str:
-    lines = ["## Ingest", "", "| source | seen | ingested | skipped | quarantined | seconds |",
-             "|---|---:|---|---|---|---:|"]
+    lines = ["## Ingest", "",
+             "| source | seen | read | ingested | skipped | quarantined | seconds |",
+             "|---|---:|---:|---|---|---|---:|"]
     for r in reports:
-        lines.append(f"| `{r.source}` | {r.seen} | {_counts(r.ingested)} | {_counts(r.skipped)} "
-                     f"| {_counts(r.quarantined)} | {r.seconds:.1f} |")
+        lines.append(f"| `{r.source}` | {r.seen} | {r.files_read} | {_counts(r.ingested)} "
+                     f"| {_counts(r.skipped)} | {_counts(r.quarantined)} | {r.seconds:.1f} |")
     totals: dict[str, int] = {}
     for r in reports:
         for reason, n in r.quarantined.items():

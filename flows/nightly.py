@@ -209,7 +209,9 @@ def _run(settings: Settings, ws: Workspace, report: NightlyReport, sources: list
                                           retry_quarantined=retry_quarantined, run_id=run_id,
                                           address=address)
         record.detail = (f"{sum(r.n_ingested for r in report.ingest)} new faces, "
-                         f"{sum(r.n_quarantined for r in report.ingest)} quarantined")
+                         f"{sum(r.n_quarantined for r in report.ingest)} quarantined; "
+                         f"{sum(r.files_read for r in report.ingest):,} of "
+                         f"{sum(r.seen for r in report.ingest):,} files read")
     with stages.run("embed") as record:
         report.embed = embed_stage(settings, ws, specs, run_id=run_id,
                                    address=cluster_address(settings, dask_address, "embed"))

@@ -114,6 +114,7 @@ class SourcePlan:
     readable: list[tuple[SourceItem, str]]
     quarantine: list[QuarantineRecord]
     shards: list[IngestShard]
+    files_read: int = 0  # read and hashed while planning (the digest cache vouched for the rest)
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,7 +159,7 @@ def plan_source(workspace: Workspace, source: str | Path, *, root: str | Path | 
                         schema=ITEMS_SCHEMA)
         storage.write_parquet_atomic(rows, workspace.root / shard.items_path, checksum=True)
         shards.append(shard)
-    return SourcePlan(str(source), items, readable, quarantine, shards)
+    return SourcePlan(str(source), items, readable, quarantine, shards, digests.hashed)
 
 
 def _row(sha: str, analysis: Analysis | None) -> dict:
@@ -251,6 +252,7 @@ def merge_source(workspace: Workspace, plan: SourcePlan, done: list[IngestShardD
     for shard in plan.shards:
         for path in (shard.items_path, shard.result_path):
             (workspace.root / path).unlink(missing_ok=True)
+    report.files_read = plan.files_read
     return report
 
 

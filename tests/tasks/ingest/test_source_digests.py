@@ -43,10 +43,11 @@ def _caches(workspace) -> list[Path]:
 def test_an_unchanged_source_is_not_read_again(workspace, good_source):
     first = ingest_source(workspace, good_source)
     assert first.ingested == {"photo": 6} and len(source_digests(workspace.root, good_source)) == 6
+    assert first.files_read == 6
     before = _faces(workspace)
     digests = source_digests(workspace.root, good_source)
     again = ingest_source(workspace, good_source, digests=digests)
-    assert again.skipped == {"unchanged": 6} and digests.hashed == 0
+    assert again.skipped == {"unchanged": 6} and digests.hashed == 0 and again.files_read == 0
     assert _faces(workspace).equals(before)
 
 
@@ -189,3 +190,8 @@ def test_a_sharded_plan_reads_only_the_files_that_changed(workspace, good_source
                               settings=IngestSettings(), run_id="b", retry_quarantined=False,
                               shard_size=4)
     assert made[0].hashed == 1 and [s.items for s in plan.shards] == [1]
+    done = [shards.analyse_shard(workspace, shard, IngestSettings(), False)
+            for shard in plan.shards]
+    report = shards.merge_source(workspace, plan, done, is_pre_aligned=False,
+                                 settings=IngestSettings(), run_id="b", retry_quarantined=False)
+    assert report.ingested == {"photo": 1} and report.files_read == 1
