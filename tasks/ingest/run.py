@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,17 +284,23 @@ def read_unchanged(path: Path, sha: str, limit: int) -> bytes | None:
 
 
 def to_analyse(workspace: Workspace, readable: list[tuple[SourceItem, str]],
-               retry_quarantined: bool = False) -> list[tuple[SourceItem, str]]:
+               retry_quarantined: bool = False,
+               pictures: Mapping[str, str] | None = None) -> list[tuple[SourceItem, str]]:
     """The first item of every content ``ingest_source`` may have to decode: not stored yet,
-    and not refused before under the same identity and kind (unless retried). A superset of
-    what it decodes (a file whose bytes an earlier file of the run claims is not decoded),
-    so a sharded run has an analysis for every content its replay asks for."""
-    stored = _Claims.from_store(workspace).by_bytes
+    not refused before under the same identity and kind (unless retried), and not a known
+    duplicate picture of a stored face of its identity (``pictures``, ``known_pictures``). A
+    superset of what it decodes (a file whose bytes an earlier file of the run claims is not
+    decoded), so a sharded run has an analysis for every content its replay asks for."""
+    claims = _Claims.from_store(workspace)
     refused = set() if retry_quarantined else _stored_refusals(workspace)
+    pictures = pictures or {}
     chosen: dict[str, SourceItem] = {}
     for item, sha in readable:
-        if sha in stored or sha in chosen or (sha, item.identity_id, item.kind) in refused:
+        if sha in claims.by_bytes or sha in chosen or (sha, item.identity_id, item.kind) in refused:
             continue
+        owner = claims.by_pixels.get(pictures.get(sha, ""))
+        if owner is not None and owner[0] == item.identity_id:
+            continue  # ingest_source skips it as a duplicate picture without decoding it
         chosen[sha] = item
     return [(item, sha) for sha, item in chosen.items()]
 

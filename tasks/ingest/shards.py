@@ -38,13 +38,14 @@ from pydantic import BaseModel, ConfigDict
 from schemas.records import FACES_SCHEMA, QuarantineReason, QuarantineRecord
 from schemas.settings import IngestSettings
 from tasks import storage
-from tasks.digests import source_digests
+from tasks.digests import FileDigests, source_digests
 from tasks.ingest.align import YUNET, bundled_model
 from tasks.ingest.run import (
     Analysis,
     IngestReport,
     analyse,
     ingest_source,
+    known_pictures,
     read_hashes,
     read_unchanged,
     to_analyse,
@@ -114,7 +115,9 @@ class SourcePlan:
     readable: list[tuple[SourceItem, str]]
     quarantine: list[QuarantineRecord]
     shards: list[IngestShard]
-    files_read: int = 0  # read and hashed while planning (the digest cache vouched for the rest)
+    # The source's digest cache as planning used it: the merge saves the duplicate pictures
+    # with it and reports the files it read.
+    digests: FileDigests | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -142,7 +145,7 @@ def plan_source(workspace: Workspace, source: str | Path, *, root: str | Path | 
                              trust_stat=settings.verify_files != "all")
     readable = read_hashes(items, settings, run_id, quarantine, digests=digests)
     digests.save(only_seen=True)
-    todo = to_analyse(workspace, readable, retry_quarantined)
+    todo = to_analyse(workspace, readable, retry_quarantined, known_pictures(digests))
     key = analysis_key(settings, is_pre_aligned)
     shards = []
     for start in range(0, len(todo), shard_size):
@@ -159,7 +162,7 @@ def plan_source(workspace: Workspace, source: str | Path, *, root: str | Path | 
                         schema=ITEMS_SCHEMA)
         storage.write_parquet_atomic(rows, workspace.root / shard.items_path, checksum=True)
         shards.append(shard)
-    return SourcePlan(str(source), items, readable, quarantine, shards, digests.hashed)
+    return SourcePlan(str(source), items, readable, quarantine, shards, digests)
 
 
 def _row(sha: str, analysis: Analysis | None) -> dict:
@@ -248,11 +251,10 @@ def merge_source(workspace: Workspace, plan: SourcePlan, done: list[IngestShardD
         workspace, plan.source, is_pre_aligned=is_pre_aligned, settings=settings,
         run_id=run_id, retry_quarantined=retry_quarantined, progress=progress,
         analyses=lambda item, sha: analyses[sha], items=plan.items, readable=plan.readable,
-        quarantine=plan.quarantine)
+        quarantine=plan.quarantine, digests=plan.digests)
     for shard in plan.shards:
         for path in (shard.items_path, shard.result_path):
             (workspace.root / path).unlink(missing_ok=True)
-    report.files_read = plan.files_read
     return report
 
 

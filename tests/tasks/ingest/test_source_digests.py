@@ -195,3 +195,28 @@ def test_a_sharded_plan_reads_only_the_files_that_changed(workspace, good_source
     report = shards.merge_source(workspace, plan, done, is_pre_aligned=False,
                                  settings=IngestSettings(), run_id="b", retry_quarantined=False)
     assert report.ingested == {"photo": 1} and report.files_read == 1
+
+
+def test_a_sharded_plan_sends_no_known_duplicate_picture_to_a_worker(workspace, tmp_path):
+    source = tmp_path / "src"
+    (source / "person-0").mkdir(parents=True)
+    grey = cv2.cvtColor(draw_face(0, 0), cv2.COLOR_BGR2GRAY)
+    assert cv2.imwrite(str(source / "person-0" / "0.pgm"), grey)
+    assert cv2.imwrite(str(source / "person-0" / "0.png"), grey)
+    settings = IngestSettings()
+
+    def night(run_id: str):
+        plan = shards.plan_source(workspace, source, root=None, is_pre_aligned=False,
+                                  settings=settings, run_id=run_id, retry_quarantined=False,
+                                  shard_size=4)
+        done = [shards.analyse_shard(workspace, shard, settings, False) for shard in plan.shards]
+        return plan, shards.merge_source(workspace, plan, done, is_pre_aligned=False,
+                                         settings=settings, run_id=run_id,
+                                         retry_quarantined=False)
+
+    plan, first = night("a")
+    assert [s.items for s in plan.shards] == [2]
+    assert first.ingested == {"photo": 1} and first.skipped == {"duplicate_picture": 1}
+    plan, again = night("b")
+    assert plan.shards == [] and again.files_read == 0
+    assert again.skipped == {"unchanged": 1, "duplicate_picture": 1}
