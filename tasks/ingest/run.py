@@ -362,6 +362,11 @@ def ingest_source(
     they are computed here. A sharded run (``tasks.ingest.shards``) computes them on workers
     and passes them in, with the ``items``, ``readable`` and ``quarantine`` it read while
     planning: every decision below is then made exactly as in a local run.
+
+    ``digests``: the source's digest cache (``tasks.digests.source_digests``, made here as
+    ``settings.verify_files`` says when not given; a sharded run passes the one its plan
+    read with). It is saved with the duplicate pictures' memo (``known_pictures``) once the
+    source is written, and its count of files read goes into the report.
     """
     started = time.perf_counter()
     settings = settings or IngestSettings()
