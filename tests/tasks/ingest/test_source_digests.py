@@ -37,7 +37,9 @@ def _faces(workspace) -> pa.Table:
 
 
 def _caches(workspace) -> list[Path]:
-    return sorted((workspace.root / SOURCE_DIGESTS_DIR).glob("*.parquet"))
+    """The digest caches, not the duplicate pictures' memos beside them."""
+    return sorted(p for p in (workspace.root / SOURCE_DIGESTS_DIR).glob("*.parquet")
+                  if not p.name.endswith(".pictures.parquet"))
 
 
 def test_an_unchanged_source_is_not_read_again(workspace, good_source):
