@@ -81,8 +81,7 @@ def _dry_run(settings: Settings, ws: Workspace, report: NightlyReport, sources: 
              styles: list[str] | None, evaluate_pairs: str | None,
              train_recognizer_steps: int) -> None:
     stages = report.stages
-    previews = [preview_source(ws, s, root, settings.ingest.max_file_bytes,
-                               settings.ingest.verify_files != "all") for s in sources]
+    previews = [preview_source(ws, s, root, settings.ingest) for s in sources]
     new_photos = sum(p.new.get("photo", 0) for p in previews)
     stages.plan("ingest", "; ".join(
         f"{p.source}: {p.seen} files, {p.n_new} new ({p.known} stored, "

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,9 +54,12 @@ Stat = tuple[int, int, int, int]
 
 
 def _stat(path: Path) -> Stat | None:
+    """None for anything but a regular file (missing, a folder, a FIFO...)."""
     try:
         found = path.stat()
     except OSError:
+        return None
+    if not stat_module.S_ISREG(found.st_mode):
         return None
     return (found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_ino)
 
@@ -105,13 +109,12 @@ class FileDigests:
 
     def sha256(self, relative: str) -> str | None:
         """The file's sha256; None when it is not a regular file."""
-        path = self.root / relative
-        if not path.is_file():
-            return None
         stat, known = self.known(relative)
+        if stat is None:
+            return None
         if known is not None:
             return known
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256((self.root / relative).read_bytes()).hexdigest()
         self.learn(relative, digest, stat)
         return digest
 

@@ -7,17 +7,16 @@ faces and refusals, so "new" means exactly what ingestion would try. Nothing is 
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from schemas.records import FACES_SCHEMA, QUARANTINE_SCHEMA
+from schemas.records import FACES_SCHEMA, QUARANTINE_SCHEMA, QuarantineRecord
+from schemas.settings import IngestSettings
 from tasks import storage
 from tasks.digests import source_digests
-from tasks.ingest.decode import ImageRejected
-from tasks.ingest.run import _read_bytes
+from tasks.ingest.run import read_hashes
 from tasks.ingest.sources import read_source
 from tasks.storage import FACES, QUARANTINE, Workspace
 
@@ -36,28 +35,21 @@ class SourcePreview(BaseModel):
 
 
 def preview_source(workspace: Workspace, source: str | Path, root: str | Path | None = None,
-                   max_file_bytes: int = 64 * 1024 * 1024,
-                   trust_stat: bool = True) -> SourcePreview:
+                   settings: IngestSettings | None = None) -> SourcePreview:
+    settings = settings or IngestSettings()
     items = read_source(source, root)
-    digests = source_digests(workspace.root, source, root, trust_stat)  # read, never saved here
+    # Hashed as ingestion hashes (read_hashes, with the source's digest cache), never saved.
+    digests = source_digests(workspace.root, source, root, settings.verify_files != "all")
+    refusals: list[QuarantineRecord] = []
+    readable = read_hashes(items, settings, "preview", refusals, digests=digests)
     stored = set(storage.read(workspace, FACES, columns=["face_id"], schema=FACES_SCHEMA)
                  .column("face_id").to_pylist())
     refused = set(storage.read(workspace, QUARANTINE, columns=["sha256"],
                                where="sha256 IS NOT NULL", schema=QUARANTINE_SCHEMA)
                   .column("sha256").to_pylist())
-    preview = SourcePreview(source=str(source), seen=len(items))
+    preview = SourcePreview(source=str(source), seen=len(items), unreadable=len(refusals))
     new: Counter[str] = Counter()
-    for item in items:
-        if item.refusal:
-            preview.unreadable += 1
-            continue
-        stat, sha = digests.known(digests.key(item.path))
-        if sha is None or stat is None or stat[0] > max_file_bytes:
-            try:
-                sha = hashlib.sha256(_read_bytes(item, max_file_bytes)).hexdigest()
-            except ImageRejected:
-                preview.unreadable += 1
-                continue
+    for item, sha in readable:
         if sha in stored:
             preview.known += 1
         elif sha in refused:

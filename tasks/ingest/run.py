@@ -223,6 +223,14 @@ class _Claims:
             claims.add(face_id, pixels, identity)
         return claims
 
+    def known_picture(self, sha: str, identity: str, pictures: Mapping[str, str]
+                      ) -> str | None:
+        """The face an earlier night found these bytes to be another encoding of, when that
+        face is claimed by ``identity`` (``pictures``: ``known_pictures``); then decoding
+        them would only find the same duplicate picture again."""
+        owner = self.by_pixels.get(pictures.get(sha, ""))
+        return owner[1] if owner is not None and owner[0] == identity else None
+
     def add(self, face_id: str, pixel_sha: str, identity: str) -> None:
         self.by_bytes.setdefault(face_id, (identity, face_id))
         self.by_pixels.setdefault(pixel_sha, (identity, face_id))
@@ -298,8 +306,7 @@ def to_analyse(workspace: Workspace, readable: list[tuple[SourceItem, str]],
     for item, sha in readable:
         if sha in claims.by_bytes or sha in chosen or (sha, item.identity_id, item.kind) in refused:
             continue
-        owner = claims.by_pixels.get(pictures.get(sha, ""))
-        if owner is not None and owner[0] == item.identity_id:
+        if claims.known_picture(sha, item.identity_id, pictures) is not None:
             continue  # ingest_source skips it as a duplicate picture without decoding it
         chosen[sha] = item
     return [(item, sha) for sha, item in chosen.items()]
@@ -425,10 +432,9 @@ def ingest_source(
         if (sha, item.identity_id, item.kind) in refused:
             skipped["already_quarantined"] += 1
             continue
-        owner = claims.by_pixels.get(pictures.get(sha, ""))
-        if owner is not None and owner[0] == item.identity_id:
-            # What decoding it would find again (below): the same picture, stored.
-            face_of_path[item.path] = owner[1]
+        same = claims.known_picture(sha, item.identity_id, pictures)
+        if same is not None:
+            face_of_path[item.path] = same
             skipped["duplicate_picture"] += 1
             found_pictures[sha] = pictures[sha]
             continue
