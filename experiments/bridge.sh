@@ -21,6 +21,8 @@
 #                               # (--split att), so forensic-artist is asked of AT&T-like faces
 #                               # and its pencil texture is matched there, 2,250 steps: the
 #                               # bundled `cpu-artist-texture` config
+#   experiments/bridge.sh v13   # v12 plus SFace feature matching against the artist's sketch
+#                               # (losses.identity_features 0.5 on blocks 2, 4, 6), 2,250 steps
 #
 # About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -30,7 +32,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11|v12}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11|v12|v13}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -62,7 +64,10 @@ identity_artist_styles=['forensic-artist', 'cufsf-artist'])"; steps=2250 ;;
     # v11 plus texture=1.0 from step 500 on 4 items: bundled as tasks/generate/configs/
     # cpu-artist-texture.json (the copy this script wrote before, but for its name)
     v12) config=cpu-artist-texture; splits+=(--split att); steps=2250 ;;
-    *) echo "unknown version $version (v3 ... v12)" >&2; exit 2 ;;
+    v13) variant "c = json.load(open('tasks/generate/configs/cpu-artist-texture.json')); \
+c['name'] = '$name'; c['training']['losses'].update(identity_features=0.5)"
+        splits+=(--split att); steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v13)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"
 resume=()

@@ -155,14 +155,35 @@ def load_sface_torch(weights: Path | None = None) -> torch.nn.Module:
     return _convert(str(path.resolve()))
 
 
-def sface_embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """L2-normalised SFace vectors (B, 128) of images in [-1, 1], differentiable in images.
+@functools.lru_cache(maxsize=8)
+def sface_with_features(model: torch.nn.Module, blocks: tuple[int, ...]) -> torch.nn.Module:
+    """The same frozen SFace answering (raw vectors, [block outputs]) for ``blocks`` (1..14).
 
-    ``images`` is float (B, 1, 112, 112) grey, replicated to three channels, or
-    (B, 3, 112, 112) BGR like the stored crops, swapped to the RGB the network was trained
-    on. [-1, 1] maps to 0..255 linearly (x + 1) * 127.5, i.e. the uint8 pixels SFaceEncoder
-    feeds; no clamping, so gradients also flow for values slightly out of range.
+    A second view of the converted graph (torch.fx), sharing its weights: one pass gives the
+    vector and the early blocks' activations, and no hook is left on the module every other
+    caller shares.
     """
+    import copy
+
+    import torch.fx
+
+    net = model.net if isinstance(model, FrozenSFace) else model
+    if not isinstance(net, torch.fx.GraphModule):
+        raise EncoderError("SFace features need the converted (torch.fx) graph")
+    graph = copy.deepcopy(net.graph)
+    by_target = {n.target: n for n in graph.nodes if n.op == "call_module"}
+    missing = [b for b in blocks if f"conv_{b}_relu" not in by_target]
+    if missing:
+        raise EncoderError(f"SFace has no block {missing[0]} (conv_<k>_relu)")
+    output = next(n for n in graph.nodes if n.op == "output")
+    vectors = output.args[0]
+    graph.erase_node(output)
+    graph.output((vectors, [by_target[f"conv_{b}_relu"] for b in blocks]))
+    return FrozenSFace(torch.fx.GraphModule(net, graph))
+
+
+def _network_input(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] grey or BGR (B, 1|3, 112, 112) -> the RGB 0..255 the graph reads."""
     size = (SFACE_SIZE, SFACE_SIZE)
     if images.ndim != 4 or images.shape[1] not in (1, 3) or tuple(images.shape[2:]) != size:
         raise EncoderError(
@@ -172,8 +193,28 @@ def sface_embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         raise EncoderError(f"expected float images in [-1, 1], got {images.dtype}")
     images = images.float()
     rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images.flip(1)
+    return (rgb + 1.0) * 127.5
+
+
+def sface_embed_and_features(model: torch.nn.Module, images: torch.Tensor,
+                             blocks: tuple[int, ...]
+                             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`sface_embed`'s vectors and the outputs of SFace's ``blocks``, from one pass."""
+    with torch.autocast(images.device.type, enabled=False):
+        vectors, features = sface_with_features(model, tuple(blocks))(_network_input(images))
+    return torch.nn.functional.normalize(vectors, dim=1, eps=1e-12), list(features)
+
+
+def sface_embed(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """L2-normalised SFace vectors (B, 128) of images in [-1, 1], differentiable in images.
+
+    ``images`` is float (B, 1, 112, 112) grey, replicated to three channels, or
+    (B, 3, 112, 112) BGR like the stored crops, swapped to the RGB the network was trained
+    on. [-1, 1] maps to 0..255 linearly (x + 1) * 127.5, i.e. the uint8 pixels SFaceEncoder
+    feeds; no clamping, so gradients also flow for values slightly out of range.
+    """
     # SFace runs in fp32 even inside a training step's bf16 autocast: its BatchNorm and PReLU
     # constants are fp32, and the loss compares vectors whose differences are small.
-    with torch.autocast(rgb.device.type, enabled=False):
-        vectors = model((rgb + 1.0) * 127.5)
+    with torch.autocast(images.device.type, enabled=False):
+        vectors = model(_network_input(images))
     return torch.nn.functional.normalize(vectors, dim=1, eps=1e-12)

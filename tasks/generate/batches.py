@@ -59,6 +59,11 @@ class TrainingSet:
     # examples, for the loss's photo anchor (losses.identity_photo), or None.
     id_photo: np.ndarray | None = None
     id_photo_weight: np.ndarray | None = None
+    # 1 where the identity target is the artist's own sketch of the person (a usable one), so
+    # batch["sketch"] is that artist's drawing, else 0 (N,): the items the SFace feature
+    # matching (losses.identity_features) compares. Derived from id_weight and the styles,
+    # so not part of the fingerprint.
+    id_artist: np.ndarray | None = None
     # style -> {"used": n, "unusable": n}: examples given the artist's target, or not.
     artist_targets: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)  # style -> reason -> n
@@ -117,7 +122,7 @@ def batch_source(training: TrainingSet, batch_size: int,
             "text": training.text[training.style_index[index]],
         }
         for key in ("spatial", "start", "id_target", "id_weight", "id_photo",
-                    "id_photo_weight"):
+                    "id_photo_weight", "id_artist"):
             array = getattr(training, key)
             if array is not None:
                 out[key] = array[index]

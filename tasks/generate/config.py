@@ -224,6 +224,17 @@ class LossSpec(_Strict):
     # (CUHK held out: 0.29 to the photo, the artist's own sketches 0.41), so the drawing
     # may be moved toward the artist, not away from the person. 0: the artist target only.
     identity_photo: float = Field(default=0.0, ge=0.0)
+    # Weight of feature matching in SFace's early blocks between the drawing and the artist's
+    # own sketch of the person, on the artist-target styles' items whose sketch is usable.
+    # The vector target moves a drawing to where the artist's sketch sits in SFace's last
+    # layer, which a drawing can reach with the photo's own texture (the recognizer then has
+    # nothing of the artist's to learn from it); the early blocks see line work and shading,
+    # so matching them asks for the artist's marks, seen the way the recognizer sees them.
+    # The pictures are blurred and shifted together, as the identity term's.
+    identity_features: float = Field(default=0.0, ge=0.0)
+    # SFace blocks (1..14) whose outputs are matched, each normalised by the artist's mean
+    # activation so that every block counts about equally.
+    identity_feature_blocks: tuple[int, ...] = (2, 4, 6)
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:
@@ -236,6 +247,15 @@ class LossSpec(_Strict):
             raise ValueError("losses.identity_photo anchors the artist target to the photo: it "
                              "needs losses.identity_artist_styles (every other style's "
                              "target is the photo already)")
+        if self.identity_features > 0 and not self.identity_artist_styles:
+            raise ValueError("losses.identity_features matches the artist's sketch: it needs "
+                             "losses.identity_artist_styles (the styles whose target is the "
+                             "artist's)")
+        blocks = self.identity_feature_blocks
+        if self.identity_features > 0 and (not blocks or len(set(blocks)) != len(blocks)
+                                           or not all(1 <= b <= 14 for b in blocks)):
+            raise ValueError("losses.identity_feature_blocks must name distinct SFace blocks "
+                             f"1..14, got {list(blocks)}")
         if self.critic_start_as_fake and self.critic_sees_start:
             raise ValueError("losses.critic_start_as_fake needs critic_sees_start: false (a "
                              "critic that is shown the start image beside it sees they match)")

@@ -13,6 +13,9 @@ on from a step by ``config.training.losses``:
   judge.
   With ``identity_downsample`` / ``identity_jitter`` SFace reads a blurred, shifted copy, so
   the gradient cannot pay in pixel-level textures that fool recognizers but are no drawing.
+  ``identity_features`` matches SFace's early blocks between the drawing and the artist's
+  sketch (feature matching): the artist's marks as the recognizer sees them, not only the
+  place of the artist's vector.
 - adversarial: a hinge PatchGAN (pix2pix) critic on (start image, sketch) pairs with
   spectral norm. It has its own optimizer; its state is checkpointed with the run so that a
   resumed run continues the same game. With ``critic_style`` it is a projection critic on
@@ -44,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.encoders.sface_torch import load_sface_torch, sface_embed
+from tasks.encoders.sface_torch import load_sface_torch, sface_embed, sface_embed_and_features
 from tasks.generate.config import LossSpec
 from tasks.generate.texture import TextureFeatures, texture_distance
 
@@ -145,6 +148,28 @@ def jitter_and_blur(picture: torch.Tensor, downsample: int, jitter: int,
     return picture
 
 
+def _sface_size(picture: torch.Tensor) -> torch.Tensor:
+    """Small test configs draw below 112 px; SFace reads 112."""
+    if picture.shape[-1] == SFACE_SIZE:
+        return picture
+    return F.interpolate(picture, size=(SFACE_SIZE, SFACE_SIZE), mode="bilinear",
+                         align_corners=False)
+
+
+def feature_distance(drawn: list[torch.Tensor], artist: list[torch.Tensor],
+                     weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over items of the blocks' mean L1 distance, each block's divided by the
+    artist's mean activation (per item), so no block outweighs the others by its scale.
+
+    Divided by the items asked for (``weight``'s length), as the identity term is.
+    """
+    per_item = torch.zeros_like(weight)
+    for mine, theirs in zip(drawn, artist, strict=True):
+        scale = theirs.abs().mean(dim=(1, 2, 3)).clamp_min(1e-6)
+        per_item = per_item + (mine - theirs).abs().mean(dim=(1, 2, 3)) / scale
+    return (weight * per_item / len(drawn)).sum() / weight.shape[0]
+
+
 def identity_targets(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """SFace vectors (torch port) of aligned BGR mugshot crops: the identity loss's targets."""
 
@@ -211,12 +236,15 @@ class Objective:
         spec = self.spec
         if self.identity_model is not None and self._active(spec.identity,
                                                             spec.identity_from_step, step):
-            identity, anchor = self._identity(batch, x0_hat, t, rng)
+            identity, anchor, features = self._identity(batch, x0_hat, t, rng)
             terms["identity"] = float(identity.detach())
             total = total + spec.identity * identity
             if anchor is not None:
                 terms["identity_photo"] = float(anchor.detach())
                 total = total + spec.identity_photo * anchor
+            if features is not None:
+                terms["identity_features"] = float(features.detach())
+                total = total + spec.identity_features * features
         self._fake = self._swapped = None
         swap: tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None = None
         if self.critic is not None and self._active(spec.adversarial,
@@ -246,9 +274,12 @@ class Objective:
         return total, terms
 
     def _identity(self, batch: Mapping[str, Any], x0_hat: torch.Tensor, t: torch.Tensor,
-                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items, and the
-        photo anchor's (None without ``identity_photo``), from one SFace pass.
+                  rng: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items, the
+        photo anchor's (None without ``identity_photo``) and the early blocks' feature
+        distance to the artist's sketch (None without ``identity_features``), from one SFace
+        pass over the drawings.
 
         The target is the mugshot's vector, or the artist's sketch's for the artist-target
         styles; ``id_weight`` drops the items without a usable target and
@@ -266,27 +297,56 @@ class Objective:
         weight = torch.ones(target.shape[0], device=self.device)
         if batch.get("id_weight") is not None:
             weight = torch.as_tensor(batch["id_weight"][:k], dtype=torch.float32).to(self.device)
+        low_noise = None
         if spec.identity_max_t is not None:
-            weight = weight * (t[:k].to(self.device) <= spec.identity_max_t).float()
-        picture = jitter_and_blur(x0_hat[:k].float(), spec.identity_downsample,
-                                  spec.identity_jitter, rng)
-        if picture.shape[-1] != SFACE_SIZE:  # small test configs; SFace reads 112 px
-            picture = F.interpolate(picture, size=(SFACE_SIZE, SFACE_SIZE),
-                                    mode="bilinear", align_corners=False)
-        vectors = sface_embed(self.identity_model, picture)
+            low_noise = (t[:k].to(self.device) <= spec.identity_max_t).float()
+            weight = weight * low_noise
+        matched = self._matched_items(batch, k, low_noise)
+        drawn = x0_hat[:k].float()
+        if matched is not None:
+            # The artist's sketch is shifted and blurred with the drawing (one call on both as
+            # channels: the same shift for each pair), so the blocks compare aligned marks.
+            artist = torch.as_tensor(batch["sketch"][:k], dtype=torch.float32).to(drawn)
+            both = jitter_and_blur(torch.cat([drawn, artist], dim=1), spec.identity_downsample,
+                                   spec.identity_jitter, rng)
+            picture, artist = _sface_size(both[:, :1]), _sface_size(both[:, 1:])
+            vectors, drawn_features = sface_embed_and_features(
+                self.identity_model, picture, spec.identity_feature_blocks)
+            with torch.no_grad():
+                _, artist_features = sface_embed_and_features(
+                    self.identity_model, artist, spec.identity_feature_blocks)
+            features = feature_distance(drawn_features, artist_features, matched)
+        else:
+            picture = _sface_size(jitter_and_blur(drawn, spec.identity_downsample,
+                                                  spec.identity_jitter, rng))
+            vectors = sface_embed(self.identity_model, picture)
+            features = None
         distance = 1.0 - (vectors * F.normalize(target, dim=1)).sum(dim=1)
         # Divided by the items asked for, not the items kept: a step where few items count
         # must not weigh each of them more.
         loss = (weight * distance).sum() / weight.shape[0]
         if spec.identity_photo <= 0 or batch.get("id_photo") is None:
-            return loss, None
+            return loss, None, features
         photo = torch.as_tensor(batch["id_photo"][:k], dtype=torch.float32).to(self.device)
         anchored = torch.as_tensor(batch["id_photo_weight"][:k],
                                    dtype=torch.float32).to(self.device)
-        if spec.identity_max_t is not None:
-            anchored = anchored * (t[:k].to(self.device) <= spec.identity_max_t).float()
+        if low_noise is not None:
+            anchored = anchored * low_noise
         apart = 1.0 - (vectors * F.normalize(photo, dim=1)).sum(dim=1)
-        return loss, (anchored * apart).sum() / anchored.shape[0]
+        return loss, (anchored * apart).sum() / anchored.shape[0], features
+
+    def _matched_items(self, batch: Mapping[str, Any], k: int,
+                       low_noise: torch.Tensor | None) -> torch.Tensor | None:
+        """(k,) weights of the items whose drawing is matched to the artist's sketch, or None
+        when feature matching is off."""
+        if self.spec.identity_features <= 0:
+            return None
+        if batch.get("id_artist") is None:
+            raise ValueError("losses.identity_features needs batch['id_artist'] (which items' "
+                             "sketch is the artist's): assemble the training set with the "
+                             "artist-target styles")
+        matched = torch.as_tensor(batch["id_artist"][:k], dtype=torch.float32).to(self.device)
+        return matched if low_noise is None else matched * low_noise
 
     def _draw_swapped(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator
                       ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None:

@@ -159,14 +159,14 @@ def test_requested_styles_are_checked(workspace: Path) -> None:
         fit_generator(request(workspace, styles=["forensic-artist", "pencil-dodge"]))
 
 
-def artist_config(tmp_path: Path, styles: list[str]) -> str:
+def artist_config(tmp_path: Path, styles: list[str], **losses: object) -> str:
     """The tiny config with the identity loss aimed at the artist's sketch of ``styles``."""
     from tasks.generate.config import load_config
 
     config = json.loads(load_config("tiny").to_json())
     config["name"] = "tiny-artist"
     config["training"]["losses"].update(identity=0.1, identity_items=2,
-                                        identity_artist_styles=styles)
+                                        identity_artist_styles=styles, **losses)
     path = tmp_path / "tiny-artist.json"
     path.write_text(json.dumps(config))
     return str(path)
@@ -184,8 +184,12 @@ def test_artist_target_on_a_rendered_style_is_refused_naming_it(workspace: Path,
 
 def test_artist_target_run_reports_which_examples_got_it(workspace: Path,
                                                          tmp_path: Path) -> None:
-    report = fit_generator(request(workspace, name="artist", steps=EVERY,
-                                   config=artist_config(tmp_path, ["demo-pencil"]),
+    """... with the SFace feature matching on too: the run's batches mark the artist items."""
+    config = artist_config(tmp_path, ["demo-pencil"], identity_features=0.5,
+                           identity_feature_blocks=[1, 2])
+    report = fit_generator(request(workspace, name="artist", steps=EVERY, config=config,
                                    styles=["demo-pencil", "xdog-lines"]))
     assert report.artist_targets == {"demo-pencil": {"used": 4, "unusable": 0}}
+    assert "identity_features" in (workspace / "generators" / "artist" / "final"
+                                   / "generator_config.json").read_text()
     assert "artist identity targets" in Path(report.report_html).read_text()

@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.encoders.base import EncoderError
+from tasks.encoders.sface_torch import load_sface_torch, sface_embed, sface_embed_and_features
 from tasks.generate.config import ConfigError, GeneratorConfig, LossSpec, load_config
 from tasks.generate.formulations import known_formulations, known_starts
 from tasks.generate.inputs import start_images
 from tasks.generate.networks import SketchGenerator
-from tasks.generate.objectives import Objective, critic_per_item
+from tasks.generate.objectives import (
+    Objective,
+    critic_per_item,
+    feature_distance,
+    jitter_and_blur,
+)
 from tasks.generate.saved import HEAD_WEIGHTS, MANIFEST_FILE, GeneratorMismatchError
 from tasks.generate.training import list_checkpoints, train
 
@@ -503,4 +510,77 @@ def test_artist_identity_target_needs_the_identity_loss() -> None:
     with pytest.raises(ValueError, match="twice"):
         LossSpec(identity=0.1, identity_artist_styles=("cufsf-artist", "cufsf-artist"))
     spec = LossSpec(identity=0.1, identity_artist_styles=("cufsf-artist",), identity_max_t=0.5)
+    assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_sface_features_come_from_the_same_pass_as_its_vectors() -> None:
+    """The feature view shares the frozen SFace's weights: its vectors are sface_embed's, its
+    blocks have SFace's shapes, and the module every other caller shares keeps no hook."""
+    model = load_sface_torch()
+    images = torch.rand(2, 1, 112, 112, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    vectors, features = sface_embed_and_features(model, images, (2, 4, 6))
+    assert torch.allclose(vectors, sface_embed(model, images), atol=1e-6)
+    assert [f.shape[0] for f in features] == [2, 2, 2]
+    assert all(f.ndim == 4 for f in features)
+    assert not any(m._forward_hooks for m in model.modules())
+    with pytest.raises(EncoderError, match="no block 15"):
+        sface_embed_and_features(model, images, (15,))
+
+
+def test_feature_matching_compares_the_drawing_with_the_artists_sketch_on_marked_items(
+) -> None:
+    """``identity_features`` adds the early blocks' distance between each marked item's drawing
+    and its artist sketch: zero where no item is marked, growing with the items marked, and
+    its gradient reaches the generator; the identity term itself is unchanged by it."""
+    artists = ("cufsf-artist",)
+    gen = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
+                                            identity_artist_styles=artists,
+                                            identity_features=0.5), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    batch = {**make_batch(0), "id_artist": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    total, terms = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
+    assert terms["identity_features"] > 0.0
+    _, every = objective.generator_loss(gen, {**batch, "id_artist": torch.ones(4)},
+                                        torch.Generator().manual_seed(0), 0)
+    _, none = objective.generator_loss(gen, {**batch, "id_artist": torch.zeros(4)},
+                                       torch.Generator().manual_seed(0), 0)
+    assert none["identity_features"] == 0.0 < terms["identity_features"]
+    assert every["identity_features"] > terms["identity_features"]
+    plain = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
+                                              identity_artist_styles=artists), DIMS, seed=2)
+    plain_total, without = Objective(plain.config.training.losses, "cpu").generator_loss(
+        plain, batch, torch.Generator().manual_seed(0), 0)
+    assert without["identity"] == pytest.approx(terms["identity"], rel=1e-5)
+    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_features"],
+                                         rel=1e-5)
+    total.backward()
+    grads = [p.grad for p in gen.unet.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="id_artist"):
+        objective.generator_loss(gen, make_batch(0), torch.Generator().manual_seed(0), 0)
+
+
+def test_a_drawing_that_is_the_artists_sketch_has_no_feature_distance() -> None:
+    """The artist's sketch is shifted with the drawing (the same jitter for the pair), so a
+    perfect drawing scores zero however far the pair is shifted."""
+    model = load_sface_torch()
+    sketch = torch.rand(3, 1, 112, 112, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    both = jitter_and_blur(torch.cat([sketch, sketch], dim=1), 2, 4,
+                           torch.Generator().manual_seed(1))
+    _, mine = sface_embed_and_features(model, both[:, :1], (2, 4))
+    _, theirs = sface_embed_and_features(model, both[:, 1:], (2, 4))
+    assert float(feature_distance(mine, theirs, torch.ones(3))) == pytest.approx(0.0, abs=1e-6)
+    _, other = sface_embed_and_features(model, sketch.flip(-1), (2, 4))
+    assert float(feature_distance(mine, other, torch.ones(3))) > 0.05
+
+
+def test_feature_matching_needs_an_artist_target_and_real_blocks() -> None:
+    with pytest.raises(ValueError, match="identity_artist_styles"):
+        LossSpec(identity=0.4, identity_features=0.5)
+    for blocks in ((), (2, 2), (0,), (15,)):
+        with pytest.raises(ValueError, match="identity_feature_blocks"):
+            LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
+                     identity_features=0.5, identity_feature_blocks=blocks)
+    spec = LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
+                    identity_features=0.5, identity_feature_blocks=(1, 3))
     assert LossSpec.model_validate_json(spec.model_dump_json()) == spec

@@ -140,6 +140,11 @@ def test_artist_styles_target_the_artists_sketch_and_count_unusable_ones(demo) -
     assert photo_only.artist_targets == {} and photo_only.id_weight is not None
     assert np.all(training.id_weight == 1.0) and len(training) == len(photo_only)
     pencil = training.style_index == training.styles.index("demo-pencil")
+    # The items whose sketch is the artist's (for the feature matching), in every batch.
+    assert photo_only.id_artist is None
+    assert training.id_artist.tolist() == pencil.astype(np.float32).tolist()
+    drawn = batch_source(training, 8, 0)(0)
+    assert drawn["id_artist"].shape == (8,)
     np.testing.assert_array_equal(training.id_target[~pencil], photo_only.id_target[~pencil])
     faces = storage.read(workspace, "faces", columns=["face_id", "paired_face_id"])
     sketch_of = {p: f for f, p in zip(faces.column("face_id").to_pylist(),
