@@ -53,6 +53,16 @@ SCHEMA = pa.schema([
 Stat = tuple[int, int, int, int]
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB chunks (weights files run to hundreds of
+    MB): the one file hash the generator manifests and published versions check against."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _stat(path: Path) -> Stat | None:
     """None for anything but a regular file (missing, a folder, a FIFO...)."""
     try:

@@ -13,7 +13,6 @@ checks all three here, from JSON and the safetensors headers alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
+from tasks.digests import sha256_file
 from tasks.generate.config import GeneratorConfig
 
 FORMAT_VERSION = 1
@@ -51,14 +51,6 @@ class GeneratorMismatchError(GeneratorLoadError):
     def __init__(self, message: str, roles: list[str]):
         super().__init__(message)
         self.roles = roles
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def jsonable(value: Any) -> Any:

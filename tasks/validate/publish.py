@@ -29,8 +29,8 @@ from schemas.validation import (
     DatasetVersionRecord,
 )
 from tasks import storage
+from tasks.digests import sha256_file
 from tasks.storage import FACES, SKETCHES, Workspace
-from tasks.validate.vectors import sha256_file
 
 PUBLISHED_DIR = Path("datasets") / "published"
 REJECTED_DIR = Path("datasets") / "rejected"

@@ -77,10 +77,6 @@ def gallery_fingerprint(face_ids: Sequence[str], identity_ids: Sequence[str]) ->
 # --------------------------------------------------------------------------- pixels
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_png(png_path: str | None, sha: str | None,
               digests: FileDigests) -> tuple[str | None, str | None]:
     """(problem, sha256 of the file): problem is None when the PNG is there with the bytes
