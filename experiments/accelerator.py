@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Arrays that only take values u / 127.5 - 1 for uint8 u travel as uint8 (4x smaller).
 _PICTURES = ("sketch", "spatial", "start")
 _SHARED = (*_PICTURES, "style_index", "identity", "image", "text")
-_PER_DESIGN = ("id_target", "id_weight")
+# What a design's losses read beside the pictures: the identity targets and weights, the
+# photo anchor's (losses.identity_photo) and the feature matching's items (identity_features).
+_PER_DESIGN = ("id_target", "id_weight", "id_photo", "id_photo_weight", "id_artist")
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray | None:

@@ -34,8 +34,11 @@ def test_export_train_adopt_round_trip(accelerator, tmp_path_factory, tmp_path: 
     workspace = copy_workspace(demo_template(tmp_path_factory), tmp_path / "ws")
     config = json.loads(load_config("tiny-bridge").to_json())
     config["name"] = "tiny-artist"
+    # The photo anchor and the feature matching too: their arrays must travel with the design.
     config["training"]["losses"].update(identity=0.1, identity_items=2,
-                                        identity_artist_styles=["demo-pencil"])
+                                        identity_artist_styles=["demo-pencil"],
+                                        identity_photo=0.2, identity_features=0.5,
+                                        identity_feature_blocks=[1, 2])
     config_path = tmp_path / "tiny-artist.json"
     config_path.write_text(json.dumps(config))
     data, out = tmp_path / "offload", tmp_path / "out"
@@ -51,6 +54,10 @@ def test_export_train_adopt_round_trip(accelerator, tmp_path_factory, tmp_path: 
     assert meta["artist_targets"] == {"demo-pencil": {"used": 4, "unusable": 0}}
     with np.load(data / "data.npz") as shared:
         assert shared["sketch_u8"].dtype == np.uint8  # exact on the uint8 grid
+    with np.load(data / "artist.npz") as own:
+        assert {"id_target", "id_weight", "id_photo", "id_photo_weight", "id_artist"} <= set(
+            own.files)
+        assert own["id_artist"].sum() == 4  # the four demo-pencil examples
 
     accelerator.main(["train", "--data", str(data), "--name", "artist", "--out", str(out),
                       "--work", str(tmp_path / "work"), "--device", "cpu", "--threads", "1"])
