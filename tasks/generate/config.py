@@ -235,6 +235,11 @@ class LossSpec(_Strict):
     # SFace blocks (1..14) whose outputs are matched, each normalised by the artist's mean
     # activation so that every block counts about equally.
     identity_feature_blocks: tuple[int, ...] = (2, 4, 6)
+    # What is compared in those blocks: "activations" (place by place, L1) asks for the
+    # artist's marks where the artist put them, which the photo does not determine (the artist
+    # reshaped the features); "gram" (channel co-activations averaged over positions, as
+    # losses.texture does with an ImageNet network) asks for the marks without their places.
+    identity_feature_statistic: Literal["activations", "gram"] = "activations"
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:

@@ -49,7 +49,7 @@ from torch import nn
 
 from tasks.encoders.sface_torch import load_sface_torch, sface_embed, sface_embed_and_features
 from tasks.generate.config import LossSpec
-from tasks.generate.texture import TextureFeatures, texture_distance
+from tasks.generate.texture import TextureFeatures, gram_matrix, texture_distance
 
 _CRITIC_SEED_SALT = 0xC217
 _OLD_OUT = "net.6."
@@ -157,16 +157,22 @@ def _sface_size(picture: torch.Tensor) -> torch.Tensor:
 
 
 def feature_distance(drawn: list[torch.Tensor], artist: list[torch.Tensor],
-                     weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean over items of the blocks' mean L1 distance, each block's divided by the
-    artist's mean activation (per item), so no block outweighs the others by its scale.
+                     weight: torch.Tensor, statistic: str = "activations") -> torch.Tensor:
+    """Weighted mean over items of the blocks' distances, each scale-free so no block
+    outweighs the others: for "activations" the mean L1 distance divided by the artist's mean
+    activation, for "gram" ||G - G*||^2 / ||G*||^2 of the blocks' Gram matrices (per item).
 
     Divided by the items asked for (``weight``'s length), as the identity term is.
     """
     per_item = torch.zeros_like(weight)
     for mine, theirs in zip(drawn, artist, strict=True):
-        scale = theirs.abs().mean(dim=(1, 2, 3)).clamp_min(1e-6)
-        per_item = per_item + (mine - theirs).abs().mean(dim=(1, 2, 3)) / scale
+        if statistic == "gram":
+            mine, theirs = gram_matrix(mine), gram_matrix(theirs)
+            per_item = per_item + ((mine - theirs).square().mean(dim=(1, 2))
+                                   / theirs.square().mean(dim=(1, 2)).clamp_min(1e-8))
+        else:
+            scale = theirs.abs().mean(dim=(1, 2, 3)).clamp_min(1e-6)
+            per_item = per_item + (mine - theirs).abs().mean(dim=(1, 2, 3)) / scale
     return (weight * per_item / len(drawn)).sum() / weight.shape[0]
 
 
@@ -315,7 +321,8 @@ class Objective:
             with torch.no_grad():
                 _, artist_features = sface_embed_and_features(
                     self.identity_model, artist, spec.identity_feature_blocks)
-            features = feature_distance(drawn_features, artist_features, matched)
+            features = feature_distance(drawn_features, artist_features, matched,
+                                        spec.identity_feature_statistic)
         else:
             picture = _sface_size(jitter_and_blur(drawn, spec.identity_downsample,
                                                   spec.identity_jitter, rng))

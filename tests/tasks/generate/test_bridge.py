@@ -574,6 +574,30 @@ def test_a_drawing_that_is_the_artists_sketch_has_no_feature_distance() -> None:
     assert float(feature_distance(mine, other, torch.ones(3))) > 0.05
 
 
+def test_the_gram_statistic_asks_for_the_marks_without_their_places() -> None:
+    """Compared by Gram matrices, the artist's sketch moved across the page is nearly the same
+    drawing; compared place by place it is not. Both are zero for the sketch itself."""
+    model = load_sface_torch()
+    sketch = torch.rand(2, 1, 112, 112, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    moved = sketch.roll(shifts=(9, 13), dims=(2, 3))
+    blocks = (2, 4)
+    _, theirs = sface_embed_and_features(model, sketch, blocks)
+    _, same = sface_embed_and_features(model, sketch, blocks)
+    _, mine = sface_embed_and_features(model, moved, blocks)
+    ones = torch.ones(2)
+    assert float(feature_distance(same, theirs, ones, "gram")) == pytest.approx(0.0, abs=1e-6)
+    placed = float(feature_distance(mine, theirs, ones, "activations"))
+    orderless = float(feature_distance(mine, theirs, ones, "gram"))
+    assert orderless < 0.1 * placed
+    # Other marks in the same places (the noise smoothed away) are another texture.
+    smooth = jitter_and_blur(sketch, 8, 0)
+    _, other = sface_embed_and_features(model, smooth, blocks)
+    assert float(feature_distance(other, theirs, ones, "gram")) > 10 * orderless
+    with pytest.raises(ValueError):
+        LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",), identity_features=0.5,
+                 identity_feature_statistic="histogram")
+
+
 def test_feature_matching_needs_an_artist_target_and_real_blocks() -> None:
     with pytest.raises(ValueError, match="identity_artist_styles"):
         LossSpec(identity=0.4, identity_features=0.5)
@@ -582,5 +606,6 @@ def test_feature_matching_needs_an_artist_target_and_real_blocks() -> None:
             LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
                      identity_features=0.5, identity_feature_blocks=blocks)
     spec = LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
-                    identity_features=0.5, identity_feature_blocks=(1, 3))
+                    identity_features=0.5, identity_feature_blocks=(1, 3),
+                    identity_feature_statistic="gram")
     assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
