@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 _PICTURES = ("sketch", "spatial", "start")
 _SHARED = (*_PICTURES, "style_index", "identity", "image", "text")
 # What a design's losses read beside the pictures: the identity targets and weights, the
-# photo anchor's (losses.identity_photo) and the feature matching's items (identity_features).
-_PER_DESIGN = ("id_target", "id_weight", "id_photo", "id_photo_weight", "id_artist")
+# photo anchor's vectors (losses.identity_photo) and the artist-target items (the anchor's and
+# the feature matching's, losses.identity_features).
+_PER_DESIGN = ("id_target", "id_weight", "id_photo", "id_artist")
 
 
 def _as_uint8(array: np.ndarray) -> np.ndarray | None:

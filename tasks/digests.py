@@ -124,7 +124,7 @@ class FileDigests:
             return None
         if known is not None:
             return known
-        digest = hashlib.sha256((self.root / relative).read_bytes()).hexdigest()
+        digest = sha256_file(self.root / relative)
         self.learn(relative, digest, stat)
         return digest
 

@@ -55,14 +55,13 @@ class TrainingSet:
     # Each example's weight in the identity loss (N,): 0 where the artist target is asked for
     # but that sketch gives no usable vector (trained without the term, and counted).
     id_weight: np.ndarray | None = None
-    # The mugshot's vector (N, 128) and a weight (N,) that is 1 on the artist-target styles'
-    # examples, for the loss's photo anchor (losses.identity_photo), or None.
+    # The mugshot's vector (N, 128), for the loss's photo anchor (losses.identity_photo), or
+    # None.
     id_photo: np.ndarray | None = None
-    id_photo_weight: np.ndarray | None = None
-    # 1 where the identity target is the artist's own sketch of the person (a usable one), so
-    # batch["sketch"] is that artist's drawing, else 0 (N,): the items the SFace feature
-    # matching (losses.identity_features) compares. Derived from id_weight and the styles,
-    # so not part of the fingerprint.
+    # (N,) 1 on the artist-target styles' examples (batch["sketch"] is the artist's drawing of
+    # the person), else 0; None without artist-target styles. The items the photo anchor
+    # compares with their mugshot, and, where id_weight says the sketch is usable, those
+    # the SFace feature matching (losses.identity_features) compares with it.
     id_artist: np.ndarray | None = None
     # style -> {"used": n, "unusable": n}: examples given the artist's target, or not.
     artist_targets: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -89,7 +88,7 @@ class TrainingSet:
         digest.update("|".join(self.face_id).encode())
         for array in (self.style_index, self.identity, self.image, self.text, self.sketch,
                       self.spatial, self.start, self.id_target, self.id_weight,
-                      self.id_photo, self.id_photo_weight):
+                      self.id_photo, self.id_artist):
             if array is not None:
                 digest.update(str(array.shape).encode())
                 digest.update(np.ascontiguousarray(array).tobytes())
@@ -121,8 +120,7 @@ def batch_source(training: TrainingSet, batch_size: int,
             "image": training.image[index],
             "text": training.text[training.style_index[index]],
         }
-        for key in ("spatial", "start", "id_target", "id_weight", "id_photo",
-                    "id_photo_weight", "id_artist"):
+        for key in ("spatial", "start", "id_target", "id_weight", "id_photo", "id_artist"):
             array = getattr(training, key)
             if array is not None:
                 out[key] = array[index]

@@ -216,7 +216,7 @@ def assemble(
     starts = None
     if start is not None:
         starts = start_inputs([crops[p] for p in photo_ids], start, resolution)
-    id_target = id_weight = id_photo = id_photo_weight = id_artist = None
+    id_target = id_weight = id_photo = id_artist = None
     artist_counts: dict[str, dict[str, int]] = {}
     if identity_targets is not None:
         unique = sorted(set(photo_ids))
@@ -227,12 +227,10 @@ def assemble(
         id_weight = np.ones(n, np.float32)
         if photo_anchor:
             id_photo = id_target.copy()
-            id_photo_weight = np.array([c.style in artist_styles for c in kept], np.float32)
+        if artist_styles:
+            id_artist = np.array([c.style in artist_styles for c in kept], np.float32)
         artist_counts = artist_target_vectors(kept, crops, set(artist_styles), identity_targets,
                                               id_target, id_weight)
-        if artist_styles:
-            id_artist = id_weight * np.array(
-                [c.style in artist_styles and c.sketch is not None for c in kept], np.float32)
 
     training = TrainingSet(
         styles=names,
@@ -249,7 +247,6 @@ def assemble(
         id_target=id_target,
         id_weight=id_weight,
         id_photo=id_photo,
-        id_photo_weight=id_photo_weight,
         id_artist=id_artist,
         artist_targets=artist_counts,
         skipped=skipped,

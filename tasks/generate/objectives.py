@@ -335,8 +335,7 @@ class Objective:
         if spec.identity_photo <= 0 or batch.get("id_photo") is None:
             return loss, None, features
         photo = torch.as_tensor(batch["id_photo"][:k], dtype=torch.float32).to(self.device)
-        anchored = torch.as_tensor(batch["id_photo_weight"][:k],
-                                   dtype=torch.float32).to(self.device)
+        anchored = self._artist_items(batch, k, "losses.identity_photo")
         if low_noise is not None:
             anchored = anchored * low_noise
         apart = 1.0 - (vectors * F.normalize(photo, dim=1)).sum(dim=1)
@@ -348,12 +347,19 @@ class Objective:
         when feature matching is off."""
         if self.spec.identity_features <= 0:
             return None
-        if batch.get("id_artist") is None:
-            raise ValueError("losses.identity_features needs batch['id_artist'] (which items' "
-                             "sketch is the artist's): assemble the training set with the "
-                             "artist-target styles")
-        matched = torch.as_tensor(batch["id_artist"][:k], dtype=torch.float32).to(self.device)
+        matched = self._artist_items(batch, k, "losses.identity_features")
+        if batch.get("id_weight") is not None:  # 0 where the artist's sketch is unusable
+            matched = matched * torch.as_tensor(batch["id_weight"][:k],
+                                                dtype=torch.float32).to(self.device)
         return matched if low_noise is None else matched * low_noise
+
+    def _artist_items(self, batch: Mapping[str, Any], k: int, needed_by: str) -> torch.Tensor:
+        """(k,) 1 on the first items whose style's identity target is the artist's sketch."""
+        if batch.get("id_artist") is None:
+            raise ValueError(f"{needed_by} needs batch['id_artist'] (which items' sketch is the "
+                             "artist's): assemble the training set with the config's "
+                             "losses.identity_artist_styles")
+        return torch.as_tensor(batch["id_artist"][:k], dtype=torch.float32).to(self.device)
 
     def _draw_swapped(self, generator: Any, batch: Mapping[str, Any], rng: torch.Generator
                       ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None:

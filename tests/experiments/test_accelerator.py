@@ -55,8 +55,7 @@ def test_export_train_adopt_round_trip(accelerator, tmp_path_factory, tmp_path: 
     with np.load(data / "data.npz") as shared:
         assert shared["sketch_u8"].dtype == np.uint8  # exact on the uint8 grid
     with np.load(data / "artist.npz") as own:
-        assert {"id_target", "id_weight", "id_photo", "id_photo_weight", "id_artist"} <= set(
-            own.files)
+        assert {"id_target", "id_weight", "id_photo", "id_artist"} <= set(own.files)
         assert own["id_artist"].sum() == 4  # the four demo-pencil examples
 
     accelerator.main(["train", "--data", str(data), "--name", "artist", "--out", str(out),

@@ -481,18 +481,18 @@ def test_the_photo_anchor_compares_only_artist_target_items_with_their_mugshot()
     batch = make_batch(0)
     photo = torch.nn.functional.normalize(torch.randn(4, 128, generator=torch.Generator()
                                                       .manual_seed(5)))
-    marked = {**batch, "id_photo": photo, "id_photo_weight": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    marked = {**batch, "id_photo": photo, "id_artist": torch.tensor([1.0, 1.0, 0.0, 0.0])}
     total, terms = objective.generator_loss(gen, marked, torch.Generator().manual_seed(0), 0)
     assert terms["identity_photo"] > 0.0
     plain_total, plain = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
     assert "identity_photo" not in plain and plain["identity"] == terms["identity"]
     assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_photo"],
                                          rel=1e-5)
-    unmarked = {**marked, "id_photo_weight": torch.zeros(4)}
+    unmarked = {**marked, "id_artist": torch.zeros(4)}
     _, none = objective.generator_loss(gen, unmarked, torch.Generator().manual_seed(0), 0)
     assert none["identity_photo"] == 0.0
     # Same drawings, the mugshot as the artist target too: the two terms agree.
-    same = {**marked, "id_target": photo, "id_photo_weight": torch.ones(4)}
+    same = {**marked, "id_target": photo, "id_artist": torch.ones(4)}
     _, both = objective.generator_loss(gen, same, torch.Generator().manual_seed(0), 0)
     assert both["identity_photo"] == pytest.approx(both["identity"], rel=1e-5)
 
@@ -546,6 +546,11 @@ def test_feature_matching_compares_the_drawing_with_the_artists_sketch_on_marked
                                        torch.Generator().manual_seed(0), 0)
     assert none["identity_features"] == 0.0 < terms["identity_features"]
     assert every["identity_features"] > terms["identity_features"]
+    # An artist item whose sketch gave no usable vector (id_weight 0) is not matched either.
+    _, unusable = objective.generator_loss(
+        gen, {**batch, "id_artist": torch.ones(4), "id_weight": torch.tensor([1.0, 1, 0, 0])},
+        torch.Generator().manual_seed(0), 0)
+    assert unusable["identity_features"] == pytest.approx(terms["identity_features"], rel=1e-6)
     plain = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
                                               identity_artist_styles=artists), DIMS, seed=2)
     plain_total, without = Objective(plain.config.training.losses, "cpu").generator_loss(

@@ -157,12 +157,12 @@ def test_artist_styles_target_the_artists_sketch_and_count_unusable_ones(demo) -
                                atol=1e-5)
     assert not np.allclose(training.id_target[first], photo_only.id_target[first], atol=1e-3)
 
-    assert training.id_photo is None and training.id_photo_weight is None
+    assert training.id_photo is None
     anchored = assemble(workspace, styles, tables, texts, SIZE, identity_targets=identity_targets,
                         artist_styles=("demo-pencil",), photo_anchor=True)
     np.testing.assert_array_equal(anchored.id_target, training.id_target)
     np.testing.assert_array_equal(anchored.id_photo, photo_only.id_target)
-    assert anchored.id_photo_weight.tolist() == pencil.astype(np.float32).tolist()
+    np.testing.assert_array_equal(anchored.id_artist, training.id_artist)
     assert anchored.fingerprint() != training.fingerprint()
 
     # A blank page where the artist's sketch should be: trained without the term, counted.
