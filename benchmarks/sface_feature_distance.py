@@ -16,29 +16,24 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from schemas.records import FACES_SCHEMA
+from tasks import storage
+from tasks.encoders.sface_torch import load_sface_torch, sface_embed_and_features
+from tasks.faces import read_crops
+from tasks.generate.inputs import to_grey, to_unit
+from tasks.generate.objectives import feature_distance, jitter_and_blur
+from tasks.styles.rendering import pencil_dodge
 
 
-def _pictures(crops: list[np.ndarray]):
-    # Imported here: torch and the generator's modules are not needed for --help.
-    import torch
-
-    from tasks.generate.inputs import to_grey, to_unit
-
+def _pictures(crops: list[np.ndarray]) -> torch.Tensor:
     return torch.as_tensor(np.stack([to_unit(to_grey(c))[None] for c in crops]))
 
 
 def distances(workspace: Path, pairs: int, blocks: tuple[int, ...], seed: int
               ) -> dict[str, dict[str, dict[str, float]]]:
     """style -> comparison -> statistic -> mean distance to the artist's sketch."""
-    import torch
-
-    from schemas.records import FACES_SCHEMA
-    from tasks import storage
-    from tasks.encoders.sface_torch import load_sface_torch, sface_embed_and_features
-    from tasks.faces import read_crops
-    from tasks.generate.objectives import feature_distance, jitter_and_blur
-    from tasks.styles.rendering import pencil_dodge
-
     if not (workspace / "lancedb").is_dir():
         raise SystemExit(f"{workspace} is no workspace: run experiments/real-data.sh")
     ws = storage.Workspace.open(workspace)
