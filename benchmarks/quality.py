@@ -118,6 +118,21 @@ def genuine_impostor(similarity: np.ndarray) -> tuple[float, float]:
     return float(np.median(similarity.diagonal())), impostor
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine; 0 for a zero row (a drawing that is its photo has no direction)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def _tangent(points: np.ndarray, origins: np.ndarray) -> np.ndarray:
+    """Each row's offset from its unit origin in the sphere's tangent plane there: the way
+    from the photo toward the point (as tasks.generate.objectives.tangent_offset)."""
+    offset = np.asarray(points, np.float64) - origins
+    return offset - (offset * origins).sum(axis=1, keepdims=True) * origins
+
+
 class DlibRecognizer:
     """dlib's ResNet face descriptor (128-d, L2 distance; same person below ~0.6).
 
@@ -235,6 +250,15 @@ class SourceQuality:
     source's drawing of identity i and the artist's drawing of identity i; ``dlib_to_artist``
     the median dlib distance between them (lower is nearer): where the artist's drawings sit,
     which the mugshot's own place (``QualityReport.photo_to_artist``) is the baseline for.
+
+    Nearness alone does not say whether a drawing left its photo *the way the artist did*:
+    a vector-level recognizer learns the artists' consistent offset from the photo, so a
+    drawing teaches it only as far as its own offset points the same way.
+    ``sface_direction`` is the median over identities of cos(drawing - photo, artist -
+    photo) in SFace's space, each offset in the sphere's tangent plane at the photo (1: the
+    artist's direction, 0: unrelated), and
+    ``sface_mean_direction`` the cosine between the two mean offsets, the population's
+    shared direction that such a recognizer can learn.
     """
 
     source: str
@@ -249,6 +273,8 @@ class SourceQuality:
     frechet: float | None
     sface_to_artist: float | None = None
     dlib_to_artist: float | None = None
+    sface_direction: float | None = None
+    sface_mean_direction: float | None = None
 
 
 _COLUMNS = (
@@ -264,6 +290,8 @@ _COLUMNS = (
     ("frechet", "Fréchet to artist", "{:.4f}"),
     ("sface_to_artist", "SFace cos to artist", "{:.3f}"),
     ("dlib_to_artist", "dlib dist. to artist", "{:.3f}"),
+    ("sface_direction", "offset toward artist", "{:.3f}"),
+    ("sface_mean_direction", "mean offset toward artist", "{:.3f}"),
 )
 
 
@@ -408,6 +436,15 @@ def judge_sources(
             return float(np.median((own * ref_vectors).sum(axis=1)))
         return float(np.median(np.linalg.norm(own - ref_vectors, axis=1)))
 
+    def toward_artist(own: np.ndarray) -> tuple[float, float] | tuple[None, None]:
+        if reference not in vectors:
+            return None, None
+        drawn, drawn_by_artist = (_tangent(own, photo_vectors),
+                                  _tangent(vectors[reference], photo_vectors))
+        return (float(np.median(_cosines(drawn, drawn_by_artist))),
+                float(_cosines(drawn.mean(axis=0, keepdims=True),
+                               drawn_by_artist.mean(axis=0, keepdims=True))[0]))
+
     if frechet_baseline is not None and frechet_baseline not in greys:
         raise ValueError(f"no source {frechet_baseline!r} to measure Fréchet against; have "
                          f"{sorted(greys)}")
@@ -424,6 +461,8 @@ def judge_sources(
             dlib_rank1 = rank1(-distance)
         frechet = (frechet_reduced(features[name], ref_features, axes=axes) if features
                    else None)
+        direction, mean_direction = (None, None) if name == reference else toward_artist(
+            vectors[name])
         rows.append(
             SourceQuality(
                 source=name,
@@ -440,6 +479,8 @@ def judge_sources(
                                                                          True),
                 dlib_to_artist=(None if name == reference or recognizer is None
                                 else to_artist(dlib_vectors[name], dlib_vectors, False)),
+                sface_direction=direction,
+                sface_mean_direction=mean_direction,
             )
         )
     photo = None

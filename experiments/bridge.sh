@@ -26,6 +26,9 @@
 #   experiments/bridge.sh v14   # v12 plus the same blocks compared by Gram matrices (the
 #                               # artist's marks without their places; identity_features 2.0,
 #                               # identity_feature_statistic gram), 2,250 steps
+#   experiments/bridge.sh v15   # v12 plus the offset's direction: the drawing should leave its
+#                               # mugshot the way the artist's sketch does in SFace's space
+#                               # (losses.identity_direction 0.5), 2,250 steps
 #
 # About an hour each on 2 CPU cores (v3-v6, and v10: 64 min 42 s; v7-v9 were trained on a lent H200 through
 # experiments/accelerator.py, 0.3 s a step; DEVICE=cuda trains here on a local GPU);
@@ -35,7 +38,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11|v12|v13|v14}"
+version="${1:?usage: experiments/bridge.sh v3|v4|v5|v6|v7|v8|v9|v10|v11|v12|v13|v14|v15}"
 name="cpu-bridge-$version"
 steps=4000
 splits=(--split cuhk --split cufsf)
@@ -74,7 +77,10 @@ c['name'] = '$name'; c['training']['losses'].update(identity_features=0.5)"
 c['name'] = '$name'; c['training']['losses'].update(identity_features=2.0, \
 identity_feature_statistic='gram')"
         splits+=(--split att); steps=2250 ;;
-    *) echo "unknown version $version (v3 ... v14)" >&2; exit 2 ;;
+    v15) variant "c = json.load(open('tasks/generate/configs/cpu-artist-texture.json')); \
+c['name'] = '$name'; c['training']['losses'].update(identity_direction=0.5)"
+        splits+=(--split att); steps=2250 ;;
+    *) echo "unknown version $version (v3 ... v15)" >&2; exit 2 ;;
 esac
 steps="${STEPS:-$steps}"
 resume=()

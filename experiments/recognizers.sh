@@ -16,17 +16,18 @@
 #   experiments/recognizers.sh v12      # v11 plus the texture loss and AT&T photos in training
 #   experiments/recognizers.sh v13      # v12 plus SFace feature matching against the artist
 #   experiments/recognizers.sh v14      # the same blocks compared by Gram matrices
+#   experiments/recognizers.sh v15      # v12 plus the offset's direction toward the artist
 #
 # For VERSION the synthetic sources are (1) the bridge's cufsf-artist sketches of the 394
 # non-test real identities, from experiments/bridge-validate.sh (v3: ws4, v4: ws5, v5: ws6,
-# v6: ws7, v7: ws9, v8: ws10, v9: ws11, v10: ws12, v11: ws13, v12: ws14, v13: ws17, v14: ws18), and (2) 2,000 cufsf-artist sketches of the 1,000 synthetic mugshots of
+# v6: ws7, v7: ws9, v8: ws10, v9: ws11, v10: ws12, v11: ws13, v12: ws14, v13: ws17, v14: ws18, v15: ws19), and (2) 2,000 cufsf-artist sketches of the 1,000 synthetic mugshots of
 # experiments/synthetic-mugshots.sh, drawn here into their own workspace.
 # Recognizers whose inputs did not change are reused. -> $RUNS/recognizers/comparison-*/
 set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-which="${1:?usage: experiments/recognizers.sh base|encoder|guarded|v3 ... v14}"
+which="${1:?usage: experiments/recognizers.sh base|encoder|guarded|v3 ... v15}"
 rec_ws="$RUNS/recognizers/ws"
 # benchmarks/ is a package: run the module, not the file
 bench=("$PY" -m benchmarks.recognizers --workspace "$rec_ws" --data "$DATA")
@@ -52,8 +53,8 @@ fi
 case "$which" in
     v3) real_ws=ws4 ;; v4) real_ws=ws5 ;; v5) real_ws=ws6 ;; v6) real_ws=ws7 ;;
     v7) real_ws=ws9 ;; v8) real_ws=ws10 ;; v9) real_ws=ws11 ;; v10) real_ws=ws12 ;;
-    v11) real_ws=ws13 ;; v12) real_ws=ws14 ;; v13) real_ws=ws17 ;; v14) real_ws=ws18 ;;
-    *) echo "unknown version $which (base, encoder, guarded, v3 ... v14)" >&2; exit 2 ;;
+    v11) real_ws=ws13 ;; v12) real_ws=ws14 ;; v13) real_ws=ws17 ;; v14) real_ws=ws18 ;; v15) real_ws=ws19 ;;
+    *) echo "unknown version $which (base, encoder, guarded, v3 ... v15)" >&2; exit 2 ;;
 esac
 n="${which#v}"
 gen="$(generator_dir "cpu-bridge-$which")"

@@ -240,6 +240,14 @@ class LossSpec(_Strict):
     # reshaped the features); "gram" (channel co-activations averaged over positions, as
     # losses.texture does with an ImageNet network) asks for the marks without their places.
     identity_feature_statistic: Literal["activations", "gram"] = "activations"
+    # Weight of 1 - cos(drawing - mugshot, artist's sketch - mugshot) in SFace's space, on the
+    # artist-target items: the drawing's *offset* from its photo should point where the
+    # artist's does. The vector target rewards nearness, which a drawing can buy by moving
+    # along a direction of its own (held out, drawings nearer the artist than the photo
+    # still taught the adapter nothing); a recognizer learns the artists' shared offset, and
+    # a drawing teaches it only along that direction. Scale-free: how far to move stays the
+    # vector target's and the anchor's business.
+    identity_direction: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> LossSpec:
@@ -256,6 +264,10 @@ class LossSpec(_Strict):
             raise ValueError("losses.identity_features matches the artist's sketch: it needs "
                              "losses.identity_artist_styles (the styles whose target is the "
                              "artist's)")
+        if self.identity_direction > 0 and not self.identity_artist_styles:
+            raise ValueError("losses.identity_direction compares the drawing's offset from the "
+                             "photo with the artist's: it needs losses.identity_artist_styles "
+                             "(the styles whose sketches are the artist's)")
         blocks = self.identity_feature_blocks
         if self.identity_features > 0 and (not blocks or len(set(blocks)) != len(blocks)
                                            or not all(1 <= b <= 14 for b in blocks)):

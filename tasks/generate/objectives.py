@@ -8,7 +8,9 @@ on from a step by ``config.training.losses``:
   for ``identity_artist_styles`` the target is SFace(the artist's sketch of that person)
   instead, so the drawing is pulled to where the artist's drawings sit, not the photo;
   ``identity_photo`` adds an anchor to the mugshot on those items, so that a drawing that
-  cannot reach the artist's vector is not pulled away from the person.
+  cannot reach the artist's vector is not pulled away from the person;
+  ``identity_direction`` asks that the drawing's offset from the mugshot point the way the
+  artist's sketch's does, the one thing a vector-level recognizer learns from it.
   Judge the result with another recognizer too (dlib), or the generator learns to fool its
   judge.
   With ``identity_downsample`` / ``identity_jitter`` SFace reads a blurred, shifted copy, so
@@ -176,6 +178,27 @@ def feature_distance(drawn: list[torch.Tensor], artist: list[torch.Tensor],
     return (weight * per_item / len(drawn)).sum() / weight.shape[0]
 
 
+def offset_direction(drawn: torch.Tensor, photo: torch.Tensor, artist: torch.Tensor
+                     ) -> torch.Tensor:
+    """(N,) 1 - cos(drawn - photo, artist - photo) for unit vectors: 0 where the drawing
+    left its photo the way the artist's sketch did, however far. A vector-level recognizer
+    learns the artists' offset from the photo; a drawing whose offset points elsewhere adds
+    nothing to it, however near the artist's vector it sits (benchmarks/quality.py
+    ``sface_direction`` measures the same on held-out identities). The offsets are taken in
+    the sphere's tangent plane at the photo, so every point of the great circle from the
+    photo through the artist's vector scores 0. An offset of zero (a drawing that is its
+    photo) scores 1, as an unrelated direction."""
+    return 1.0 - F.cosine_similarity(tangent_offset(drawn, photo), tangent_offset(artist, photo),
+                                     dim=1, eps=1e-6)
+
+
+def tangent_offset(point: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """(point - origin) less its part along the unit ``origin``: the direction of travel on
+    the sphere from ``origin`` toward ``point``."""
+    offset = point - origin
+    return offset - (offset * origin).sum(dim=1, keepdim=True) * origin
+
+
 def identity_targets(crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """SFace vectors (torch port) of aligned BGR mugshot crops: the identity loss's targets."""
 
@@ -242,15 +265,9 @@ class Objective:
         spec = self.spec
         if self.identity_model is not None and self._active(spec.identity,
                                                             spec.identity_from_step, step):
-            identity, anchor, features = self._identity(batch, x0_hat, t, rng)
-            terms["identity"] = float(identity.detach())
-            total = total + spec.identity * identity
-            if anchor is not None:
-                terms["identity_photo"] = float(anchor.detach())
-                total = total + spec.identity_photo * anchor
-            if features is not None:
-                terms["identity_features"] = float(features.detach())
-                total = total + spec.identity_features * features
+            for name, value in self._identity(batch, x0_hat, t, rng).items():
+                terms[name] = float(value.detach())
+                total = total + getattr(spec, name) * value
         self._fake = self._swapped = None
         swap: tuple[dict[str, Any], torch.Tensor, torch.Tensor] | None = None
         if self.critic is not None and self._active(spec.adversarial,
@@ -280,12 +297,12 @@ class Objective:
         return total, terms
 
     def _identity(self, batch: Mapping[str, Any], x0_hat: torch.Tensor, t: torch.Tensor,
-                  rng: torch.Generator
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Weighted mean of 1 - cos(SFace(drawing), target) over the first items, the
-        photo anchor's (None without ``identity_photo``) and the early blocks' feature
-        distance to the artist's sketch (None without ``identity_features``), from one SFace
-        pass over the drawings.
+                  rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """The identity terms by their weight's name in the loss spec, from one SFace pass
+        over the drawings: ``identity``, the weighted mean of 1 - cos(SFace(drawing), target)
+        over the first items, and where their weight is on, the photo anchor's
+        (``identity_photo``), the early blocks' feature distance to the artist's sketch
+        (``identity_features``) and the offset's direction (``identity_direction``).
 
         The target is the mugshot's vector, or the artist's sketch's for the artist-target
         styles; ``id_weight`` drops the items without a usable target and
@@ -331,15 +348,33 @@ class Objective:
         distance = 1.0 - (vectors * F.normalize(target, dim=1)).sum(dim=1)
         # Divided by the items asked for, not the items kept: a step where few items count
         # must not weigh each of them more.
-        loss = (weight * distance).sum() / weight.shape[0]
-        if spec.identity_photo <= 0 or batch.get("id_photo") is None:
-            return loss, None, features
+        terms = {"identity": (weight * distance).sum() / weight.shape[0]}
+        if features is not None:
+            terms["identity_features"] = features
+        if spec.identity_photo > 0 and batch.get("id_photo") is not None:
+            photo = self._photo_vectors(batch, k, "losses.identity_photo")
+            anchored = self._artist_items(batch, k, "losses.identity_photo")
+            if low_noise is not None:
+                anchored = anchored * low_noise
+            apart = 1.0 - (vectors * photo).sum(dim=1)
+            terms["identity_photo"] = (anchored * apart).sum() / anchored.shape[0]
+        if spec.identity_direction > 0:
+            photo = self._photo_vectors(batch, k, "losses.identity_direction")
+            # Only where the artist's vector is usable (id_weight), as the artist target.
+            aimed = self._artist_items(batch, k, "losses.identity_direction") * weight
+            terms["identity_direction"] = (
+                aimed * offset_direction(vectors, photo, F.normalize(target, dim=1))
+            ).sum() / aimed.shape[0]
+        return terms
+
+    def _photo_vectors(self, batch: Mapping[str, Any], k: int, needed_by: str
+                       ) -> torch.Tensor:
+        """(k, 128) unit SFace vectors of the first items' mugshots."""
+        if batch.get("id_photo") is None:
+            raise ValueError(f"{needed_by} needs batch['id_photo'] (the mugshots' SFace "
+                             "vectors): assemble the training set with photo_anchor")
         photo = torch.as_tensor(batch["id_photo"][:k], dtype=torch.float32).to(self.device)
-        anchored = self._artist_items(batch, k, "losses.identity_photo")
-        if low_noise is not None:
-            anchored = anchored * low_noise
-        apart = 1.0 - (vectors * F.normalize(photo, dim=1)).sum(dim=1)
-        return loss, (anchored * apart).sum() / anchored.shape[0], features
+        return F.normalize(photo, dim=1)
 
     def _matched_items(self, batch: Mapping[str, Any], k: int,
                        low_noise: torch.Tensor | None) -> torch.Tensor | None:

@@ -184,12 +184,14 @@ def test_artist_target_on_a_rendered_style_is_refused_naming_it(workspace: Path,
 
 def test_artist_target_run_reports_which_examples_got_it(workspace: Path,
                                                          tmp_path: Path) -> None:
-    """... with the SFace feature matching on too: the run's batches mark the artist items."""
+    """... with the SFace feature matching and the offset's direction on too: the run's
+    batches mark the artist items and carry the mugshots' vectors (the direction term
+    refuses a batch without them)."""
     config = artist_config(tmp_path, ["demo-pencil"], identity_features=0.5,
-                           identity_feature_blocks=[1, 2])
+                           identity_feature_blocks=[1, 2], identity_direction=0.5)
     report = fit_generator(request(workspace, name="artist", steps=EVERY, config=config,
                                    styles=["demo-pencil", "xdog-lines"]))
     assert report.artist_targets == {"demo-pencil": {"used": 4, "unusable": 0}}
-    assert "identity_features" in (workspace / "generators" / "artist" / "final"
-                                   / "generator_config.json").read_text()
+    saved = (workspace / "generators" / "artist" / "final" / "generator_config.json").read_text()
+    assert "identity_features" in saved and '"identity_direction": 0.5' in saved
     assert "artist identity targets" in Path(report.report_html).read_text()

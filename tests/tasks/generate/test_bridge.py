@@ -21,6 +21,7 @@ from tasks.generate.objectives import (
     critic_per_item,
     feature_distance,
     jitter_and_blur,
+    offset_direction,
 )
 from tasks.generate.saved import HEAD_WEIGHTS, MANIFEST_FILE, GeneratorMismatchError
 from tasks.generate.training import list_checkpoints, train
@@ -613,4 +614,66 @@ def test_feature_matching_needs_an_artist_target_and_real_blocks() -> None:
     spec = LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
                     identity_features=0.5, identity_feature_blocks=(1, 3),
                     identity_feature_statistic="gram")
+    assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
+
+
+def test_offset_direction_asks_where_the_drawing_left_its_photo_not_how_far() -> None:
+    """0 along the artist's offset at any distance, 1 across it, 2 against it; a drawing
+    that is its photo has no offset and scores 1, never NaN."""
+    photo = torch.tensor([[1.0, 0.0, 0.0]]).repeat(5, 1)
+    artist = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0]]), dim=1).repeat(5, 1)
+    drawn = torch.nn.functional.normalize(torch.tensor([
+        [1.0, 0.1, 0.0],    # a little way toward the artist
+        [1.0, 3.0, 0.0],    # past the artist, the same way
+        [1.0, 0.0, 1.0],    # as far, another way
+        [1.0, -1.0, 0.0],   # away from the artist
+        [1.0, 0.0, 0.0],    # the photo itself
+    ]), dim=1)
+    score = offset_direction(drawn, photo, artist)
+    assert torch.isfinite(score).all()
+    assert float(score[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(score[1]) == pytest.approx(0.0, abs=1e-6)
+    assert float(score[2]) > 0.5 and float(score[3]) > 1.5
+    assert float(score[4]) == pytest.approx(1.0)
+
+
+def test_the_direction_term_marks_the_artist_items_with_a_usable_artist_vector() -> None:
+    """``identity_direction`` adds 1 - cos(drawing - mugshot, artist - mugshot) on the artist
+    items whose artist vector is usable, from the identity term's own SFace pass: zero where
+    none is marked, exactly weight x term in the total, its gradient reaching the generator;
+    without the mugshots' vectors it is a clear error."""
+    artists = ("cufsf-artist",)
+    gen = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
+                                            identity_artist_styles=artists,
+                                            identity_direction=0.5), DIMS, seed=2)
+    objective = Objective(gen.config.training.losses, "cpu")
+    photo = torch.nn.functional.normalize(torch.randn(4, 128, generator=torch.Generator()
+                                                      .manual_seed(5)))
+    batch = {**make_batch(0), "id_photo": photo,
+             "id_artist": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    total, terms = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
+    assert terms["identity_direction"] > 0.0 and "identity_photo" not in terms
+    _, none = objective.generator_loss(gen, {**batch, "id_artist": torch.zeros(4)},
+                                       torch.Generator().manual_seed(0), 0)
+    assert none["identity_direction"] == 0.0
+    _, unusable = objective.generator_loss(
+        gen, {**batch, "id_weight": torch.tensor([1.0, 0.0, 1.0, 1.0])},
+        torch.Generator().manual_seed(0), 0)
+    assert 0.0 < unusable["identity_direction"] < terms["identity_direction"]
+    plain = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
+                                              identity_artist_styles=artists), DIMS, seed=2)
+    plain_total, without = Objective(plain.config.training.losses, "cpu").generator_loss(
+        plain, batch, torch.Generator().manual_seed(0), 0)
+    assert without["identity"] == pytest.approx(terms["identity"], rel=1e-5)
+    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_direction"],
+                                         rel=1e-5)
+    total.backward()
+    grads = [p.grad for p in gen.unet.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="id_photo"):
+        objective.generator_loss(gen, {**batch, "id_photo": None},
+                                 torch.Generator().manual_seed(0), 0)
+    with pytest.raises(ValueError, match="identity_artist_styles"):
+        LossSpec(identity=0.4, identity_direction=1.0)
+    spec = LossSpec(identity=0.4, identity_artist_styles=artists, identity_direction=1.0)
     assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
