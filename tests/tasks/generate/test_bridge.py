@@ -552,18 +552,25 @@ def test_feature_matching_compares_the_drawing_with_the_artists_sketch_on_marked
         gen, {**batch, "id_artist": torch.ones(4), "id_weight": torch.tensor([1.0, 1, 0, 0])},
         torch.Generator().manual_seed(0), 0)
     assert unusable["identity_features"] == pytest.approx(terms["identity_features"], rel=1e-6)
+    _adds_weight_times_term(gen, batch, total, terms, "identity_features", 0.5, artists)
+    with pytest.raises(ValueError, match="id_artist"):
+        objective.generator_loss(gen, make_batch(0), torch.Generator().manual_seed(0), 0)
+
+
+def _adds_weight_times_term(gen: SketchGenerator, batch: dict, total: torch.Tensor,
+                            terms: dict[str, float], name: str, weight: float,
+                            artists: tuple[str, ...]) -> None:
+    """The same generator without the term: the identity term is unchanged, the total is
+    exactly weight x term less, and the term's gradient reaches the generator."""
     plain = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
                                               identity_artist_styles=artists), DIMS, seed=2)
     plain_total, without = Objective(plain.config.training.losses, "cpu").generator_loss(
         plain, batch, torch.Generator().manual_seed(0), 0)
     assert without["identity"] == pytest.approx(terms["identity"], rel=1e-5)
-    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_features"],
-                                         rel=1e-5)
+    assert float(total) == pytest.approx(float(plain_total) + weight * terms[name], rel=1e-5)
     total.backward()
     grads = [p.grad for p in gen.unet.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    with pytest.raises(ValueError, match="id_artist"):
-        objective.generator_loss(gen, make_batch(0), torch.Generator().manual_seed(0), 0)
 
 
 def test_a_drawing_that_is_the_artists_sketch_has_no_feature_distance() -> None:
@@ -660,16 +667,7 @@ def test_the_direction_term_marks_the_artist_items_with_a_usable_artist_vector()
         gen, {**batch, "id_weight": torch.tensor([1.0, 0.0, 1.0, 1.0])},
         torch.Generator().manual_seed(0), 0)
     assert 0.0 < unusable["identity_direction"] < terms["identity_direction"]
-    plain = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
-                                              identity_artist_styles=artists), DIMS, seed=2)
-    plain_total, without = Objective(plain.config.training.losses, "cpu").generator_loss(
-        plain, batch, torch.Generator().manual_seed(0), 0)
-    assert without["identity"] == pytest.approx(terms["identity"], rel=1e-5)
-    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_direction"],
-                                         rel=1e-5)
-    total.backward()
-    grads = [p.grad for p in gen.unet.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
+    _adds_weight_times_term(gen, batch, total, terms, "identity_direction", 0.5, artists)
     with pytest.raises(ValueError, match="id_photo"):
         objective.generator_loss(gen, {**batch, "id_photo": None},
                                  torch.Generator().manual_seed(0), 0)
