@@ -108,6 +108,8 @@ def main() -> None:
                           "sources": report.to_dicts(), "style_verdicts": verdicts,
                           "frechet_vs_render": {name: asdict(d) for name, d in
                                                 report.frechet_vs_baseline.items()},
+                          "photo_to_artist": report.photo_to_artist,
+                          "artist_consistency": report.artist_consistency,
                           "second_seed_sface": seeds, "contact_sheet": str(sheet)}
         lines += [f"## {style}: {len(data.identities)} held-out identities of {split} "
                   f"({seconds:.1f} s to draw {len(bases)} per photo"

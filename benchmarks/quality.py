@@ -348,6 +348,11 @@ class QualityReport:
     # cosine, dlib median distance): a drawing nearer the artist than this has moved toward
     # the artist's side of the recognizer's space.
     photo_to_artist: tuple[float, float | None] | None = None
+    # The ceiling of a shared offset: median over identities of cos(the artist's offset from
+    # identity i's photo, the mean offset of the artists' other drawings), tangent planes as
+    # ``sface_direction``. A drawing that moved exactly along the artists' shared direction
+    # scores about this per identity; what is above it is the artist's reshaping of that face.
+    artist_consistency: float | None = None
     # Source -> its Fréchet distance minus the baseline source's, with a 95 % interval from
     # a paired bootstrap over identities (frechet_difference); the baseline is named apart.
     frechet_vs_baseline: dict[str, FrechetDifference] = field(default_factory=dict)
@@ -382,6 +387,10 @@ class QualityReport:
             sface, dlib = self.photo_to_artist
             lines += ["", f"the mugshot itself to the artist's drawing: SFace cos {sface:.3f}, "
                           f"dlib dist. {cell(dlib, '{:.3f}')}"]
+        if self.artist_consistency is not None:
+            lines += ["", "the artists' own offsets against the mean of the others' (the "
+                          "offset figure of a drawing that moved by the shared direction "
+                          f"alone): {self.artist_consistency:.3f}"]
         for name, d in self.frechet_vs_baseline.items():
             lines += ["", f"Fréchet to artist, {name} minus {d.baseline}: {d.difference:+.4f} "
                           f"(95 % paired bootstrap over the {d.n} identities, {d.resamples:,} "
@@ -487,12 +496,18 @@ def judge_sources(
     if ref is not None:
         photo = (to_artist(photo_vectors, vectors, True),
                  None if recognizer is None else to_artist(photo_dlib, dlib_vectors, False))
+    consistency = None
+    if reference in vectors and len(photos) >= 2:
+        offsets = _tangent(vectors[reference], photo_vectors)
+        others = (offsets.sum(axis=0, keepdims=True) - offsets) / (len(offsets) - 1)
+        consistency = float(np.median(_cosines(offsets, others)))
     differences = {}
     if frechet_baseline is not None and features and len(photos) >= 3:
         differences = {name: frechet_difference(features[name], features[frechet_baseline],
                                                 ref_features, frechet_baseline, resamples)
                        for name in greys if name not in (reference, frechet_baseline)}
-    return QualityReport(rows, photo, differences)
+    return QualityReport(rows, photo, frechet_vs_baseline=differences,
+                         artist_consistency=consistency)
 
 
 # --------------------------------------------------------------------------- contact sheet

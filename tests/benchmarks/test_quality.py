@@ -104,9 +104,11 @@ def test_frechet_and_pixels_against_the_artist(report, demo):
 
 def test_markdown_table_has_a_row_per_source(report):
     lines = report.to_markdown().splitlines()
-    assert len(lines) == 2 + 4 + 2  # header, four sources, a blank line, the mugshot's line
+    # header, four sources, then blank-line-separated: the mugshot's line, the artists' own
+    assert len(lines) == 2 + 4 + 2 + 2
     assert lines[0].count("|") == lines[2].count("|") == 15  # 14 columns, no stray pipes
-    assert lines[-1].startswith("the mugshot itself to the artist's drawing: SFace cos")
+    assert lines[-3].startswith("the mugshot itself to the artist's drawing: SFace cos")
+    assert lines[-1].startswith("the artists' own offsets")
     assert lines[2].startswith("| artist | 6 |")
     blank = np.zeros((2, 112, 112, 3), np.uint8)
     no_artist = judge_sources(blank, {"x": blank[..., 0]}, use_dlib=False)
@@ -242,8 +244,8 @@ def test_nearness_to_the_artist_per_identity(report, demo):
 def test_offset_toward_the_artist(report, demo):
     """sface_direction compares each drawing's offset from its photo with the artist's: the
     artist's own blurred drawings point the artist's way, far more than the photo's grey
-    copy or another person's drawing; the mean offset's figure is a cosine too, and a drawing
-    that is its photo has no offset (0, not NaN)."""
+    copy or another person's drawing; the mean offset's figure and the artists' own
+    consistency are cosines too, and a drawing that is its photo has no offset (0, not NaN)."""
     artist, blurred = report["artist"], report["blurred"]
     assert artist.sface_direction is None and artist.sface_mean_direction is None
     assert blurred.sface_direction > 0.5
@@ -251,6 +253,8 @@ def test_offset_toward_the_artist(report, demo):
     assert blurred.sface_direction > report["shuffled"].sface_direction
     for row in report.sources[1:]:
         assert -1.0 <= row.sface_mean_direction <= 1.0
+    assert -1.0 <= report.artist_consistency <= 1.0
+    assert "the artists' own offsets against the mean of the others'" in report.to_markdown()
     offsets = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     assert _cosines(offsets, np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 0.0]])).tolist() == [
         0.0, 1.0, 0.0]
