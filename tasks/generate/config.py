@@ -249,6 +249,12 @@ class LossSpec(_Strict):
     # vector target's and the anchor's business.
     identity_direction: float = Field(default=0.0, ge=0.0)
 
+    @property
+    def needs_photo_vectors(self) -> bool:
+        """Whether a term reads the mugshots' SFace vectors beside the artist target (the
+        anchor, the offset's direction): the training set keeps them only then."""
+        return self.identity_photo > 0 or self.identity_direction > 0
+
     @model_validator(mode="after")
     def _check(self) -> LossSpec:
         if self.identity_artist_styles and self.identity <= 0:

@@ -154,7 +154,7 @@ def assemble(
     start: str | None = None,
     identity_targets: Callable[[np.ndarray], np.ndarray] | None = None,
     artist_styles: Collection[str] = (),
-    photo_anchor: bool = False,
+    photo_vectors: bool = False,
 ) -> TrainingSet:
     """Build the training set for ``styles``; styles left with no example are listed empty.
 
@@ -166,8 +166,9 @@ def assemble(
     example here rather than every step; ``identity_targets`` maps aligned BGR crops to the
     vectors the identity loss compares with (tasks.generate.objectives.identity_targets).
     For ``artist_styles`` that target is the vector of the artist's own sketch of the person
-    (see ``artist_target_vectors``); with ``photo_anchor`` those examples also keep the
-    mugshot's vector (``id_photo``), for the loss's anchor to the person.
+    (see ``artist_target_vectors``); with ``photo_vectors`` the examples also keep the
+    mugshot's vector (``id_photo``), for the loss's terms that compare with the person
+    (``LossSpec.needs_photo_vectors``).
     """
     missing_roles = [r for r in FACE_ROLES if r not in vectors]
     if missing_roles:
@@ -225,7 +226,7 @@ def assemble(
         id_target = (vectors[[row[p] for p in photo_ids]] if vectors is not None
                      else np.zeros((0, 128), np.float32))
         id_weight = np.ones(n, np.float32)
-        if photo_anchor:
+        if photo_vectors:
             id_photo = id_target.copy()
         if artist_styles:
             id_artist = np.array([c.style in artist_styles for c in kept], np.float32)

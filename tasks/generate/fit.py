@@ -308,8 +308,7 @@ def prepare(request: TrainRequest, workspace: Workspace) -> Prepared:
                         start=config.formulation.start if needs_start else None,
                         identity_targets=targets,
                         artist_styles=config.training.losses.identity_artist_styles,
-                        photo_anchor=(config.training.losses.identity_photo > 0
-                                      or config.training.losses.identity_direction > 0))
+                        photo_vectors=config.training.losses.needs_photo_vectors)
     _check_training(training, request.styles is not None, split, styles)
 
     versions = {role: enc.version for role, enc in encoders.items()}

@@ -351,7 +351,7 @@ class Objective:
         terms = {"identity": (weight * distance).sum() / weight.shape[0]}
         if features is not None:
             terms["identity_features"] = features
-        if spec.identity_photo > 0 and batch.get("id_photo") is not None:
+        if spec.identity_photo > 0:
             photo = self._photo_vectors(batch, k, "losses.identity_photo")
             anchored = self._artist_items(batch, k, "losses.identity_photo")
             if low_noise is not None:
@@ -372,7 +372,8 @@ class Objective:
         """(k, 128) unit SFace vectors of the first items' mugshots."""
         if batch.get("id_photo") is None:
             raise ValueError(f"{needed_by} needs batch['id_photo'] (the mugshots' SFace "
-                             "vectors): assemble the training set with photo_anchor")
+                             "vectors): assemble the training set with photo_vectors="
+                             "config.training.losses.needs_photo_vectors")
         photo = torch.as_tensor(batch["id_photo"][:k], dtype=torch.float32).to(self.device)
         return F.normalize(photo, dim=1)
 

@@ -473,7 +473,7 @@ def test_identity_target_weights_drop_items_and_noisy_times() -> None:
 def test_the_photo_anchor_compares_only_artist_target_items_with_their_mugshot() -> None:
     """``identity_photo`` adds 1 - cos(drawing, mugshot) on the items its weight marks (the
     artist-target styles'), computed from the same SFace pass; where no item is marked it is
-    zero, and a batch without the anchor's arrays trains as before."""
+    zero, and a batch without the mugshots' vectors is refused, not trained without it."""
     artists = ("cufsf-artist",)
     gen = SketchGenerator.build(config_with(identity=1.0, identity_items=4,
                                             identity_artist_styles=artists,
@@ -485,10 +485,10 @@ def test_the_photo_anchor_compares_only_artist_target_items_with_their_mugshot()
     marked = {**batch, "id_photo": photo, "id_artist": torch.tensor([1.0, 1.0, 0.0, 0.0])}
     total, terms = objective.generator_loss(gen, marked, torch.Generator().manual_seed(0), 0)
     assert terms["identity_photo"] > 0.0
-    plain_total, plain = objective.generator_loss(gen, batch, torch.Generator().manual_seed(0), 0)
-    assert "identity_photo" not in plain and plain["identity"] == terms["identity"]
-    assert float(total) == pytest.approx(float(plain_total) + 0.5 * terms["identity_photo"],
-                                         rel=1e-5)
+    _adds_weight_times_term(gen, marked, total, terms, "identity_photo", 0.5, artists)
+    with pytest.raises(ValueError, match="id_photo"):
+        objective.generator_loss(gen, {**batch, "id_artist": marked["id_artist"]},
+                                 torch.Generator().manual_seed(0), 0)
     unmarked = {**marked, "id_artist": torch.zeros(4)}
     _, none = objective.generator_loss(gen, unmarked, torch.Generator().manual_seed(0), 0)
     assert none["identity_photo"] == 0.0
@@ -503,6 +503,10 @@ def test_the_photo_anchor_needs_an_artist_target() -> None:
         LossSpec(identity=0.4, identity_photo=0.2)
     spec = LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",), identity_photo=0.2)
     assert LossSpec.model_validate_json(spec.model_dump_json()) == spec
+    assert spec.needs_photo_vectors
+    assert LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",),
+                    identity_direction=1.0).needs_photo_vectors
+    assert not LossSpec(identity=0.4, identity_artist_styles=("cufsf-artist",)).needs_photo_vectors
 
 
 def test_artist_identity_target_needs_the_identity_loss() -> None:

@@ -159,7 +159,7 @@ def test_artist_styles_target_the_artists_sketch_and_count_unusable_ones(demo) -
 
     assert training.id_photo is None
     anchored = assemble(workspace, styles, tables, texts, SIZE, identity_targets=identity_targets,
-                        artist_styles=("demo-pencil",), photo_anchor=True)
+                        artist_styles=("demo-pencil",), photo_vectors=True)
     np.testing.assert_array_equal(anchored.id_target, training.id_target)
     np.testing.assert_array_equal(anchored.id_photo, photo_only.id_target)
     np.testing.assert_array_equal(anchored.id_artist, training.id_artist)
