@@ -25,6 +25,14 @@ so a leak is refused rather than dropped. Run from the repository root, niced:
 
 Writes ``<out>/comparison.md`` (the table) and ``comparison.json`` (every figure, interval and
 paired difference); a trained recognizer whose inputs did not change is reused.
+
+``--real-identities N`` trains rows 2 and 4 on N of the 223 CUFSF train identities (the first
+N of a seeded order, so a smaller N's people are among a larger one's), saved beside the
+full rows as ``row2-adapter-real56`` etc.: what drawn identities add when the real pairs are
+fewer, the case of a new artist with a handful of pairs. Guards and the other rows keep
+every pair. ``--encoder-blocks K`` (repeatable) lets the encoder kinds' search try only
+those k (saved as ``row2-encoder-k8`` …): a validation part of a few identities can score
+several k perfectly, and its tie rule then takes the fewest blocks.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -98,6 +107,31 @@ def write_manifests(data: Path, work: Path) -> dict[str, Path]:
             writer.writeheader()
             writer.writerows(r for r in rows if split.get(r["identity_id"]) == "train")
         out[name], out[f"{name}-train"] = full, train
+    return out
+
+
+MIN_REAL_IDENTITIES = 20  # five validation folds of at least four real identities each
+
+
+def narrowed_manifest(train: Path, count: int, seed: int) -> Path:
+    """A copy of a train pairs manifest with only the first ``count`` identities of a
+    seeded order of them (``<name>-<count>.csv`` beside it): nested, so the people of a
+    smaller count are among a larger one's, and the same for the same seed on any machine."""
+    import numpy as np
+
+    with open(train, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    identities = sorted({r["identity_id"] for r in rows})
+    if not MIN_REAL_IDENTITIES <= count <= len(identities):
+        raise SystemExit(f"--real-identities {count}: {train.name} has {len(identities)} "
+                         f"identities; choose {MIN_REAL_IDENTITIES} to {len(identities)}")
+    order = np.random.default_rng([seed, 0x5EA1]).permutation(len(identities))
+    kept = {identities[i] for i in order[:count]}
+    out = train.with_name(f"{train.stem}-{count}.csv")
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["identity_id"] in kept)
     return out
 
 
@@ -250,7 +284,8 @@ def reuse_key(request: Any) -> str:
 
     # Fields added after recognizers were stamped stay out of the key while unset, so those
     # recognizers are still reused.
-    unset = {f for f in ("guard_pairs", "guard_pairs_root") if getattr(request, f) is None}
+    unset = {f for f in ("guard_pairs", "guard_pairs_root", "encoder_blocks")
+             if getattr(request, f) is None}
     key = request.model_dump_json(exclude={"run_id", *unset})
     search = CANDIDATE_SEARCH.get(request.mode)
     return key + (f"\ncandidates: {search}" if search else "")
@@ -319,6 +354,17 @@ def cell(summary: dict[str, Any], metric: str) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def row_label(row: int, kind: str, name: str) -> str:
+    """A row's label in the table: its training data, its kind, and what the directory name
+    says was narrowed (``-real56``: --real-identities; ``-k8``: --encoder-blocks)."""
+    label = ROWS[row] + ("" if kind == "baseline" else f", {kind}")
+    if found := re.search(r"-real(\d+)", name):
+        label += f" ({found[1]} of the CUFSF train identities)"
+    if pinned := re.findall(r"-k(\d+)", name):
+        label += f", k from {{{', '.join(pinned)}}} only"
+    return label
+
+
 def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
           ) -> tuple[str, dict[str, Any]]:
     lines = ["| row | recognizer | " + " | ".join(
@@ -334,7 +380,7 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
                 "rank1": summary["rank1"], "tar_at_far_1e-2": summary["tar_at_far"]["1e-02"],
                 "ci95": summary["ci95"], "n_probes": summary["n_probes"],
                 "n_failed_probes": summary["n_failed_probes"]}
-        label = ROWS[row] + ("" if kind == "baseline" else f", {kind}")
+        label = row_label(row, kind, name)
         lines.append(f"| {row} | {label} | " + " | ".join(cells) + " |")
     # paired differences: every trained recognizer against the baseline, row 4 against row 2
     diffs: list[dict[str, Any]] = []
@@ -406,6 +452,13 @@ def main() -> int:
     parser.add_argument("--encoder-steps", type=int, default=ENCODER_STEPS,
                         help="the most steps of each encoder candidate run")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--encoder-blocks", type=int, action="append", default=None,
+                        metavar="K", help="the k values the encoder kinds' search tries "
+                        "(repeatable; default 4 and 8); their recognizers are saved as "
+                        "row<r>-encoder-k<K>... so the searched ones stay")
+    parser.add_argument("--real-identities", type=int, default=None, metavar="N",
+                        help="rows 2 and 4 on N of the CUFSF train identities (seeded, "
+                             "nested); saved as row2-<kind>-realN")
     args = parser.parse_args()
 
     import torch
@@ -427,6 +480,12 @@ def main() -> int:
 
     manifests = write_manifests(data, work)
     ingest_all(workspace, data, manifests)
+    # Rows 2 and 4 train on the narrowed manifest; guards keep every pair.
+    trained_manifests, suffix = manifests, ""
+    if args.real_identities is not None:
+        trained_manifests = {**manifests, "cufsf-train": narrowed_manifest(
+            manifests["cufsf-train"], args.real_identities, args.seed)}
+        suffix = f"-real{args.real_identities}"
 
     faces = storage.read(workspace, "faces", columns=["identity_id"])
     extra = set(faces.column("identity_id").to_pylist())
@@ -443,9 +502,14 @@ def main() -> int:
         refs.append("baseline")
     for row in (r for r in rows if r != 1):
         for kind in kinds:
-            directory = work / "recognizers" / f"row{row}-{kind}"
-            sources = row_sources(row, manifests, data, args.synthetic, rendered,
+            pinned = args.encoder_blocks if kind in ("encoder", GUARDED) else None
+            directory = work / "recognizers" / (
+                f"row{row}-{kind}" + (suffix if row in (2, 4) else "")
+                + ("".join(f"-k{k}" for k in pinned) if pinned else ""))
+            sources = row_sources(row, trained_manifests, data, args.synthetic, rendered,
                                   args.synthetic_style)
+            if pinned:
+                sources["encoder_blocks"] = pinned
             if kind == GUARDED:
                 sources |= guard_sources(row, manifests, data)
             if args.drop_test_identities:
@@ -467,10 +531,13 @@ def main() -> int:
     command = "nice -n 15 .venv/bin/python -m benchmarks.recognizers " + " ".join(sys.argv[1:])
     header = (f"# Recognizer comparison\n\n`{command}`\n\nrank-1 and TAR@FAR=1e-2 with 95 % "
               f"bootstrap intervals (probes resampled 1,000 times, seed {args.seed}); "
-              f"synthetic sources: {args.synthetic or 'none'}.\n\n")
+              f"synthetic sources: {args.synthetic or 'none'}"
+              + (f"; rows 2 and 4 on {args.real_identities} of the CUFSF train identities"
+                 if args.real_identities else "") + ".\n\n")
     (out / "comparison.md").write_text(header + markdown, encoding="utf-8")
     (out / "comparison.json").write_text(json.dumps(
         {"command": command, "synthetic": args.synthetic, "rows": rows, "kinds": kinds,
+         "real_identities": args.real_identities,
          **figures}, indent=2, default=str), encoding="utf-8")
     print(header + markdown)
     say(f"done in {time.perf_counter() - started:.0f} s: {out / 'comparison.md'}")

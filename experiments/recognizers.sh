@@ -85,7 +85,12 @@ $NICE $C4S generate --workspace "$syn_ws" --generator "$gen" --style cufsf-artis
 # drawn identities as negatives only among its candidates, on the per-style drawings:
 # REAL_WS_NAME=ws15 SYN_SUFFIX=-style-eta OUT=$RUNS/recognizers/comparison-v12-negatives
 # ROWS=1,2,3,4 KINDS=procrustes,adapter).
+# REAL_IDS=56 trains rows 2 and 4 on 56 of the 223 CUFSF train identities (seeded, nested;
+# saved as row2-adapter-real56 ...): what the drawings add when the real pairs are fewer.
+# ENCODER_BLOCKS=8 lets the encoder kinds' search try k = 8 only (saved as row2-encoder-k8 ...).
 narrow=()
+[ -n "${REAL_IDS:-}" ] && narrow+=(--real-identities "$REAL_IDS")
+for k in ${ENCODER_BLOCKS:-}; do narrow+=(--encoder-blocks "$k"); done
 [ -n "${ROWS:-}" ] && narrow+=(--rows "$ROWS")
 [ -n "${KINDS:-}" ] && narrow+=(--kinds "$KINDS")
 say "the comparison, rows ${ROWS:-1-6}"

@@ -220,6 +220,9 @@ COMMANDS: dict[str, Command] = {
                                "trained on; a step scoring under the frozen encoder on it is "
                                "not chosen"),
             Opt("guard_pairs_root", "one for all guard manifests, or one per --guard-pairs"),
+            Opt("encoder_blocks", "repeatable, encoder: a k (SFace's first k blocks "
+                                  "retrained) its search tries (default 4 and 8); one pins k",
+                metavar="K"),
             Opt("drop_test_identities", "drop identities of the split's test part from the "
                                         "sources (default: refuse such sources)"),
             Opt("include_synthetic", "train on real sketches only"),

@@ -95,6 +95,7 @@ def train_recognizer(
     synthetic_styles: list[str] | None = None,
     guard_pairs: str | list[str] | None = None,
     guard_pairs_root: str | list[str] | None = None,
+    encoder_blocks: list[int] | None = None,
 ) -> TrainRecognizerReport:
     """``dataset``: synthetic sources, one or several: a published version, a sketches table,
     a Parquet file, an export folder or another workspace (default: the workspace's
@@ -107,7 +108,8 @@ def train_recognizer(
     ``encoder`` retrains SFace's first blocks on sketch images, ``steps`` bounding each
     candidate run). ``batch_size``: default 64, 24 for ``encoder``. ``guard_pairs``
     (``encoder``): pairs manifests of other artists, never trained on, on which a trained
-    step must score at least the frozen encoder to be chosen."""
+    step must score at least the frozen encoder to be chosen. ``encoder_blocks``
+    (``encoder``): the k values its search tries (default 4 and 8); one pins k."""
     settings, ws = resolve(workspace)
     run_id = current_run_id()
     request = TrainRecognizerRequest(
@@ -121,7 +123,7 @@ def train_recognizer(
         device=device, ingest=settings.ingest, run_id=run_id,
         drop_test_identities=drop_test_identities, hidden=hidden,
         synthetic_styles=synthetic_styles, guard_pairs=guard_pairs,
-        guard_pairs_root=guard_pairs_root,
+        guard_pairs_root=guard_pairs_root, encoder_blocks=encoder_blocks,
     )
     # The workspace lock for the whole run: a night (or a prune) must not add, rewrite or
     # remove the sketches, faces and PNGs it reads while it trains on them. Inside a night

@@ -56,11 +56,13 @@ from tasks.recognize.sketch_side import (
     TAU,
     EarlyStopping,
     Fitted,
+    KindOffsets,
     VectorSet,
     _sample,
     _validation_gallery,
     fit_adapter,
     infonce,
+    kind_offset_shares,
     of_kinds,
     one_thread,
     optimizer_step,
@@ -318,6 +320,7 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
                   say: Callable[[str], None] | None = None,
                   step0: dict[str, Any] | None = None, guard: Probes | None = None,
                   start: tuple[dict[str, Any], dict[str, Any]] | None = None,
+                  kind_offset: bool = False,
                   ) -> tuple[Any, list[float], list[dict[str, Any]], int, float]:
     """Train one sketch branch; with ``validate`` (probe crops, labels, gallery vectors,
     labels) stop early and return the best step's weights. Returns (module, losses,
@@ -326,7 +329,11 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
     the same for every candidate). With ``guard`` (another artist's probes) a step whose
     guard score falls under step 0's is recorded but never the best. ``start``: (trainable
     weights, their validation result) to continue from, the curriculum's second stage; its
-    guard floor stays the frozen encoder's (``step0``)."""
+    guard floor stays the frozen encoder's (``step0``). ``kind_offset``: the branch's vectors
+    of drawn sketches are shifted by a learned vector per kind before the InfoNCE term
+    (``KindOffsets``, training only; the preservation term compares the branch's own
+    vectors), so the drawings' mean offset from their mugshots, which is not the artists',
+    is not learned into the blocks that real probes pass through."""
     import torch
     import torch.nn.functional as F
 
@@ -334,8 +341,11 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
     if start is not None:
         module.load_trainable(start[0])
     trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=ENCODER_LR, weight_decay=0.0) \
-        if trainable else None
+    offsets = (KindOffsets(data.vectors.sketch_kinds, data.vectors.sketch_vectors.shape[1],
+                           device) if kind_offset and trainable else None)
+    optimizer = torch.optim.AdamW(
+        [*trainable, *([offsets.learned] if offsets else [])], lr=ENCODER_LR,
+        weight_decay=0.0) if trainable else None
     enabled, dtype = autocast_settings(device, autocast)
     scaler = (torch.amp.GradScaler("cuda") if enabled and device.type == "cuda"
               and dtype == torch.float16 else None)
@@ -385,7 +395,8 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
             y, _ = module(x)
         y = y.float()
         preserve = (1.0 - F.cosine_similarity(y, frozen[chosen], dim=1)).mean()
-        loss = infonce(y, labels[chosen], photos, photo_labels) + lam * preserve
+        matched = offsets.shift(y, chosen) if offsets is not None else y
+        loss = infonce(matched, labels[chosen], photos, photo_labels) + lam * preserve
         optimizer_step(loss, optimizer, scaler)
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -394,10 +405,13 @@ def train_encoder(base: Any, data: EncoderData, blocks: int, lam: float, seed: i
         seconds += time.perf_counter() - began
         if validate is not None and step % ENCODER_EVAL_EVERY == 0:
             result = score()
+            if offsets is not None:
+                result["offset_norms"] = offsets.norms()
             history.append({"step": step, **result})
             guarded = (f", guard rank-1 {result['guard']['rank1']:.3f} TAR "
                        f"{result['guard']['tar_at_far_1e-2']:.3f}" if guard is not None else "")
-            say(f"k={blocks} lambda={lam} share={real_share} step {step}: loss "
+            say(f"k={blocks} lambda={lam} share={real_share}"
+                f"{' shifted' if offsets is not None else ''} step {step}: loss "
                 f"{np.mean(losses[-ENCODER_EVAL_EVERY:]):.3f}, validation rank-1 "
                 f"{result['rank1']:.3f} TAR {result['tar_at_far_1e-2']:.3f}{guarded}")
             if best.update(step, eligible(result), module.trainable_state):
@@ -416,12 +430,14 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
     """Choose k, lambda, the real share and the step count on validation identities.
 
     Candidates are searched one coordinate at a time (k, then lambda, then the real share,
-    then, real and drawn sketches mixed, the curriculum: drawn first, real alone after);
+    then, real and drawn sketches mixed, the curriculum: drawn first, real alone after, and
+    mixed batches whose drawn sketches' vectors are shifted by a learned offset per kind);
     every candidate trains on the fit identities with early stopping; the one with the best
     validation score (rank-1 + TAR@FAR=1e-2; ties: fewer steps, fewer blocks, larger lambda,
-    mixed batches, the kind-balanced mix) is kept at its best step. A best step of 0 keeps
-    the frozen encoder. With ``guard`` (another artist's pairs, never trained on) only steps
-    that keep the guard's score at least the frozen encoder's are candidates.
+    mixed batches, no kind offsets, the kind-balanced mix) is kept at its best step. A best
+    step of 0 keeps the frozen encoder. With ``guard`` (another artist's pairs, never
+    trained on) only steps that keep the guard's score at least the frozen encoder's are
+    candidates.
     """
     fit, val, probes = validation_split(data.vectors, seed)
     train = data.subset(fit)
@@ -440,13 +456,15 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
     modules: list[Any] = []
     spent = {"seconds": 0.0, "presented": 0}
 
-    def run(k: int, lam: float, share: float | None) -> None:
+    def run(k: int, lam: float, share: float | None, shifted: bool = False) -> None:
         module, losses, history, best_step, seconds = train_encoder(
             base, train, k, lam, seed, max_steps, validate, device, share, autocast, batch,
-            say, runs[0]["history"][0] if runs else None, guard_probes)
+            say, runs[0]["history"][0] if runs else None, guard_probes,
+            kind_offset=shifted)
         spent["seconds"] += seconds
         spent["presented"] += len(losses) * batch
         runs.append({"blocks": k, "lambda": lam, "schedule": MIXED, "real_share": share,
+                     "kind_offset": shifted,
                      "best_step": best_step, "stage_steps": [best_step, 0],
                      "best": next(h for h in history if h["step"] == best_step),
                      "history": history, "steps_run": len(losses), "losses": losses})
@@ -470,7 +488,7 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
         spent["seconds"] += seconds + more_seconds
         spent["presented"] += (len(losses) + len(more)) * batch
         runs.append({"blocks": k, "lambda": lam, "schedule": CURRICULUM, "real_share": None,
-                     "best_step": best_first + best_second,
+                     "kind_offset": False, "best_step": best_first + best_second,
                      "stage_steps": [best_first, best_second],
                      "best": next(h for h in history if h["step"] == best_second),
                      "history": history, "steps_run": len(losses) + len(more),
@@ -493,6 +511,10 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
     if CURRICULUM in schedules(train.vectors.sketch_kinds):
         lead = max(runs, key=_preference)
         curriculum(lead["blocks"], lead["lambda"])
+    # then the mixed batches again with each drawn kind's vectors shifted (KindOffsets)
+    for share in kind_offset_shares(train.vectors.sketch_kinds):
+        lead = max(runs, key=_preference)
+        run(lead["blocks"], lead["lambda"], share, shifted=True)
     seconds, presented = spent["seconds"], spent["presented"]
     order = max(range(len(runs)), key=lambda i: _preference(runs[i]))
     chosen, module = runs[order], modules[order]
@@ -505,14 +527,15 @@ def fit_encoder(data: EncoderData, base: Any, seed: int, max_steps: int, device:
         state=module.trainable_state(),  # the best step's (step 0: the frozen encoder's)
         chosen={"blocks": chosen["blocks"], "lambda": chosen["lambda"],
                 "schedule": chosen["schedule"], "real_share": chosen["real_share"],
+                "kind_offset": chosen["kind_offset"],
                 "steps": chosen["best_step"], "stage_steps": chosen["stage_steps"],
                 "tau": TAU, "lr": ENCODER_LR, "batch": batch},
         validation={"identities": {"fit": len(fit), "validation": len(val)},
                     "probes": probes, "n_probes": int(chosen_probes.sum()),
                     "n_gallery": len(gallery_labels),
                     "runs": [{k: r[k] for k in ("blocks", "lambda", "schedule", "real_share",
-                                                "best_step", "stage_steps", "best",
-                                                "steps_run")}
+                                                "kind_offset", "best_step", "stage_steps",
+                                                "best", "steps_run")}
                              for r in runs],
                     "history": chosen["history"], "best": chosen["best"],
                     "baseline": {k: baseline[k] for k in ("rank1", "tar_at_far_1e-2",
@@ -569,9 +592,9 @@ def adapter_on_top(data: EncoderData, module: Any, seed: int, device: Any,
 
 def _preference(run: dict[str, Any]) -> tuple:
     """Best validation score; ties: fewer steps (step 0: the encoder), fewer blocks, larger
-    lambda, mixed batches (one stage), the kind-balanced mix."""
+    lambda, mixed batches (one stage), no kind offsets, the kind-balanced mix."""
     return (round(run["best"]["score"], 9), -run["best_step"], -run["blocks"], run["lambda"],
-            run["schedule"] == MIXED, run["real_share"] is None)
+            run["schedule"] == MIXED, not run["kind_offset"], run["real_share"] is None)
 
 
 def check_validation(data: VectorSet, seed: int) -> None:

@@ -54,6 +54,13 @@ LAMBDAS = (0.1, 0.3, 1.0)
 # where the photo sits), only a photo side crowded with more people to tell apart.
 REAL_SHARES: tuple[float | None, ...] = (None, 0.8, 1.0)
 REAL_KIND = "sketch"
+# A mixed candidate may also shift the other kinds' inputs by a learned vector of their own
+# (``kind_offset``, training only: real sketches and every probe pass unshifted). The drawn
+# sketches' mean offset from their mugshots is not the artists' (the offset directions agree
+# at cos 0.65-0.81 as populations, docs/results/generator.md), and one shared map must
+# otherwise split the difference between two mean shifts; shifted, the drawings can teach
+# the map how a face moves around the mean without pulling the mean itself.
+KIND_OFFSET_SHARES: tuple[float | None, ...] = (None, 0.8)
 # Batch schedules: both kinds mixed in every batch (at a real share), or the other kinds
 # first and then the real sketches alone, from where the first stage's validation peaked
 # (pre-train on many drawn identities, fine-tune on the few real pairs: a mix lets the drawn
@@ -65,9 +72,11 @@ MIXED, CURRICULUM = "mixed", "synthetic-then-real"
 # kind missing here keeps the key recognizers were stamped with before searches were keyed.
 CANDIDATE_SEARCH = {
     "procrustes": f"1: the mean over {VALIDATION_FOLDS} validation folds",
-    "adapter": "4: batch schedules (mixed, synthetic-then-real), real shares "
-               f"{REAL_SHARES}, the mean over {VALIDATION_FOLDS} validation folds",
-    "encoder": f"3: batch schedules (mixed, synthetic-then-real), real shares {REAL_SHARES}",
+    "adapter": "5: batch schedules (mixed, synthetic-then-real), real shares "
+               f"{REAL_SHARES}, kind offsets at shares {KIND_OFFSET_SHARES}, the mean over "
+               f"{VALIDATION_FOLDS} validation folds",
+    "encoder": f"4: batch schedules (mixed, synthetic-then-real), real shares {REAL_SHARES}, "
+               f"kind offsets at shares {KIND_OFFSET_SHARES}",
 }
 TAU = 0.07
 ADAPTER_HIDDEN = 256
@@ -426,6 +435,12 @@ def schedules(kinds: np.ndarray) -> tuple[str, ...]:
     return (MIXED, CURRICULUM) if _mixed_kinds(kinds) else (MIXED,)
 
 
+def kind_offset_shares(kinds: np.ndarray) -> tuple[float | None, ...]:
+    """The mixed candidates that also learn each other kind's input shift: none unless real
+    and other kinds mix (with real sketches alone there is nothing to shift)."""
+    return KIND_OFFSET_SHARES if _mixed_kinds(kinds) else ()
+
+
 def _mixed_kinds(kinds: np.ndarray) -> bool:
     names = set(np.unique(kinds).tolist())
     return REAL_KIND in names and len(names) > 1
@@ -445,19 +460,55 @@ Validate = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def train_adapter(data: VectorSet, lam: float, seed: int, steps: int,
                   validate: Validate | None, hidden: int = ADAPTER_HIDDEN,
                   real_share: float | None = None, start: dict[str, Any] | None = None,
+                  kind_offset: bool = False,
                   ) -> tuple[Any, list[float], list[dict[str, Any]], int]:
     """Train one adapter; with ``validate`` stop early and return the best step's weights.
     ``start``: weights to continue from (the curriculum's second stage) instead of the
-    identity map."""
+    identity map; ``kind_offset``: learn each other kind's input shift (``KindOffsets``)."""
     modules, losses, history, best = train_adapters(
         [(data, validate)], lam, seed, steps, hidden, real_share,
-        None if start is None else [start])
+        None if start is None else [start], kind_offset)
     return modules[0], losses, history, best
+
+
+class KindOffsets:
+    """A learned vector per sketch kind other than the real one, added to those sketches'
+    unit vectors (then normalised again) in training only: the adapter's inputs, or the
+    encoder branch's outputs before its InfoNCE term.
+
+    The real kind's row is a fixed zero, so the recognizer a run saves is used exactly as
+    without offsets: on real probes, unshifted. ``learned`` stays at zero for data with no
+    other kind, and then shifts nothing."""
+
+    def __init__(self, kinds: np.ndarray, dim: int, device: Any = None) -> None:
+        import torch
+
+        self.names = sorted(k for k in np.unique(kinds).tolist() if k != REAL_KIND)
+        rows = {name: i + 1 for i, name in enumerate(self.names)}
+        self.index = torch.from_numpy(np.asarray([rows.get(k, 0) for k in kinds.tolist()],
+                                                 np.int64)).to(device)
+        self.learned = torch.nn.Parameter(torch.zeros(len(self.names), dim, device=device))
+
+    def shift(self, x: Any, items: Any) -> Any:
+        """``x`` (vectors of the items ``items``, indices into the kinds given at
+        construction) moved by their kinds' offsets."""
+        import torch
+        import torch.nn.functional as F
+
+        table = torch.cat([self.learned.new_zeros(1, self.learned.shape[1]), self.learned])
+        return F.normalize(F.normalize(x, dim=1) + table[self.index[items.to(self.index.device)]],
+                           dim=1)
+
+    def norms(self) -> dict[str, float]:
+        """Each learned offset's length (a unit vector's shift: 0 is none)."""
+        return {name: round(float(row.norm()), 4)
+                for name, row in zip(self.names, self.learned.detach(), strict=True)}
 
 
 def train_adapters(folds: Sequence[tuple[VectorSet, Validate | None]], lam: float, seed: int,
                    steps: int, hidden: int = ADAPTER_HIDDEN, real_share: float | None = None,
                    starts: Sequence[dict[str, Any]] | None = None,
+                   kind_offset: bool = False,
                    ) -> tuple[list[Any], list[float], list[dict[str, Any]], int]:
     """Train one adapter per fold in lockstep; with validation, stop early on the folds'
     *mean* score and return every fold's weights at that one best step (a step count is what
@@ -466,7 +517,8 @@ def train_adapters(folds: Sequence[tuple[VectorSet, Validate | None]], lam: floa
     Negatives are every training identity's photo prototype (photos are frozen, so this is
     exact and free); positives are the sketch's own identity's photos (multi-positive: one
     term per photo of that identity, averaged in log-sum-exp form). Losses are the folds'
-    mean.
+    mean. ``kind_offset``: each fold also learns its other kinds' input shifts
+    (``KindOffsets``), whose lengths join the validation history.
     """
     import torch
     import torch.nn.functional as F
@@ -479,10 +531,13 @@ def train_adapters(folds: Sequence[tuple[VectorSet, Validate | None]], lam: floa
             module = torch_modules()["adapter"](data.sketch_vectors.shape[1], hidden)
         if starts is not None:
             module.load_state_dict(starts[i])
+        offsets = (KindOffsets(data.sketch_kinds, data.sketch_vectors.shape[1])
+                   if kind_offset else None)
         runs.append({
-            "module": module, "data": data, "validate": validate,
-            "optimizer": torch.optim.AdamW(module.parameters(), lr=ADAPTER_LR,
-                                           weight_decay=1e-4),
+            "module": module, "data": data, "validate": validate, "offsets": offsets,
+            "optimizer": torch.optim.AdamW(
+                [*module.parameters(), *([offsets.learned] if offsets else [])],
+                lr=ADAPTER_LR, weight_decay=1e-4),
             "photos": torch.from_numpy(data.photo_vectors.astype(np.float32)),
             "photo_labels": torch.from_numpy(data.photo_labels),
             "sketches": torch.from_numpy(data.sketch_vectors.astype(np.float32)),
@@ -494,7 +549,10 @@ def train_adapters(folds: Sequence[tuple[VectorSet, Validate | None]], lam: floa
         return [_state(run["module"]) for run in runs]
 
     def scores() -> dict[str, Any]:
-        return mean_scores([_adapter_score(run["module"], run["validate"]) for run in runs])
+        found = mean_scores([_adapter_score(run["module"], run["validate"]) for run in runs])
+        if kind_offset:
+            found["offset_norms"] = [run["offsets"].norms() for run in runs]
+        return found
 
     losses: list[float] = []
     history: list[dict[str, Any]] = []
@@ -511,6 +569,8 @@ def train_adapters(folds: Sequence[tuple[VectorSet, Validate | None]], lam: floa
             index = torch.from_numpy(_sample(run["rng"], run["data"].sketch_kinds,
                                              run["batch"], real_share))
             x = run["sketches"][index]
+            if run["offsets"] is not None:
+                x = run["offsets"].shift(x, index)
             y, _ = run["module"](x)
             preserve = (1.0 - F.cosine_similarity(y, F.normalize(x, dim=1), dim=1)).mean()
             loss = (infonce(y, run["labels"][index], run["photos"], run["photo_labels"])
@@ -549,16 +609,19 @@ def _adapter_score(module: Any, validate: tuple[np.ndarray, ...]) -> dict[str, f
 
 def _adapter_run(folds: Sequence[tuple[VectorSet, Validate | None]], lam: float, seed: int,
                  schedule: str, share: float | None, steps: int | tuple[int, int],
-                 hidden: int,
+                 hidden: int, kind_offset: bool = False,
                  ) -> tuple[list[Any], list[float], list[dict[str, Any]], tuple[int, int]]:
     """One candidate over the validation folds (``steps``: the cap of each stage) or its
     refit (one fold of every identity, no validation; ``steps``: the (first stage, second
     stage) step counts validation chose). Returns a module per fold, losses, the validation
-    history of the last stage and the best steps per stage."""
+    history of the last stage and the best steps per stage. ``kind_offset``: mixed batches
+    only (the curriculum's stages each see one kind)."""
     caps = steps if isinstance(steps, tuple) else (steps, steps)
+    if kind_offset and schedule != MIXED:
+        raise ValueError(f"kind offsets need mixed batches, not the {schedule!r} schedule")
     if schedule == MIXED:
         modules, losses, history, best = train_adapters(folds, lam, seed, caps[0], hidden,
-                                                        share)
+                                                        share, kind_offset=kind_offset)
         return modules, losses, history, (best, 0)
     first, losses, _, best_first = train_adapters(
         [(of_kinds(data, real=False), v) for data, v in folds], lam, seed, caps[0], hidden)
@@ -583,36 +646,42 @@ def fit_adapter(data: VectorSet, seed: int, max_steps: int = ADAPTER_MAX_STEPS,
     validated = [(data.subset(fit), (*_validation_probes(data, val, probes), gallery,
                                      gallery_labels)) for fit, val in parts]
     kinds = validated[0][0].sketch_kinds
-    candidates = [(MIXED, share) for share in real_shares(kinds)]
-    candidates += [(CURRICULUM, None)] if CURRICULUM in schedules(kinds) else []
+    candidates = [(MIXED, share, False) for share in real_shares(kinds)]
+    candidates += [(CURRICULUM, None, False)] if CURRICULUM in schedules(kinds) else []
+    candidates += [(MIXED, share, True) for share in kind_offset_shares(kinds)]
     runs = []
-    for schedule, share in candidates:
+    for schedule, share, shifted in candidates:
         for lam in lambdas:
             _, losses, history, stages = _adapter_run(validated, lam, seed, schedule, share,
-                                                      max_steps, hidden)
+                                                      max_steps, hidden, shifted)
             last = stages[1] if schedule == CURRICULUM else stages[0]
             best = next(h for h in history if h["step"] == last)
             runs.append({"lambda": lam, "schedule": schedule, "real_share": share,
-                         "best_step": sum(stages), "stage_steps": list(stages), "best": best,
+                         "kind_offset": shifted, "best_step": sum(stages),
+                         "stage_steps": list(stages), "best": best,
                          "history": history, "steps_run": len(losses)})
     # Ties: the larger lambda (closer to the encoder), then mixed batches (one stage), then
-    # the kind-balanced mix.
+    # no kind offsets (fewer parameters), then the kind-balanced mix.
     chosen = max(runs, key=lambda r: (round(r["best"]["score"], 9), r["lambda"],
-                                      r["schedule"] == MIXED, r["real_share"] is None))
+                                      r["schedule"] == MIXED, not r["kind_offset"],
+                                      r["real_share"] is None))
     # The refit sees every identity (5/4 of a fold's for 5 folds); keep the step counts chosen.
     modules, losses, _, _ = _adapter_run([(data, None)], chosen["lambda"], seed,
                                          chosen["schedule"], chosen["real_share"],
-                                         tuple(chosen["stage_steps"]), hidden)
+                                         tuple(chosen["stage_steps"]), hidden,
+                                         chosen["kind_offset"])
     state = {k: v.detach().cpu().contiguous() for k, v in modules[0].state_dict().items()}
     baseline = runs[0]["history"][0]  # the identity map, step 0 of every mixed candidate
     return Fitted("adapter", state,
                   {"lambda": chosen["lambda"], "schedule": chosen["schedule"],
-                   "real_share": chosen["real_share"], "steps": chosen["best_step"],
+                   "real_share": chosen["real_share"], "kind_offset": chosen["kind_offset"],
+                   "steps": chosen["best_step"],
                    "stage_steps": chosen["stage_steps"], "tau": TAU,
                    "hidden": hidden, "lr": ADAPTER_LR, "batch": ADAPTER_BATCH},
                   {**_fold_sizes(data, parts, probes), "n_gallery": len(gallery_labels),
-                   "runs": [{k: r[k] for k in ("lambda", "schedule", "real_share", "best_step",
-                                               "stage_steps", "best", "steps_run")}
+                   "runs": [{k: r[k] for k in ("lambda", "schedule", "real_share",
+                                               "kind_offset", "best_step", "stage_steps",
+                                               "best", "steps_run")}
                             for r in runs],
                    "history": chosen["history"], "best": chosen["best"],
                    "baseline": {k: baseline[k] for k in SCORES}},

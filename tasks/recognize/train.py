@@ -75,10 +75,12 @@ from tasks.recognize.data import (
 )
 from tasks.recognize.recognizer import CONFIG_FILE, FORMAT, WEIGHTS_FILE, crops_to_tensor
 from tasks.recognize.sketch_encoder import (
+    BLOCKS,
     ENCODER_BATCH,
     ENCODER_LR,
     ENCODER_MODE,
     ENCODER_THREADS,
+    N_BLOCKS,
     EncoderData,
     adapter_on_top,
     check_validation,
@@ -124,6 +126,9 @@ class TrainRecognizerRequest(BaseModel):
     # under the frozen encoder on their sketches is no candidate (sketch_encoder.fit_encoder)
     guard_pairs: str | list[str] | None = None
     guard_pairs_root: str | list[str] | None = None
+    # encoder: the k values (SFace's first k blocks retrained) its search tries; None: BLOCKS.
+    # One value pins k where a small validation part cannot choose (ties go to fewer blocks)
+    encoder_blocks: list[int] | None = None
     # identities of a source in the split's test part: refused, unless this drops them
     drop_test_identities: bool = False
     synthetic_styles: list[str] | None = None  # keep only synthetic sketches of these styles
@@ -166,6 +171,14 @@ class TrainRecognizerRequest(BaseModel):
         if self.guard_pairs and self.mode != ENCODER_MODE:
             raise ValueError(f"guard_pairs checks the encoder kind's trained blocks on "
                              f"another artist; mode {self.mode} has none")
+        if self.encoder_blocks is not None:
+            if self.mode != ENCODER_MODE:
+                raise ValueError(f"encoder_blocks are the encoder kind's candidates for k; "
+                                 f"mode {self.mode} retrains no blocks")
+            if not self.encoder_blocks or not all(1 <= k <= N_BLOCKS
+                                                  for k in self.encoder_blocks):
+                raise ValueError(f"encoder_blocks must be one or more of 1..{N_BLOCKS}, got "
+                                 f"{self.encoder_blocks}")
         return self
 
     def pairs_sources(self) -> list[tuple[str, str | None]]:
@@ -709,6 +722,7 @@ def _train_sketch_encoder(request: TrainRecognizerRequest, workspace: Workspace,
     timed = time.perf_counter()
     with torch_threads(ENCODER_THREADS):
         fitted = fit_encoder(data, base, request.seed, request.steps, device,
+                             blocks=tuple(request.encoder_blocks or BLOCKS),
                              batch=min(request.batch(), 4 * len(data.crops)), say=say,
                              guard=guard)
         # the adapter on top of the branch's vectors, kept only if validation says so

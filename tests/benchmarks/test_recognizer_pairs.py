@@ -64,8 +64,56 @@ def test_a_recognizer_chosen_among_other_candidates_is_not_reused(monkeypatch) -
     before = {mode: reuse_key(request(mode)) for mode in modes}
     # a kind with no keyed search keeps the stamp recognizers were written with before
     assert before["head"] == request("head").model_dump_json(
-        exclude={"run_id", "guard_pairs", "guard_pairs_root"})
+        exclude={"run_id", "guard_pairs", "guard_pairs_root", "encoder_blocks"})
     monkeypatch.setitem(sketch_side.CANDIDATE_SEARCH, "adapter", "a later search")
     after = {mode: reuse_key(request(mode)) for mode in modes}
     assert after["adapter"] != before["adapter"]
     assert all(after[mode] == before[mode] for mode in ("procrustes", "encoder", "head"))
+
+
+def test_fewer_real_identities_are_a_nested_seeded_subset_of_the_train_manifest(tmp_path) -> None:
+    import csv
+
+    import pytest
+
+    from benchmarks.recognizers import narrowed_manifest
+
+    train = tmp_path / "cufsf-train.csv"
+    rows = [{"identity_id": f"p{i:03d}", "photo": f"photos/{i}.jpg", "sketch": f"s/{i}.jpg"}
+            for i in range(40)] + [{"identity_id": "p001", "photo": "photos/1b.jpg",
+                                   "sketch": "s/1b.jpg"}]
+    with open(train, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def people(path) -> list[str]:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [r["identity_id"] for r in csv.DictReader(handle)]
+
+    small = set(people(narrowed_manifest(train, 20, seed=0)))
+    larger = people(narrowed_manifest(train, 30, seed=0))
+    assert len(small) == 20 and len(set(larger)) == 30 and small <= set(larger)
+    assert narrowed_manifest(train, 20, seed=0).name == "cufsf-train-20.csv"
+    assert set(people(narrowed_manifest(train, 20, seed=0))) == small  # seeded
+    assert set(people(narrowed_manifest(train, 20, seed=1))) != small
+    if "p001" in larger:  # every pair of a kept identity is kept
+        assert larger.count("p001") == 2
+    assert people(narrowed_manifest(train, 40, seed=0)).count("p001") == 2
+    for count in (19, 41):
+        with pytest.raises(SystemExit, match="has 40 identities"):
+            narrowed_manifest(train, count, seed=0)
+
+
+def test_a_narrowed_row_says_so_in_its_label() -> None:
+    from benchmarks.recognizers import row_label
+
+    assert row_label(2, "adapter", "row2-adapter") == "real CUFSF train pairs only, adapter"
+    assert row_label(1, "baseline", "baseline") == "baseline SFace"
+    assert row_label(4, "encoder", "row4-encoder-real56") == (
+        "real CUFSF train + synthetic, encoder (56 of the CUFSF train identities)")
+    assert row_label(2, "encoder", "row2-encoder-real56-k8") == (
+        "real CUFSF train pairs only, encoder (56 of the CUFSF train identities), k from {8} "
+        "only")
+    assert row_label(2, "encoder-guarded", "row2-encoder-guarded-k4-k8").endswith(
+        "encoder-guarded, k from {4, 8} only")

@@ -180,6 +180,25 @@ def test_a_wrong_encoder_version_is_refused_naming_both(site: dict):
     assert "sface@0000other" in str(error.value) and trained_on in str(error.value)
 
 
+def test_pinned_blocks_are_the_only_k_the_search_tries_and_other_modes_refuse_them(site: dict):
+    """``encoder_blocks`` narrows the search's k (a validation part too small to choose one
+    otherwise falls to the tie rule); a mode that retrains no blocks, an empty list or a k
+    outside SFace's 14 blocks is refused when the request is made."""
+    report = train_recognizer(request(site, "pinned", encoder_blocks=[2]))
+    config = json.loads((Path(report.out) / "recognizer.json").read_text())
+    runs = json.loads((Path(report.out) / "validation.json").read_text())["runs"]
+    assert {r["blocks"] for r in runs} == {2}
+    assert config["blocks"] == 2
+    assert report.steps_this_run == 2  # one k, then the other lambda
+    for mode, blocks, match in (("adapter", [4], "mode adapter retrains no blocks"),
+                                ("encoder", [], r"one or more of 1..14, got \[\]"),
+                                ("encoder", [0], r"got \[0\]"),
+                                ("encoder", [8, 15], r"got \[8, 15\]")):
+        with pytest.raises(ValueError, match=match):
+            TrainRecognizerRequest(workspace="/ws", out="/out", identity_encoder=SFACE,
+                                   mode=mode, encoder_blocks=blocks)
+
+
 def test_too_few_identities_for_validation_is_an_error_before_training(tmp_path: Path):
     demo = make_demo_source(tmp_path / "demo", identities=3, photos_per_identity=1)
     workspace = Workspace.open(tmp_path / "ws")
@@ -252,6 +271,17 @@ def test_a_guard_that_lost_ground_keeps_a_step_from_being_chosen(site: dict):
     assert [h["score"] for h in refused] == [h["score"] for h in history][:len(refused)]
 
 
+def mixed_kinds(site: dict, seed: int) -> tuple[EncoderData, np.ndarray]:
+    """A photo, a real sketch and a drawn one for each of the site's first identities (the
+    sketches are crops of the photo, their vectors random): both kinds mix in a batch."""
+    crops = crop_stack(site["workspace"], faces_of(site["workspace"], "photo")[:IDENTITIES])
+    vectors = np.random.default_rng(seed).normal(size=(3 * IDENTITIES, 128))
+    labels = np.repeat(np.arange(IDENTITIES), 3)
+    kinds = np.array(["photo", "sketch", "synthetic"] * IDENTITIES)
+    data = VectorSet.from_training([f"i{i}" for i in range(IDENTITIES)], labels, kinds, vectors)
+    return EncoderData(data, np.repeat(crops, 2, axis=0)), crops
+
+
 def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_floor(
         site: dict):
     """The second stage starts from the first stage's weights (zero steps give them back,
@@ -264,15 +294,8 @@ def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_
 
     from tasks.recognize.sketch_side import CURRICULUM, MIXED
 
-    workspace = site["workspace"]
-    photos = faces_of(workspace, "photo")[:IDENTITIES]
-    crops = crop_stack(workspace, photos)
-    rng = np.random.default_rng(4)
-    vectors = rng.normal(size=(3 * IDENTITIES, 128))
-    labels = np.repeat(np.arange(IDENTITIES), 3)
-    kinds = np.array(["photo", "sketch", "synthetic"] * IDENTITIES)
-    data = VectorSet.from_training([f"i{i}" for i in range(IDENTITIES)], labels, kinds, vectors)
-    encoder = EncoderData(data, np.repeat(crops, 2, axis=0))
+    encoder, crops = mixed_kinds(site, seed=4)
+    data = encoder.vectors
     drawn = encoder.of_kinds(real=False)
     assert set(drawn.vectors.sketch_kinds) == {"synthetic"} and len(drawn.crops) == IDENTITIES
     device = torch.device("cpu")
@@ -304,11 +327,33 @@ def test_the_curriculum_continues_from_the_drawn_stage_under_the_encoders_guard_
     assert schedules.count(CURRICULUM) == 1 and MIXED in schedules
     # every real share is a mixed candidate, real sketches alone (drawn identities as
     # negatives only) among them
-    assert [r["real_share"] for r in fitted.validation["runs"] if r["schedule"] == MIXED] \
-        == [None, 0.8, 1.0]
+    assert [r["real_share"] for r in fitted.validation["runs"]
+            if r["schedule"] == MIXED and not r["kind_offset"]] == [None, 0.8, 1.0]
+    # then the mixed batches with the drawn kind's vectors shifted, after the curriculum
+    assert [(r["schedule"], r["real_share"]) for r in fitted.validation["runs"]
+            if r["kind_offset"]] == [(MIXED, None), (MIXED, 0.8)]
     for run in fitted.validation["runs"]:
         assert sum(run["stage_steps"]) == run["best_step"]
     assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
+    assert "kind_offset" in fitted.chosen
+
+
+def test_a_kind_offset_shifts_drawn_vectors_in_training_only(site: dict):
+    """The shifted run learns an offset for the drawn kind (reported with each validation),
+    and the branch it returns holds SFace's blocks only: probes are embedded unshifted."""
+    import torch
+
+    encoder, crops = mixed_kinds(site, seed=5)
+    data = encoder.vectors
+    device = torch.device("cpu")
+    probes = (crops, np.arange(IDENTITIES), data.photo_vectors, data.photo_labels)
+    module, losses, history, _, _ = train_encoder(
+        sface_net(None), encoder, 4, 0.3, 0, 10, probes, device, batch=6, kind_offset=True)
+    assert len(losses) >= 5 and all(np.isfinite(losses))
+    assert set(history[-1]["offset_norms"]) == {"synthetic"}
+    assert history[-1]["offset_norms"]["synthetic"] > 0.0
+    plain = train_encoder(sface_net(None), encoder, 4, 0.3, 0, 0, None, device)[0]
+    assert set(module.trainable_state()) == set(plain.trainable_state())
 
 
 def test_guard_pairs_are_read_never_trained_on_and_reported(site: dict, tmp_path: Path):

@@ -210,18 +210,111 @@ def test_the_curriculum_trains_on_drawn_sketches_then_on_the_real_ones_from_ther
     assert set(runs) == {MIXED, CURRICULUM}
     # every mixed share is a candidate, real sketches alone (drawn identities as negatives)
     # among them
-    assert [r["real_share"] for r in fitted.validation["runs"] if r["schedule"] == MIXED] \
-        == [None, 0.8, 1.0]
+    assert [r["real_share"] for r in fitted.validation["runs"]
+            if r["schedule"] == MIXED and not r["kind_offset"]] == [None, 0.8, 1.0]
     assert sum(runs[CURRICULUM]["stage_steps"]) == runs[CURRICULUM]["best_step"]
     assert fitted.chosen["schedule"] in (MIXED, CURRICULUM)
     assert sum(fitted.chosen["stage_steps"]) == fitted.chosen["steps"]
     # the refit is the chosen schedule run again on every identity for those step counts
     modules, *_ = _adapter_run([(data, None)], fitted.chosen["lambda"], 0,
                                fitted.chosen["schedule"], fitted.chosen["real_share"],
-                               tuple(fitted.chosen["stage_steps"]), 32)
+                               tuple(fitted.chosen["stage_steps"]), 32,
+                               fitted.chosen["kind_offset"])
     rebuilt = torch_modules()["adapter"](DIM, 32)
     rebuilt.load_state_dict(fitted.state)
     assert torch.allclose(modules[0](x)[0], rebuilt(x)[0])
+
+
+def test_kind_offsets_learn_the_drawn_sketches_own_shift_and_leave_real_ones_alone():
+    """Drawn sketches displaced by one constant vector beyond the artists' gap: the mixed
+    candidate with kind offsets learns a shift against that vector for them, none for the
+    real kind, and saves a plain adapter (the shift is training-only)."""
+    import torch
+
+    from tasks.recognize.sketch_side import (
+        CURRICULUM,
+        MIXED,
+        REAL_KIND,
+        KindOffsets,
+        _adapter_run,
+        kind_offset_shares,
+        torch_modules,
+        train_adapter,
+    )
+
+    data, _ = gap_data(identities=40, gap=1.0, real=16)
+    drawn = data.sketch_kinds != REAL_KIND
+    direction = np.zeros(DIM)
+    direction[0] = 1.0
+    vectors = data.sketch_vectors.copy()
+    vectors[drawn] += 6.0 * direction
+    shifted = VectorSet(data.identities, vectors, data.sketch_labels, data.sketch_kinds,
+                        data.photo_vectors, data.photo_labels)
+
+    module, _, _, _ = train_adapter(shifted, 0.1, 0, 200, None, 32, real_share=0.8,
+                                    kind_offset=True)
+    # the saved adapter is the plain kind: the same weights, nothing of the shift
+    assert set(module.state_dict()) == set(torch_modules()["adapter"](DIM, 32).state_dict())
+    offsets = KindOffsets(shifted.sketch_kinds, DIM)
+    assert offsets.names == ["synthetic"]
+    # the real kind's row is a fixed zero: its sketches pass through only normalised
+    x = torch.from_numpy(vectors.astype(np.float32))
+    items = torch.arange(len(x))
+    with torch.no_grad():
+        offsets.learned.fill_(0.5)
+        moved = offsets.shift(x, items)
+    real = torch.from_numpy(~drawn)
+    assert torch.allclose(moved[real], torch.nn.functional.normalize(x[real], dim=1))
+    assert not torch.allclose(moved[~real], torch.nn.functional.normalize(x[~real], dim=1))
+
+    # trained in lockstep with validation, the learned shift points against the displacement
+    from tasks.recognize.sketch_side import _validation_gallery, _validation_probes
+
+    folds, probes = validation_folds(shifted, seed=0, folds=1)
+    validated = [(shifted.subset(fit), (*_validation_probes(shifted, val, probes),
+                                        *_validation_gallery(shifted, val)))
+                 for fit, val in folds]
+    _, _, history, _ = _adapter_run(validated, 0.1, 0, MIXED, 0.8, 200, 32, True)
+    norms = history[-1]["offset_norms"][0]
+    assert set(norms) == {"synthetic"} and norms["synthetic"] > 0.1
+    assert history[0]["offset_norms"][0]["synthetic"] == 0.0  # step 0 shifts nothing
+    # offsets only where real and drawn sketches mix, and only in mixed batches
+    assert kind_offset_shares(shifted.sketch_kinds) == (None, 0.8)
+    assert kind_offset_shares(np.array([REAL_KIND] * 4)) == ()
+    with pytest.raises(ValueError, match="mixed batches"):
+        _adapter_run(validated, 0.1, 0, CURRICULUM, None, 20, 32, True)
+
+    fitted = fit_adapter(shifted, seed=0, max_steps=100, lambdas=(0.1,), hidden=32)
+    with_offsets = [r for r in fitted.validation["runs"] if r["kind_offset"]]
+    assert [(r["schedule"], r["real_share"]) for r in with_offsets] == [(MIXED, None),
+                                                                         (MIXED, 0.8)]
+    assert "kind_offset" in fitted.chosen
+
+
+def test_a_kind_offset_moves_drawn_sketches_against_their_own_displacement(monkeypatch):
+    """The direction the offset learns: opposite the displacement of the drawn sketches."""
+    import torch
+
+    from tasks.recognize.sketch_side import REAL_KIND, KindOffsets, train_adapters
+
+    data, _ = gap_data(identities=40, gap=0.0, real=20)
+    drawn = data.sketch_kinds != REAL_KIND
+    vectors = data.sketch_vectors.copy()
+    vectors[drawn, 0] += 6.0
+    moved = VectorSet(data.identities, vectors, data.sketch_labels, data.sketch_kinds,
+                      data.photo_vectors, data.photo_labels)
+    captured: list[KindOffsets] = []
+    original = KindOffsets.__init__
+
+    def keep(self, kinds, dim):  # the run's own offsets, to read after training
+        original(self, kinds, dim)
+        captured.append(self)
+
+    monkeypatch.setattr(KindOffsets, "__init__", keep)
+    train_adapters([(moved, None)], 0.1, 0, 300, hidden=32, real_share=0.5, kind_offset=True)
+    learned = captured[0].learned.detach()[0]
+    assert float(learned[0]) < 0 and float(learned[0]) < -0.5 * float(learned.norm())
+    assert torch.isfinite(learned).all()
 
 
 # --------------------------------------------------------------------------- end to end
