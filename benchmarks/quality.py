@@ -498,9 +498,7 @@ def judge_sources(
                  None if recognizer is None else to_artist(photo_dlib, dlib_vectors, False))
     consistency = None
     if reference in vectors and len(photos) >= 2:
-        offsets = _tangent(vectors[reference], photo_vectors)
-        others = (offsets.sum(axis=0, keepdims=True) - offsets) / (len(offsets) - 1)
-        consistency = float(np.median(_cosines(offsets, others)))
+        consistency = leave_one_out_consistency(_tangent(vectors[reference], photo_vectors))
     differences = {}
     if frechet_baseline is not None and features and len(photos) >= 3:
         differences = {name: frechet_difference(features[name], features[frechet_baseline],
@@ -508,6 +506,13 @@ def judge_sources(
                        for name in greys if name not in (reference, frechet_baseline)}
     return QualityReport(rows, photo, frechet_vs_baseline=differences,
                          artist_consistency=consistency)
+
+
+def leave_one_out_consistency(offsets: np.ndarray) -> float:
+    """Median over rows of cos(row, the mean of the other rows): how far one offset follows
+    the others' shared direction (1: all alike; about 0: no shared direction). Needs two rows."""
+    others = (offsets.sum(axis=0, keepdims=True) - offsets) / (len(offsets) - 1)
+    return float(np.median(_cosines(offsets, others)))
 
 
 # --------------------------------------------------------------------------- contact sheet

@@ -41,9 +41,9 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,20 @@ def write_manifests(data: Path, work: Path) -> dict[str, Path]:
         full = work / f"{name}.csv"
         MANIFEST_LAYOUTS[name](data / name, full, style=style)
         split = load_split(REPO / "schemas" / "splits" / f"{name}.csv")
-        with open(full, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        train = work / f"{name}-train.csv"
-        with open(train, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(r for r in rows if split.get(r["identity_id"]) == "train")
+        train = filtered_manifest(full, work / f"{name}-train.csv",
+                                  lambda identity, split=split: split.get(identity) == "train")
         out[name], out[f"{name}-train"] = full, train
+    return out
+
+
+def filtered_manifest(source: Path, out: Path, keep: Callable[[str], bool]) -> Path:
+    """A copy of a pairs manifest with the rows of the identities ``keep`` accepts."""
+    with open(source, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if keep(r["identity_id"]))
     return out
 
 
@@ -120,19 +126,14 @@ def narrowed_manifest(train: Path, count: int, seed: int) -> Path:
     import numpy as np
 
     with open(train, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    identities = sorted({r["identity_id"] for r in rows})
+        identities = sorted({r["identity_id"] for r in csv.DictReader(handle)})
     if not MIN_REAL_IDENTITIES <= count <= len(identities):
         raise SystemExit(f"--real-identities {count}: {train.name} has {len(identities)} "
                          f"identities; choose {MIN_REAL_IDENTITIES} to {len(identities)}")
     order = np.random.default_rng([seed, 0x5EA1]).permutation(len(identities))
     kept = {identities[i] for i in order[:count]}
-    out = train.with_name(f"{train.stem}-{count}.csv")
-    with open(out, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(r for r in rows if r["identity_id"] in kept)
-    return out
+    return filtered_manifest(train, train.with_name(f"{train.stem}-{count}.csv"),
+                             kept.__contains__)
 
 
 def write_split(work: Path, extra_train: set[str]) -> Path:
@@ -354,19 +355,20 @@ def cell(summary: dict[str, Any], metric: str) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def row_label(row: int, kind: str, name: str) -> str:
-    """A row's label in the table: its training data, its kind, and what the directory name
-    says was narrowed (``-real56``: --real-identities; ``-k8``: --encoder-blocks)."""
+def row_label(row: int, kind: str, real_identities: int | None = None,
+              blocks: Sequence[int] | None = None) -> str:
+    """A row's label in the table: its training data, its kind, and what was narrowed
+    (``--real-identities``, rows 2 and 4; ``--encoder-blocks``, the encoder kinds)."""
     label = ROWS[row] + ("" if kind == "baseline" else f", {kind}")
-    if found := re.search(r"-real(\d+)", name):
-        label += f" ({found[1]} of the CUFSF train identities)"
-    if pinned := re.findall(r"-k(\d+)", name):
-        label += f", k from {{{', '.join(pinned)}}} only"
+    if real_identities is not None:
+        label += f" ({real_identities} of the CUFSF train identities)"
+    if blocks:
+        label += f", k from {{{', '.join(str(k) for k in blocks)}}} only"
     return label
 
 
 def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
-          ) -> tuple[str, dict[str, Any]]:
+          labels: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
     lines = ["| row | recognizer | " + " | ".join(
         f"{t} rank-1 | {t} TAR@FAR=1e-2" for t in results) + " |",
         "|---|---|" + "---:|" * (2 * len(results))]
@@ -380,7 +382,7 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
                 "rank1": summary["rank1"], "tar_at_far_1e-2": summary["tar_at_far"]["1e-02"],
                 "ci95": summary["ci95"], "n_probes": summary["n_probes"],
                 "n_failed_probes": summary["n_failed_probes"]}
-        label = row_label(row, kind, name)
+        label = (labels or {}).get(name) or row_label(row, kind)
         lines.append(f"| {row} | {label} | " + " | ".join(cells) + " |")
     # paired differences: every trained recognizer against the baseline, row 4 against row 2
     diffs: list[dict[str, Any]] = []
@@ -481,11 +483,10 @@ def main() -> int:
     manifests = write_manifests(data, work)
     ingest_all(workspace, data, manifests)
     # Rows 2 and 4 train on the narrowed manifest; guards keep every pair.
-    trained_manifests, suffix = manifests, ""
+    trained_manifests = manifests
     if args.real_identities is not None:
         trained_manifests = {**manifests, "cufsf-train": narrowed_manifest(
             manifests["cufsf-train"], args.real_identities, args.seed)}
-        suffix = f"-real{args.real_identities}"
 
     faces = storage.read(workspace, "faces", columns=["identity_id"])
     extra = set(faces.column("identity_id").to_pylist())
@@ -496,6 +497,7 @@ def main() -> int:
     rendered = render_rows(workspace, split) if 5 in rows else None
 
     names: dict[str, tuple[int, str]] = {}
+    labels: dict[str, str] = {}
     refs: list[str] = []
     if 1 in rows:
         names["baseline"] = (1, "baseline")
@@ -503,9 +505,11 @@ def main() -> int:
     for row in (r for r in rows if r != 1):
         for kind in kinds:
             pinned = args.encoder_blocks if kind in ("encoder", GUARDED) else None
+            narrowed = args.real_identities if row in (2, 4) else None
             directory = work / "recognizers" / (
-                f"row{row}-{kind}" + (suffix if row in (2, 4) else "")
+                f"row{row}-{kind}" + (f"-real{narrowed}" if narrowed else "")
                 + ("".join(f"-k{k}" for k in pinned) if pinned else ""))
+            labels[directory.name] = row_label(row, kind, narrowed, pinned)
             sources = row_sources(row, trained_manifests, data, args.synthetic, rendered,
                                   args.synthetic_style)
             if pinned:
@@ -519,7 +523,7 @@ def main() -> int:
             names[directory.name] = (row, kind)
             refs.append(str(directory))
     results = evaluate_all(workspace, manifests, data, refs, out, args.seed)
-    markdown, figures = table(results, names, args.seed)
+    markdown, figures = table(results, names, args.seed, labels)
     speed = {name: probes_per_second(workspace, results["CUFSF test"],
                                      str(work / "recognizers" / name))
              for name, (_, kind) in names.items() if kind in ("encoder", GUARDED)}

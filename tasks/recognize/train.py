@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.encoders import EncoderSpec
 from schemas.settings import IngestSettings
@@ -165,6 +165,12 @@ class TrainRecognizerRequest(BaseModel):
         if self.dataset is None:
             return [None]
         return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+    @field_validator("encoder_blocks")
+    @classmethod
+    def _each_k_once(cls, blocks: list[int] | None) -> list[int] | None:
+        """Sorted, each k once: a k named twice would train the same candidates twice."""
+        return None if blocks is None else sorted(set(blocks))
 
     @model_validator(mode="after")
     def _guard_needs_the_encoder(self) -> TrainRecognizerRequest:

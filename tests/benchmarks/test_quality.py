@@ -255,6 +255,13 @@ def test_offset_toward_the_artist(report, demo):
         assert -1.0 <= row.sface_mean_direction <= 1.0
     assert -1.0 <= report.artist_consistency <= 1.0
     assert "the artists' own offsets against the mean of the others'" in report.to_markdown()
+    from benchmarks.quality import leave_one_out_consistency
+
+    shared = np.array([[1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])
+    assert leave_one_out_consistency(shared) == pytest.approx(1.0)
+    # offsets spread evenly around the photo: each points against the others' mean
+    spread = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert leave_one_out_consistency(spread) == pytest.approx(-1.0)
     offsets = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     assert _cosines(offsets, np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 0.0]])).tolist() == [
         0.0, 1.0, 0.0]

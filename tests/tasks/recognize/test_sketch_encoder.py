@@ -190,6 +190,9 @@ def test_pinned_blocks_are_the_only_k_the_search_tries_and_other_modes_refuse_th
     assert {r["blocks"] for r in runs} == {2}
     assert config["blocks"] == 2
     assert report.steps_this_run == 2  # one k, then the other lambda
+    assert TrainRecognizerRequest(workspace="/ws", out="/out", identity_encoder=SFACE,
+                                  mode="encoder", encoder_blocks=[8, 4, 8]).encoder_blocks \
+        == [4, 8]
     for mode, blocks, match in (("adapter", [4], "mode adapter retrains no blocks"),
                                 ("encoder", [], r"one or more of 1..14, got \[\]"),
                                 ("encoder", [0], r"got \[0\]"),
