@@ -10,6 +10,8 @@ the CUFSF test part (schemas/splits/cufsf.csv, 200 identities) and the CUHK test
     4  real CUFSF train + synthetic
     5  rendered sketches only (pencil-dodge + xdog-lines of every non-test photo)
     6  real CUHK train pairs only (the cross-source check)
+    7  real CUFSF train + real CUHK train pairs (the control for row 4: what another artist's
+       real sketches add to the few real pairs, where row 4 adds drawn ones)
 
 Nothing is tuned to a test identity: each recognizer chooses its hyper-parameters on a
 validation part of its own training identities (``tasks/recognize/sketch_side.py``); the
@@ -26,7 +28,7 @@ so a leak is refused rather than dropped. Run from the repository root, niced:
 Writes ``<out>/comparison.md`` (the table) and ``comparison.json`` (every figure, interval and
 paired difference); a trained recognizer whose inputs did not change is reused.
 
-``--real-identities N`` trains rows 2 and 4 on N of the 223 CUFSF train identities (the first
+``--real-identities N`` trains rows 2, 4 and 7 on N of the 223 CUFSF train identities (the first
 N of a seeded order, so a smaller N's people are among a larger one's), saved beside the
 full rows as ``row2-adapter-real56`` etc.: what drawn identities add when the real pairs are
 fewer, the case of a new artist with a handful of pairs. Guards and the other rows keep
@@ -70,6 +72,7 @@ ROWS = {
     4: "real CUFSF train + synthetic",
     5: "rendered sketches only",
     6: "real CUHK train pairs only",
+    7: "real CUFSF train + real CUHK train pairs",
 }
 KINDS = ("procrustes", "adapter", "head")
 ENCODER_STEPS = 50  # the most steps of each encoder candidate (early stopping ends most)
@@ -219,11 +222,19 @@ def row_sources(row: int, manifests: dict[str, Path], data: Path, synthetic: lis
     if row == 6:
         return {"real_pairs": [str(manifests["cuhk-train"])],
                 "real_pairs_root": [str(data / "cuhk")], "include_synthetic": False}
+    if row == 7:
+        return {"real_pairs": [*real_cufsf["real_pairs"], str(manifests["cuhk-train"])],
+                "real_pairs_root": [*real_cufsf["real_pairs_root"], str(data / "cuhk")],
+                "include_synthetic": False}
     raise ValueError(row)
 
 
 def guard_sources(row: int, manifests: dict[str, Path], data: Path) -> dict[str, Any]:
-    """The guard pairs of a row (``GUARDS``): train-part manifests only, like every source."""
+    """The guard pairs of a row (``GUARDS``): train-part manifests only, like every source.
+    Row 7 trains on every artist's pairs, so nothing is left to guard it with."""
+    if row not in GUARDS:
+        raise SystemExit(f"row {row} ({ROWS[row]}) has no artist left to guard it: "
+                         f"drop {GUARDED} from --kinds or the row from --rows")
     names = GUARDS[row]
     return {"guard_pairs": [str(manifests[f"{n}-train"]) for n in names],
             "guard_pairs_root": [str(data / n) for n in names]}
@@ -358,7 +369,7 @@ def cell(summary: dict[str, Any], metric: str) -> str:
 def row_label(row: int, kind: str, real_identities: int | None = None,
               blocks: Sequence[int] | None = None) -> str:
     """A row's label in the table: its training data, its kind, and what was narrowed
-    (``--real-identities``, rows 2 and 4; ``--encoder-blocks``, the encoder kinds)."""
+    (``--real-identities``, rows 2, 4 and 7; ``--encoder-blocks``, the encoder kinds)."""
     label = ROWS[row] + ("" if kind == "baseline" else f", {kind}")
     if real_identities is not None:
         label += f" ({real_identities} of the CUFSF train identities)"
@@ -408,15 +419,17 @@ def table(results: dict[str, Any], names: dict[str, tuple[int, str]], seed: int,
 
 def comparison_pairs(names: dict[str, tuple[int, str]]) -> list[tuple[str, str]]:
     """The paired differences a comparison reports: every trained recognizer against the
-    baseline, row 4 against row 2 for each kind present (the encoder kind included), and the
+    baseline, rows 4 and 7 against row 2 for each kind present (the encoder kind included),
+    row 4 against row 7 (drawn sketches against another artist's real ones), and the
     encoder kind against the adapter within a row."""
     pairs = [(n, "baseline") for n in names if n != "baseline"]
     kinds = [k for k in dict.fromkeys(k for _, k in names.values()) if k != "baseline"]
     for kind in kinds:
-        four = [n for n, (r, k) in names.items() if r == 4 and k == kind]
-        two = [n for n, (r, k) in names.items() if r == 2 and k == kind]
-        if four and two:
-            pairs.append((four[0], two[0]))
+        found = {row: [n for n, (r, k) in names.items() if r == row and k == kind]
+                 for row in (2, 4, 7)}
+        for a, b in ((4, 2), (7, 2), (4, 7)):
+            if found[a] and found[b]:
+                pairs.append((found[a][0], found[b][0]))
     for row in sorted({r for r, _ in names.values()}):
         encoder = [n for n, (r, k) in names.items() if r == row and k == "encoder"]
         guarded = [n for n, (r, k) in names.items() if r == row and k == GUARDED]
@@ -459,7 +472,7 @@ def main() -> int:
                         "(repeatable; default 4 and 8); their recognizers are saved as "
                         "row<r>-encoder-k<K>... so the searched ones stay")
     parser.add_argument("--real-identities", type=int, default=None, metavar="N",
-                        help="rows 2 and 4 on N of the CUFSF train identities (seeded, "
+                        help="rows 2, 4 and 7 on N of the CUFSF train identities (seeded, "
                              "nested); saved as row2-<kind>-realN")
     args = parser.parse_args()
 
@@ -482,7 +495,7 @@ def main() -> int:
 
     manifests = write_manifests(data, work)
     ingest_all(workspace, data, manifests)
-    # Rows 2 and 4 train on the narrowed manifest; guards keep every pair.
+    # Rows 2, 4 and 7 train on the narrowed manifest; guards keep every pair.
     trained_manifests = manifests
     if args.real_identities is not None:
         trained_manifests = {**manifests, "cufsf-train": narrowed_manifest(
@@ -505,7 +518,7 @@ def main() -> int:
     for row in (r for r in rows if r != 1):
         for kind in kinds:
             pinned = args.encoder_blocks if kind in ("encoder", GUARDED) else None
-            narrowed = args.real_identities if row in (2, 4) else None
+            narrowed = args.real_identities if row in (2, 4, 7) else None
             directory = work / "recognizers" / (
                 f"row{row}-{kind}" + (f"-real{narrowed}" if narrowed else "")
                 + ("".join(f"-k{k}" for k in pinned) if pinned else ""))
@@ -536,7 +549,7 @@ def main() -> int:
     header = (f"# Recognizer comparison\n\n`{command}`\n\nrank-1 and TAR@FAR=1e-2 with 95 % "
               f"bootstrap intervals (probes resampled 1,000 times, seed {args.seed}); "
               f"synthetic sources: {args.synthetic or 'none'}"
-              + (f"; rows 2 and 4 on {args.real_identities} of the CUFSF train identities"
+              + (f"; rows 2, 4 and 7 on {args.real_identities} of the CUFSF train identities"
                  if args.real_identities else "") + ".\n\n")
     (out / "comparison.md").write_text(header + markdown, encoding="utf-8")
     (out / "comparison.json").write_text(json.dumps(

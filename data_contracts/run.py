@@ -39,6 +39,8 @@ class SuiteOutcome(BaseModel):
     success: bool
     rows: int
     expectations: list[ExpectationOutcome]
+    # The values the suite's parameters had in this run (the thresholds it was judged by).
+    parameters: dict[str, Any] = Field(default_factory=dict)
 
     def failures(self) -> list[ExpectationOutcome]:
         return [e for e in self.expectations if not e.success]
@@ -97,8 +99,9 @@ def _outcome(result: Any, key: str) -> ExpectationOutcome:
 
 def _suite(context, spec: SuiteSpec):
     """The stored suite when it already states ``spec`` (its digest in ``meta``), else
-    ``spec`` written: writing a suite rewrites every expectation's file, seconds a night for
-    nothing when the thresholds did not change."""
+    ``spec`` written: writing a suite rewrites every expectation's file, and its checkpoint
+    and Data Docs page after it. Thresholds and styles are parameters, outside the digest,
+    so only a change of what is checked writes."""
     try:
         stored = context.suites.get(spec.name)
     except Exception:  # noqa: BLE001 - GX raises several kinds for "no such suite"
@@ -168,12 +171,14 @@ def run_suites(root: Path, checks: list[tuple[SuiteSpec, Any]]) -> ContractRepor
         if changed:
             built.append(ExpectationSuiteIdentifier(name=spec.name))
         checkpoint = _checkpoint(context, spec, batch, suite, changed)
-        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        run = checkpoint.run(batch_parameters={"dataframe": frame},
+                             expectation_parameters=dict(spec.parameters) or None)
         ((identifier, result),) = run.run_results.items()
         built.append(identifier)
         outcomes.append(SuiteOutcome(
             suite=spec.name, success=bool(result.success), rows=len(frame),
             expectations=[_outcome(r, spec.key) for r in result.results],
+            parameters=dict(spec.parameters),
         ))
     if built:
         context.build_data_docs(resource_identifiers=built)

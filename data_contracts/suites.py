@@ -1,15 +1,22 @@
-"""The expectation suites, one per table, built in Python from the reviewed thresholds.
+"""The expectation suites, one per table, built in Python; the reviewed thresholds reach
+them as GX suite parameters.
 
 Each suite names the key column its failing rows are reported by. Columns that GX cannot
 check directly (a vector's norm, an image's health) are derived into the frame before
 validation by the validate stage; the suites only state what must hold.
+
+A threshold is a ``{"$PARAMETER": name}`` in the stored suite and its value is given with
+each run (``SuiteSpec.parameters``): the suite states what is checked, the run what it was
+checked against, and the validation result records the values used. A thresholds file that
+differs from the last night's (a reviewer's change, a backfill judged by other thresholds) or
+a new style then rewrites no suite, checkpoint or Data Docs suite page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from data_contracts.thresholds import Thresholds
@@ -17,16 +24,31 @@ from data_contracts.thresholds import Thresholds
 HEX64 = r"^[0-9a-f]{64}$"
 
 
+def parameter(name: str) -> dict[str, str]:
+    """A value given at run time (GX suite parameter), named in the stored suite."""
+    return {"$PARAMETER": name}
+
+
 @dataclass(frozen=True)
 class SuiteSpec:
-    """A suite as data: its name, the key failing rows are reported by, its expectations."""
+    """A suite as data: its name, the key failing rows are reported by, its expectations,
+    and the values of the parameters they name (the thresholds of this run)."""
 
     name: str
     key: str
     expectations: list[tuple[str, dict[str, Any]]]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        named = {v["$PARAMETER"] for _, kwargs in self.expectations for v in kwargs.values()
+                 if isinstance(v, dict) and "$PARAMETER" in v}
+        if named != set(self.parameters):
+            raise ValueError(f"suite {self.name!r}: parameters named {sorted(named)} but "
+                             f"given {sorted(self.parameters)}")
 
     def sha256(self) -> str:
-        """What the suite states, as a digest: an unchanged suite is not written again."""
+        """What the suite states, as a digest: an unchanged suite is not written again.
+        The parameters' values are not part of it: they are the run's."""
         text = json.dumps([self.name, self.key, self.expectations], sort_keys=True,
                           default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -49,14 +71,14 @@ def faces_suite(thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnValuesToNotBeNull", {"column": "identity_id"}),
         ("ExpectColumnValuesToBeInSet", {"column": "kind", "value_set": ["photo", "sketch"]}),
         ("ExpectColumnValuesToBeBetween", {"column": "det_score",
-                                           "min_value": t.min_detection_score,
+                                           "min_value": parameter("min_detection_score"),
                                            "max_value": 1.0}),
         ("ExpectColumnValuesToBeBetween", {"column": "n_faces", "min_value": 1}),
         ("ExpectColumnValuesToNotBeNull", {"column": "aligned_png"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "style",
                                            "row_condition": 'kind=="sketch"',
                                            "condition_parser": "pandas"}),
-    ])
+    ], {"min_detection_score": t.min_detection_score})
 
 
 def embeddings_suite(name: str, dim: int, thresholds: Thresholds) -> SuiteSpec:
@@ -71,12 +93,14 @@ def embeddings_suite(name: str, dim: int, thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnValuesToBeInSet", {"column": "face_known", "value_set": [True]}),
         ("ExpectColumnUniqueValueCountToBeBetween", {"column": "encoder_version",
                                                      "min_value": 1, "max_value": 1}),
-        ("ExpectColumnValuesToBeBetween", {"column": "vector_dim", "min_value": dim,
-                                           "max_value": dim}),
+        ("ExpectColumnValuesToBeBetween", {"column": "vector_dim",
+                                           "min_value": parameter("vector_dim"),
+                                           "max_value": parameter("vector_dim")}),
         ("ExpectColumnValuesToBeBetween", {"column": "vector_norm",
-                                           "min_value": 1 - tolerance,
-                                           "max_value": 1 + tolerance}),
-    ])
+                                           "min_value": parameter("min_vector_norm"),
+                                           "max_value": parameter("max_vector_norm")}),
+    ], {"vector_dim": dim, "min_vector_norm": 1 - tolerance,
+        "max_vector_norm": 1 + tolerance})
 
 
 SKETCH_ID = r"^[0-9a-f]{32}$"
@@ -101,7 +125,8 @@ def sketches_suite(thresholds: Thresholds, columns: list[str], styles: list[str]
         ("ExpectColumnValuesToBeInSet", {"column": "face_known", "value_set": [True]}),
         ("ExpectColumnValuesToBeInSet", {"column": "identity_matches_face",
                                          "value_set": [True]}),
-        ("ExpectColumnValuesToBeInSet", {"column": "style", "value_set": styles}),
+        ("ExpectColumnValuesToBeInSet", {"column": "style",
+                                         "value_set": parameter("styles")}),
         ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": SKETCH_STATUSES}),
         ("ExpectColumnValuesToNotBeNull", {"column": "generator_version"}),
         ("ExpectColumnValuesToBeInTypeList", {"column": "sample_index", "type_list": ["int64"]}),
@@ -117,7 +142,7 @@ def sketches_suite(thresholds: Thresholds, columns: list[str], styles: list[str]
         ("ExpectColumnValuesToMatchRegex", {"column": "png_sha256", "regex": HEX64}),
         ("ExpectColumnValuesToBeBetween", {"column": "pixel_std", "min_value": 0,
                                            "max_value": 128}),
-    ])
+    ], {"styles": list(styles)})
 
 
 def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
@@ -138,13 +163,14 @@ def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnUniqueValueCountToBeBetween", {"column": "metrics_version",
                                                      "min_value": 1, "max_value": 1}),
         ("ExpectColumnValuesToBeBetween", {"column": "identity_similarity",
-                                           "min_value": t.min_identity_similarity,
-                                           "max_value": 1.0001, "mostly": t.min_share_identity}),
+                                           "min_value": parameter("min_identity_similarity"),
+                                           "max_value": 1.0001,
+                                           "mostly": parameter("min_share_identity")}),
         ("ExpectColumnValuesToBeBetween", {"column": "identity_margin",
-                                           "min_value": t.min_identity_margin,
-                                           "mostly": t.min_share_margin}),
+                                           "min_value": parameter("min_identity_margin"),
+                                           "mostly": parameter("min_share_margin")}),
         ("ExpectColumnValuesToBeInSet", {"column": "healthy", "value_set": [True],
-                                         "mostly": 1.0 - t.max_share_unhealthy}),
+                                         "mostly": parameter("min_share_healthy")}),
         ("ExpectColumnValuesToBeBetween", {"column": "saturated_share", "min_value": 0,
                                            "max_value": 1}),
         ("ExpectColumnValuesToBeBetween", {"column": "contrast", "min_value": 0,
@@ -153,7 +179,10 @@ def metrics_suite(thresholds: Thresholds) -> SuiteSpec:
                                            "min_value": -1.0001, "max_value": 1.0001}),
         ("ExpectColumnValuesToBeBetween", {"column": "style_score", "min_value": -1.0001,
                                            "max_value": 1.0001}),
-    ])
+    ], {"min_identity_similarity": t.min_identity_similarity,
+        "min_share_identity": t.min_share_identity,
+        "min_identity_margin": t.min_identity_margin, "min_share_margin": t.min_share_margin,
+        "min_share_healthy": 1.0 - t.max_share_unhealthy})
 
 
 def diversity_suite(thresholds: Thresholds) -> SuiteSpec:
@@ -162,11 +191,14 @@ def diversity_suite(thresholds: Thresholds) -> SuiteSpec:
     return SuiteSpec("sketch_diversity", "group", [
         ("ExpectColumnValuesToBeUnique", {"column": "group"}),
         ("ExpectColumnValuesToBeBetween", {"column": "samples", "min_value": 2}),
-        ("ExpectColumnValuesToBeBetween", {"column": "mean_pairwise_similarity",
-                                           "min_value": t.min_mean_pairwise_similarity,
-                                           "max_value": t.max_mean_pairwise_similarity,
-                                           "mostly": t.min_share_diverse_groups}),
-    ])
+        ("ExpectColumnValuesToBeBetween", {
+            "column": "mean_pairwise_similarity",
+            "min_value": parameter("min_mean_pairwise_similarity"),
+            "max_value": parameter("max_mean_pairwise_similarity"),
+            "mostly": parameter("min_share_diverse_groups")}),
+    ], {"min_mean_pairwise_similarity": t.min_mean_pairwise_similarity,
+        "max_mean_pairwise_similarity": t.max_mean_pairwise_similarity,
+        "min_share_diverse_groups": t.min_share_diverse_groups})
 
 
 def identity_bar_suite() -> SuiteSpec:
@@ -202,6 +234,6 @@ def style_pairs_suite(thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnValuesToBeUnique", {"column": "style"}),
         ("ExpectColumnValuesToNotBeNull", {"column": "share_won"}),
         ("ExpectColumnValuesToBeBetween", {"column": "share_won",
-                                           "min_value": t.min_share_pairs_won,
+                                           "min_value": parameter("min_share_pairs_won"),
                                            "max_value": 1.0}),
-    ])
+    ], {"min_share_pairs_won": t.min_share_pairs_won})

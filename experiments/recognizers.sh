@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recognizer comparison (benchmarks/recognizers.py): rows 1-6, each recognizer kind,
+# The recognizer comparison (benchmarks/recognizers.py): rows 1-7, each recognizer kind,
 # judged on the CUFSF (200) and CUHK (57) test identities with bootstrap intervals.
 #
 #   experiments/recognizers.sh base     # rows 1, 2, 5, 6 (no generator needed)
@@ -8,6 +8,8 @@
 #   experiments/recognizers.sh guarded  # rows 1, 2, 5, 6: the encoder kind beside the same kind
 #                                       # guarded by the artists each row does not train on
 #                                       # (comparison-encoder-guarded)
+#   experiments/recognizers.sh control  # rows 1, 2, 7: the other artist's real pairs added to
+#                                       # row 2, row 4's control (comparison-control; KINDS=)
 #   experiments/recognizers.sh v3       # rows 3, 4 on the kept bridge's sketches (comparison-v3)
 #   experiments/recognizers.sh v4|v5|v6|v7|v8 # the same with a bridge that was not adopted
 #   experiments/recognizers.sh v9       # rows 3, 4 on the artist-targeted bridge (cpu-artist)
@@ -27,7 +29,7 @@ set -euo pipefail
 RUNS="${RUNS:-$HOME/clip4sketch-runs}"
 source "$(dirname "$0")/common.sh"
 
-which="${1:?usage: experiments/recognizers.sh base|encoder|guarded|v3 ... v15}"
+which="${1:?usage: experiments/recognizers.sh base|encoder|guarded|control|v3 ... v15}"
 rec_ws="$RUNS/recognizers/ws"
 # benchmarks/ is a package: run the module, not the file
 bench=("$PY" -m benchmarks.recognizers --workspace "$rec_ws" --data "$DATA")
@@ -49,12 +51,18 @@ if [ "$which" = guarded ]; then
         --out "$RUNS/recognizers/comparison-encoder-guarded"
     exit 0
 fi
+if [ "$which" = control ]; then
+    say "rows 1, 2, 7: what the other artist's real pairs add to the few real pairs"
+    time $NICE "${bench[@]}" --rows 1,2,7 --kinds "${KINDS:-procrustes,adapter}" \
+        --out "${OUT:-$RUNS/recognizers/comparison-control}"
+    exit 0
+fi
 
 case "$which" in
     v3) real_ws=ws4 ;; v4) real_ws=ws5 ;; v5) real_ws=ws6 ;; v6) real_ws=ws7 ;;
     v7) real_ws=ws9 ;; v8) real_ws=ws10 ;; v9) real_ws=ws11 ;; v10) real_ws=ws12 ;;
     v11) real_ws=ws13 ;; v12) real_ws=ws14 ;; v13) real_ws=ws17 ;; v14) real_ws=ws18 ;; v15) real_ws=ws19 ;;
-    *) echo "unknown version $which (base, encoder, guarded, v3 ... v15)" >&2; exit 2 ;;
+    *) echo "unknown version $which (base, encoder, guarded, control, v3 ... v15)" >&2; exit 2 ;;
 esac
 n="${which#v}"
 gen="$(generator_dir "cpu-bridge-$which")"

@@ -302,13 +302,24 @@ def _rejected_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(lines)
 
 
+def _parameter(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
 def _contracts(contracts: ContractReport) -> str:
     parts = []
     for suite in contracts.suites:
         state = '<span class="ok">passed</span>' if suite.success else (
             '<span class="fail">FAILED</span>')
-        parts.append(f"<h3>{escape(suite.suite)}: {state} ({suite.rows} rows)</h3>"
-                     "<table><tr><th>expectation</th><th>column</th><th>result</th>"
+        parts.append(f"<h3>{escape(suite.suite)}: {state} ({suite.rows} rows)</h3>")
+        if suite.parameters:
+            given = "; ".join(f"{k} = {_parameter(v)}" for k, v in suite.parameters.items())
+            parts.append(f"<p>judged with: {escape(given)}</p>")
+        parts.append("<table><tr><th>expectation</th><th>column</th><th>result</th>"
                      "<th>unexpected</th><th>mostly</th><th>failing keys (first 10)</th></tr>")
         for e in suite.expectations:
             unexpected = "" if e.unexpected_count is None else str(e.unexpected_count)

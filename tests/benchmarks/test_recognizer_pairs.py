@@ -117,3 +117,28 @@ def test_a_narrowed_row_says_so_in_its_label() -> None:
         "only")
     assert row_label(2, "encoder-guarded", None, [4, 8]).endswith(
         "encoder-guarded, k from {4, 8} only")
+
+
+def test_row_7_adds_the_other_artist_to_row_2_and_is_set_beside_rows_2_and_4(tmp_path) -> None:
+    """Row 7 is row 4's control: the same real CUFSF pairs plus another artist's real ones
+    where row 4 adds drawn ones. It has no artist left to guard it."""
+    import pytest
+
+    from benchmarks.recognizers import GUARDED, guard_sources, row_sources
+
+    manifests = {f"{n}-train": tmp_path / f"{n}-train.csv" for n in ("cuhk", "cufsf")}
+    two = row_sources(2, manifests, tmp_path, [], None, None)
+    seven = row_sources(7, manifests, tmp_path, [], None, None)
+    assert seven["real_pairs"] == [*two["real_pairs"], str(manifests["cuhk-train"])]
+    assert seven["real_pairs_root"] == [str(tmp_path / "cufsf"), str(tmp_path / "cuhk")]
+    assert not seven["include_synthetic"]
+    with pytest.raises(SystemExit, match=f"row 7 .* no artist left.*{GUARDED}"):
+        guard_sources(7, manifests, tmp_path)
+    names = {"baseline": (1, "baseline"), "row2-adapter": (2, "adapter"),
+             "row4-adapter": (4, "adapter"), "row7-adapter": (7, "adapter"),
+             "row7-procrustes": (7, "procrustes")}
+    pairs = comparison_pairs(names)
+    assert {("row4-adapter", "row2-adapter"), ("row7-adapter", "row2-adapter"),
+            ("row4-adapter", "row7-adapter")} <= set(pairs)
+    assert not any("row7-procrustes" in p for p in pairs if p[1] != "baseline")
+    assert len(pairs) == len(set(pairs))

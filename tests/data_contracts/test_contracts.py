@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from data_contracts.run import run_suites
-from data_contracts.suites import embeddings_suite, faces_suite
+from data_contracts.suites import SuiteSpec, embeddings_suite, faces_suite
 from data_contracts.thresholds import THRESHOLDS_FILE, load_thresholds
 
 THRESHOLDS = load_thresholds()
@@ -82,12 +82,43 @@ def test_an_unchanged_suite_is_reused_and_a_changed_one_rewritten(tmp_path: Path
     pages = list((root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
                   ).rglob("*.html"))
     assert len(pages) == 2  # one per run
-    # A changed threshold is a changed suite: written, and judged by its new statement.
+    # A changed statement is a changed suite: written.
+    extra = SuiteSpec("faces", "face_id", [*spec.expectations, (
+        "ExpectColumnValuesToNotBeNull", {"column": "kind"})], dict(spec.parameters))
+    run_suites(root, [(extra, _faces())])
+    assert stored.stat().st_mtime_ns != written
+    assert '"kind"' in stored.read_text()
+
+
+def test_a_changed_threshold_is_a_parameter_of_the_run_not_a_new_suite(tmp_path: Path):
+    """The stored suite names the threshold; each run gives its value and judges by it, and
+    its result says which value that was. A reviewer's change, or a night judged by other
+    thresholds than the last, writes no suite (it rewrote and re-rendered them all)."""
+    root = tmp_path / "gx"
+    run_suites(root, [(faces_suite(THRESHOLDS), _faces())])
+    stored = root / "gx" / "expectations" / "faces.json"
+    written = stored.stat().st_mtime_ns
     strict = THRESHOLDS.model_copy(update={"faces": THRESHOLDS.faces.model_copy(
         update={"min_detection_score": 0.95})})
     report = run_suites(root, [(faces_suite(strict), _faces())])
-    assert stored.stat().st_mtime_ns != written and not report.success
-    assert "0.95" in stored.read_text()
+    assert not report.success and stored.stat().st_mtime_ns == written
+    assert '"$PARAMETER": "min_detection_score"' in stored.read_text()
+    (failed,) = report.suites[0].failures()
+    assert (failed.column, len(failed.failing_keys)) == ("det_score", 4)
+    assert report.suites[0].parameters == {"min_detection_score": 0.95}
+    results = sorted((root / "gx" / "uncommitted" / "validations").rglob("*.json"),
+                     key=lambda f: f.stat().st_mtime_ns)
+    assert '"min_value": 0.95' in results[-1].read_text()  # the value judged by, on record
+    back = run_suites(root, [(faces_suite(THRESHOLDS), _faces())])
+    assert back.success and stored.stat().st_mtime_ns == written
+
+
+def test_a_suite_names_exactly_the_parameters_it_is_given():
+    spec = faces_suite(THRESHOLDS)
+    with pytest.raises(ValueError, match="min_detection_score"):
+        SuiteSpec(spec.name, spec.key, spec.expectations, {})
+    with pytest.raises(ValueError, match="unused"):
+        SuiteSpec(spec.name, spec.key, spec.expectations, {**spec.parameters, "unused": 1})
 
 
 def test_a_typo_in_the_thresholds_file_fails_loudly(tmp_path: Path):

@@ -104,6 +104,10 @@ def test_the_report_renders_offline_in_chromium(broken_run):
     html = report.read_text()
     assert "judge called" in html  # what each style's sketches were called (per style table)
     assert 'id="style-contract"' in html and "pairs (12 faces drawn in another style too)" in html
+    # Each suite says the thresholds it was judged with (its run's parameters).
+    healthy = 1.0 - load_thresholds().sketches.max_share_unhealthy
+    assert "judged with: min_identity_similarity = " in html
+    assert f"min_share_healthy = {healthy:.4g}" in html
     assert "REJECTED" in html and "identity_confusion" in html and "http" not in html.replace(
         "http://www.w3.org/2000/svg", "")
     if find_chromium() is None:
