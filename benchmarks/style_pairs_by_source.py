@@ -19,8 +19,6 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 
 def source_of(path: str, data: Path) -> str:
     """The first folder of ``path`` under ``data`` (links resolved on both sides)."""
@@ -66,7 +64,7 @@ def main() -> None:
     vectors = stored_sketch_vectors(ws, judge.image,
                                     [(r["sketch_id"], r["png_sha256"]) for r in rows])
     ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors]
-    scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
+    scores = dict(zip(ids, scorer.rows([vectors[i] for i in ids]), strict=True)
                   ) if ids else {}
     groups: dict[str, list[Drawing]] = defaultdict(list)
     for r in rows:

@@ -65,12 +65,19 @@ def stored_versions(workspace: Workspace, table: str) -> Counter[str]:
 
 
 def vector_matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """A fixed-size-list vector column as a float32 (n, dim) matrix, without a row loop."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if len(column) == 0:
-        return np.zeros((0, dim), np.float32)
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    """A fixed-size-list vector column as a writable float32 (n, dim) matrix, without a row
+    loop, copied once: each chunk straight into the matrix (combining the chunks first, then
+    converting, copied a version's image vectors twice into fresh memory)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    matrix = np.empty((sum(len(c) for c in chunks), dim), np.float32)
+    at = 0
+    for chunk in chunks:
+        values = chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+        matrix[at:at + len(values)] = values
+        at += len(values)
+    if at != len(matrix):
+        raise ValueError(f"vector column of {len(matrix)} rows holds {at} vectors (nulls)")
+    return matrix
 
 
 def current_vectors(workspace: Workspace, table: VectorTable,

@@ -176,7 +176,7 @@ def _drawings(workspace: Workspace, rows: Sequence[Mapping[str, Any]],
     starts = generator_starts(workspace.root, {(r["generator_version"], r["generator_config"])
                                                for r in rows})
     ids = [r["sketch_id"] for r in rows if r["sketch_id"] in vectors] if scorer else []
-    scores = dict(zip(ids, scorer.rows(np.stack([vectors[i] for i in ids])), strict=True)
+    scores = dict(zip(ids, scorer.rows([vectors[i] for i in ids]), strict=True)
                   ) if ids and scorer else {}
     return [Drawing(r["face_id"], r["style"], scores.get(r["sketch_id"]),
                     (start, int(r["width"])) if (start := starts[r["generator_version"]])
@@ -193,7 +193,7 @@ def _render_scores(workspace: Workspace, drawings: Sequence[Drawing], image: Vec
         return {}
     vectors = render_vectors(workspace, wanted, image)
     keys = sorted(vectors)
-    return dict(zip(keys, scorer.rows(np.stack([vectors[k] for k in keys])), strict=True)
+    return dict(zip(keys, scorer.rows([vectors[k] for k in keys]), strict=True)
                 ) if keys else {}
 
 

@@ -94,3 +94,21 @@ def test_text_vectors_keyed_by_name_and_refreshed_when_text_changes(workspace):
     edited = embed_texts(workspace, {"artist": "charcoal drawing of a face"}, spec)
     assert (first.computed, same.computed, edited.computed) == (1, 0, 1)
     assert storage.count(workspace, first.table) == 1
+
+
+def test_a_vector_column_becomes_one_writable_float32_matrix_chunk_by_chunk():
+    """Chunks (one of them a slice with an offset) are copied straight into the matrix; a
+    null vector is an error naming the count, not a silently shorter matrix."""
+    import pyarrow as pa
+
+    from tasks.embed import vector_matrix
+
+    kind = pa.list_(pa.float32(), 2)
+    column = pa.chunked_array([pa.array([[1, 2], [3, 4], [7, 8]], type=kind).slice(1),
+                               pa.array([], type=kind), pa.array([[5, 6]], type=kind)])
+    matrix = vector_matrix(column, 2)
+    assert matrix.dtype == np.float32 and matrix.flags.writeable
+    assert matrix.tolist() == [[3, 4], [7, 8], [5, 6]]
+    assert vector_matrix(pa.chunked_array([], type=kind), 2).shape == (0, 2)
+    with pytest.raises(ValueError, match="4 rows holds 3 vectors"):
+        vector_matrix(pa.array([[1, 2], [3, 4], None, [5, 6]], type=kind), 2)

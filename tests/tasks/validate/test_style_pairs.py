@@ -87,6 +87,25 @@ def test_pairs_cancel_the_people_a_judge_reads_where_the_absolute_share_fails():
         assert v.score_kind == "log-probability"
 
 
+def test_a_scorer_scores_block_by_block_what_it_scored_at_once(monkeypatch):
+    """A version's drawings are scored a block at a time (memory, not figures): the same
+    scores as one call over every vector, for a list of vectors as for a matrix."""
+    import tasks.validate.pairs as pairs
+
+    judge, _, vectors = _population_example()
+    scorer = Scorer(judge.classes, judge.log_probabilities)
+    whole = np.asarray(judge.log_probabilities(vectors))
+    monkeypatch.setattr(pairs, "SCORE_BLOCK", 7)  # 80 vectors: 11 full blocks and a rest
+    calls = []
+    blocked = Scorer(judge.classes, lambda x: calls.append(len(x)) or judge.log_probabilities(x))
+    for given in (list(vectors), vectors):
+        rows = blocked.rows(given)
+        assert np.allclose([[r[c] for c in judge.classes] for r in rows], whole, rtol=0,
+                           atol=1e-12)
+    assert calls == ([7] * 11 + [3]) * 2
+    assert scorer.rows([]) == []
+
+
 def _scores(**by_style: float) -> dict[str, float]:
     return {"ink": 0.0, "pencil": 0.0, "charcoal": 0.0, **by_style}
 
