@@ -60,9 +60,9 @@ class Scorer:
 
     def rows(self, vectors: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Each vector's score per class, scored ``SCORE_BLOCK`` vectors at a time: a whole
-        version at once made the judge's float64 copies of every image vector (12,000 ×
-        1,280: 123 MB, twice) in fresh memory, whose page faults cost the validate stage
-        more than the scoring (docs/results/performance.md)."""
+        version at once stacked every image vector (12,000 × 1,280: 61 MB) and the judge
+        standardised the stack in float64 (123 MB), both in fresh memory, whose page faults
+        cost the validate stage more than the scoring (docs/results/performance.md)."""
         found: list[dict[str, float]] = []
         for start in range(0, len(vectors), SCORE_BLOCK):
             block = np.stack(vectors[start:start + SCORE_BLOCK])
