@@ -93,14 +93,12 @@ def embeddings_suite(name: str, dim: int, thresholds: Thresholds) -> SuiteSpec:
         ("ExpectColumnValuesToBeInSet", {"column": "face_known", "value_set": [True]}),
         ("ExpectColumnUniqueValueCountToBeBetween", {"column": "encoder_version",
                                                      "min_value": 1, "max_value": 1}),
-        ("ExpectColumnValuesToBeBetween", {"column": "vector_dim",
-                                           "min_value": parameter("vector_dim"),
-                                           "max_value": parameter("vector_dim")}),
+        ("ExpectColumnValuesToBeBetween", {"column": "vector_dim", "min_value": dim,
+                                           "max_value": dim}),
         ("ExpectColumnValuesToBeBetween", {"column": "vector_norm",
                                            "min_value": parameter("min_vector_norm"),
                                            "max_value": parameter("max_vector_norm")}),
-    ], {"vector_dim": dim, "min_vector_norm": 1 - tolerance,
-        "max_vector_norm": 1 + tolerance})
+    ], {"min_vector_norm": 1 - tolerance, "max_vector_norm": 1 + tolerance})
 
 
 SKETCH_ID = r"^[0-9a-f]{32}$"
