@@ -41,7 +41,10 @@ thread, which sleeps in 1-s steps, when the run ends. So the sum of the stages' 
 (``stage_seconds``) is printed too: the night's work without that step.
 
 All nights run in one process against one Prefect server started (and warmed) before the
-clock, as ``benchmarks/nightly.py`` does.
+clock, as ``benchmarks/nightly.py`` does. Each night starts on a settled heap (what earlier
+nights left collected, the rest frozen out of the garbage collector's full passes, off the
+clock), as a night in a fresh process does; ``--shared-heap`` leaves the heap to grow, and
+every night prints the collector's pauses that landed in it.
 
     .venv/bin/python -m benchmarks.nights                       # 100 nights, 50 faces
     .venv/bin/python -m benchmarks.nights --nights 12 --faces 20 --no-prune   # the baseline
@@ -56,6 +59,7 @@ workspace beside a fresh run's first ten, both on the same, equally busy machine
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -84,6 +88,44 @@ def _add_style(workspace: Path, index: int) -> str:
     return name
 
 
+class CollectorPauses:
+    """Seconds Python's cyclic garbage collector held the process, by generation, as a
+    ``gc.callbacks`` hook. All nights run in one process here, whose heap a night run by a
+    Prefect worker (a fresh process each) never grows: a full (generation 2) collection
+    over it can stop a night for most of a second, wherever it lands."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began: float | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        elif self._began is not None:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+            self._began = None
+
+    def since(self, before: list[float]) -> dict[str, float]:
+        return {"gc_seconds": sum(self.seconds) - sum(before),
+                "gc_full_seconds": self.seconds[2] - before[2]}
+
+
+PAUSES = CollectorPauses()
+# Whether each night starts on a settled heap (below); ``--shared-heap`` turns it off.
+SETTLE = {"heap": True}
+
+
+def settle_heap() -> None:
+    """Before a night, off the clock: collect what earlier nights left and freeze the rest
+    out of later full collections, so a night starts where a fresh process's would (a
+    night run by a Prefect worker is one). Without it, the one process's heap grows night
+    by night and its full collections with it (0.43 s on night 1, 0.79 s by night 92, one
+    every ~9 nights: docs/results/reliability.md)."""
+    if SETTLE["heap"]:
+        gc.collect()
+        gc.freeze()
+
+
 def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
            keep: int | None) -> dict:
     """One night: outcome, wall and CPU seconds, and its stages' seconds (from its run record,
@@ -92,7 +134,8 @@ def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
     # these modules import) reads its settings when first imported.
     from flows.nightly import NightlyRejectedError, nightly
 
-    started, cpu = time.perf_counter(), time.process_time()
+    settle_heap()
+    started, cpu, paused = time.perf_counter(), time.process_time(), list(PAUSES.seconds)
     try:
         nightly(sources=[str(live)], workspace=str(workspace), styles=styles,
                 thresholds=thresholds, keep_published=keep, keep_days=0 if keep else None)
@@ -101,10 +144,38 @@ def _night(workspace: Path, live: Path, styles: list[str], thresholds: str,
         outcome = "rejected"
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     record = max((workspace / "runs").glob("nightly-*.json"), key=lambda p: p.stat().st_mtime)
-    stages = {name: stage["seconds"]
-              for name, stage in json.loads(record.read_text())["summary"].items()}
+    stored = json.loads(record.read_text())
+    stages = {name: stage["seconds"] for name, stage in stored["summary"].items()}
     return {"outcome": outcome, "seconds": seconds, "cpu_seconds": cpu_seconds,
-            "stage_seconds": sum(stages.values()), "stages": stages}
+            "stage_seconds": sum(stages.values()), "stages": stages,
+            "steps": stage_steps(stored["stages"]), **PAUSES.since(paused)}
+
+
+def stage_steps(stages: dict) -> dict[str, float]:
+    """The steps a night's run record times, by ``stage.step``: the validate stage's metrics
+    steps, assess parts, contracts and publish, and the prune's steps (each stage's total is
+    in ``stages``)."""
+    validate, prune = stages.get("validate") or {}, stages.get("prune") or {}
+    steps = {f"validate.metrics.{k}": v
+             for k, v in (validate.get("metrics") or {}).get("step_seconds", {}).items()}
+    steps |= {f"validate.assess.{k}": v for k, v in validate.get("assess_seconds", {}).items()}
+    steps |= {f"validate.{k}": v for k, v in (validate.get("seconds") or {}).items()
+              if k != "assess"}
+    steps |= {f"prune.{k}": v for k, v in prune.get("step_seconds", {}).items()}
+    return steps
+
+
+def step_growth(last: dict, second: dict, floor: float = 0.01) -> list[tuple[str, float, float]]:
+    """(step, night 2's seconds, the last night's) for each stage and timed step that moved
+    by at least ``floor`` seconds, largest growth first: where the last night's extra time
+    went."""
+    def flat(row: dict) -> dict[str, float]:
+        return {**{f"{k} (stage)": v for k, v in row.get("stages", {}).items()},
+                **row.get("steps", {})}
+
+    before, after = flat(second), flat(last)
+    moved = [(k, before.get(k, 0.0), after.get(k, 0.0)) for k in before.keys() | after.keys()]
+    return sorted((m for m in moved if abs(m[2] - m[1]) >= floor), key=lambda m: m[1] - m[2])
 
 
 def _backfill(workspace: Path, style: str, thresholds: str) -> dict:
@@ -112,6 +183,7 @@ def _backfill(workspace: Path, style: str, thresholds: str) -> dict:
     # Imported here, once main() has pointed PREFECT_HOME at the run folder (see _night).
     from flows.backfill import backfill
 
+    settle_heap()
     started, cpu = time.perf_counter(), time.process_time()
     backfill(styles=[style], workspace=str(workspace), thresholds=thresholds)
     return {"seconds": time.perf_counter() - started,
@@ -279,6 +351,9 @@ def main() -> None:
                         help="how a new style's every face is drawn: a backfill run before "
                              "the night (the documented way), or the night itself")
     parser.add_argument("--keep", type=int, default=3, help="published versions kept")
+    parser.add_argument("--shared-heap", action="store_true",
+                        help="nights start on the heap the nights before left (no collect and "
+                             "freeze between nights): how the runs before this option timed")
     parser.add_argument("--no-prune", action="store_true", help="the baseline: no retention")
     parser.add_argument("--out", default=None, help="workspace and plot folder (kept)")
     parser.add_argument("--resume", action="store_true",
@@ -287,11 +362,13 @@ def main() -> None:
                         help="after the last night, K nights of one new face on this "
                              "workspace and on a fresh one (see the docstring)")
     args = parser.parse_args()
+    SETTLE["heap"] = not args.shared_heap
     if args.resume and not (args.out and (Path(args.out) / "nights.json").is_file()):
         parser.error("--resume needs --out naming a folder with a nights.json")
 
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    gc.callbacks.append(PAUSES)
     os.environ["CLIP4SKETCH_GENERATE_SAMPLES_PER_FACE"] = "1"
     os.environ["CLIP4SKETCH_GENERATE_STEPS"] = "2"
     temp = Path(args.out or tempfile.mkdtemp(prefix="nights-bench-"))
@@ -375,7 +452,9 @@ def main() -> None:
                   f"{done['outcome']:9} {done['seconds']:6.1f} s ({done['cpu_seconds']:6.1f} "
                   f"s CPU), workspace {size / 1e6:8.2f} MB"
                   + (f"; backfill of {styles[-1]} before it {backfilled['seconds']:.1f} s "
-                     f"({backfilled['cpu_seconds']:.1f} s CPU)" if backfilled else ""),
+                     f"({backfilled['cpu_seconds']:.1f} s CPU)" if backfilled else "")
+                  + (f"; collector pauses {done['gc_seconds']:.2f} s"
+                     if done["gc_seconds"] >= 0.05 else ""),
                   flush=True)
             (temp / "nights.json").write_text(json.dumps({"rows": rows, "args": vars(args)},
                                                           indent=1))
@@ -417,6 +496,17 @@ def main() -> None:
             long, fresh = same_work_ratio(shown, key)
             print(f"{'same work, long/fresh':28} {long / fresh:12.2f} {1.2:12.2f}  "
                   f"(median of {len(shown)}: {long:.2f} / {fresh:.2f} {unit})")
+    if "gc_seconds" in last and "gc_seconds" in second:
+        print(f"{'collector pauses':28} night 2 {second['gc_seconds']:.2f} s, night "
+              f"{last['night']} {last['gc_seconds']:.2f} s (full collections "
+              f"{last['gc_full_seconds']:.2f} s); nights with a full collection: "
+              f"{sum(1 for r in rows if r.get('gc_full_seconds', 0) > 0)} of {len(rows)}")
+    growth = step_growth(last, second)
+    if growth:
+        print(f"\nwhere night {last['night']}'s seconds went, against night 2's "
+              "(stages and their timed steps that moved by 0.01 s or more):")
+        for name, before, after in growth:
+            print(f"  {name:34} {before:7.3f} -> {after:7.3f} s  ({after - before:+.3f})")
     print("by folder after the last night: " + ", ".join(
         f"{k} {v / 1e6:.2f} MB" for k, v in _by_folder(workspace).items()))
     print(f"plot: {plot}\nrows: {temp / 'nights.json'}")

@@ -159,6 +159,7 @@ def validate_markdown(outcome: ValidationReport) -> str:
         f"- sketches {d.sketches}: accepted {d.accepted}, rejected {d.rejected} "
         f"({d.acceptance_rate:.1%} accepted), {d.identities} identities",
         f"- metrics: {m.computed} computed, {m.rescored} rescored against the new gallery, "
+        f"{m.carried} carried (no new face beat their impostor), "
         f"{m.reused} reused (version `{m.metrics_version}`); "
         f"vectors encoded: {', '.join(f'{k} {v}' for k, v in m.encoded.items()) or 'none'}",
         f"- style check: {m.style_method or 'none'} over {', '.join(m.style_classes) or '-'}",

@@ -138,6 +138,10 @@ class MetricsReport(BaseModel):
     computed: int
     reused: int
     rescored: int = 0  # only the gallery changed: identity margins taken again, no decoding
+    # Only faces were added to the gallery, and none beats the row's impostor: the stored row
+    # holds as it is (tasks.validate.galleries); ``carried_versions``: the versions they keep.
+    carried: int = 0
+    carried_versions: list[str] = Field(default_factory=list)
     encoded: dict[str, int] = Field(default_factory=dict)  # by role: vectors computed
     vectors_reused: dict[str, int] = Field(default_factory=dict)
     style_method: str | None = None
@@ -148,6 +152,10 @@ class MetricsReport(BaseModel):
     sources: dict[str, dict[str, str | int]] = Field(default_factory=dict)  # role: table...
     metrics_table_version: int | None = None
     seconds: float = 0.0
+    # Where the seconds went (reading the scope, the gallery and what is stored; checking
+    # carried rows against the new faces; rescoring; measuring new drawings; tagging), as
+    # the prune records its own: a night's run record says which part grows.
+    step_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class GroupDiversity(BaseModel):
@@ -316,3 +324,6 @@ class ValidationReport(BaseModel):
     verdicts_path: str | None = None
     run_record: str | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
+    # The assess step's parts: reading the rows, the style pairs, verdicts and diversity,
+    # the Fréchet figures, the content hash that names the version.
+    assess_seconds: dict[str, float] = Field(default_factory=dict)

@@ -9,7 +9,8 @@ retrying it only delays the message the user needs.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.progress import Progress
@@ -78,3 +79,17 @@ def settle(futures: list[Any], label: str) -> list[Settled]:
         settled.append(Settled(future, result=future.result()) if state.is_completed()
                        else Settled(future, error=state.message or state.name))
     return settled
+
+
+@dataclass
+class Laps:
+    """Seconds by step of a stage, for its run record: ``lap(name)`` closes the step that
+    began at the last lap (or at creation); a name used twice adds up."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _mark: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._mark, 4)
+        self._mark = now

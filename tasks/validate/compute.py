@@ -14,7 +14,10 @@ judge now and then: a row whose pixel part still holds is *rescored* (its impost
 recomputed from its stored identity vector, a matrix product; re-judged from its stored image
 vector when the judge changed) instead of being decoded and measured again. Without that
 split a night's validation read every PNG of the workspace, a cost that grew with every night
-(docs/results/reliability.md).
+(docs/results/reliability.md). When the gallery only grew, a row that none of the added faces
+beats is not even rescored: it is *carried* as stored, still naming the gallery it was scored
+against, and the judge reads it as current (``tasks.validate.galleries``); so a night no
+longer rewrites every row of ``sketch_metrics``.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ from tasks.digests import FileDigests
 from tasks.embed import current_vectors
 from tasks.encoders import load
 from tasks.faces import to_aligned
-from tasks.runtime import retry_transient
+from tasks.runtime import Laps, retry_transient
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import styles_for
+from tasks.validate import galleries
 from tasks.validate import style_classifier as sc
 from tasks.validate.health import measure
 from tasks.validate.metrics import identity_scores
@@ -72,6 +76,7 @@ CHUNK = 256  # sketches decoded and encoded at a time: bounds memory, not speed
 # of two vector tables and a commit to sketch_metrics (at 256, 48 of each on a 12,000-drawing
 # workspace every night its gallery grew: 2.0 s of its 3.5).
 RESCORE_CHUNK = 8192
+Gallery = tuple[list[str], list[str], np.ndarray]  # face ids, identity ids, vectors
 SCOPE_COLUMNS = ["sketch_id", "face_id", "identity_id", "style", "generator_version",
                  "png_path", "png_sha256", "status", "width"]
 
@@ -190,7 +195,7 @@ def metrics_version(identity: VectorTable, image: VectorTable, gallery_key: str,
     key = {"code": CODE_VERSION, "identity": identity.version, "image": image.version}
     pixels = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     style = hashlib.sha256(str(style_key).encode()).hexdigest()[:8]
-    return f"{pixels}.{style}.{hashlib.sha256(gallery_key.encode()).hexdigest()[:8]}"
+    return f"{pixels}.{style}.{galleries.gallery_part(gallery_key)}"
 
 
 def version_parts(version: str | None) -> tuple[str, str, str] | None:
@@ -217,6 +222,18 @@ def _reusable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem:
     return _same_file(row, stored, problem, sha) and stored["metrics_version"] == version
 
 
+def _carried_from(row: Mapping[str, Any], stored: Mapping[str, Any] | None,
+                  problem: str | None, sha: str | None, version: str) -> str | None:
+    """The gallery the row was scored against, when only the gallery changed since (None
+    otherwise): whether it can be carried is then the lineage's to say."""
+    if not _same_file(row, stored, problem, sha):
+        return None
+    old, new = version_parts(stored["metrics_version"]), version_parts(version)
+    if old is None or new is None or old[:2] != new[:2]:
+        return None
+    return old[2]
+
+
 def _rescorable(row: Mapping[str, Any], stored: Mapping[str, Any] | None, problem: str | None,
                 sha: str | None, version: str) -> bool:
     """Only the gallery or the style judge changed since the row was measured."""
@@ -237,7 +254,7 @@ def compute_metrics(
     run_id: str = "local",
 ) -> MetricsReport:
     """Bring ``sketch_metrics`` up to date for every sketch in ``scope``."""
-    started = time.perf_counter()
+    started, laps = time.perf_counter(), Laps()
     scope = scope or Scope()
     rows = read_scope(workspace, scope).to_pylist()
     if not rows:
@@ -250,10 +267,14 @@ def compute_metrics(
                                       text_spec)
     version = metrics_version(identity, image, gallery_fingerprint(g_faces, g_identities),
                               judge.fingerprint)
+    lineage = galleries.advance(workspace, identity, version_parts(version)[2], g_faces,
+                                g_identities)
     stored = {r["sketch_id"]: r for r in storage.read(
         workspace, SKETCH_METRICS, schema=SKETCH_METRICS_SCHEMA).to_pylist()}
     todo: list[tuple[dict, str | None, str | None]] = []
     rescore: dict[str, tuple[dict, str | None, str | None]] = {}
+    carry: dict[str, str] = {}  # sketch id -> the gallery it was scored against
+    added: dict[str, list[galleries.Pair] | None] = {}  # gallery -> added since, once each
     digests = FileDigests.for_workspace(workspace.root)
     for row in rows:
         problem, sha = None, row["png_sha256"]
@@ -262,7 +283,13 @@ def compute_metrics(
         old = stored.get(row["sketch_id"])
         if _reusable(row, old, problem, sha, version):
             continue
-        if _rescorable(row, old, problem, sha, version):
+        scored = _carried_from(row, old, problem, sha, version)
+        if scored is not None and scored not in added:
+            added[scored] = lineage.added_since(scored)
+        if scored is not None and added[scored] is not None:
+            carry[row["sketch_id"]] = scored
+            rescore[row["sketch_id"]] = (row, problem, sha)  # unless it holds (below)
+        elif _rescorable(row, old, problem, sha, version):
             rescore[row["sketch_id"]] = (row, problem, sha)
         else:
             todo.append((row, problem, sha))
@@ -271,25 +298,38 @@ def compute_metrics(
                            computed=0, reused=0, style_method=judge.method,
                            style_classes=judge.classes(), encoded={"identity": 0, "image": 0},
                            vectors_reused={"identity": 0, "image": 0})
+    laps.lap("read")
+    gallery_ = (g_faces, g_identities, g_vectors)
+    held, known = _holding(workspace, identity, {sid: stored[sid] for sid in carry}, carry,
+                           added, gallery_)
+    for sid in held:
+        del rescore[sid]
+    report.carried = len(held)
+    report.carried_versions = sorted({stored[sid]["metrics_version"] for sid in held})
+    laps.lap("carry")
     rescore_ids = list(rescore)
     for start in range(0, len(rescore_ids), RESCORE_CHUNK):
         part = [stored[sid] for sid in rescore_ids[start:start + RESCORE_CHUNK]]
         out, lost = _rescore_chunk(workspace, part, identity, image, judge,
-                                   (g_identities, g_vectors), version, run_id)
+                                   gallery_, version, run_id, known)
         if out.num_rows:
             storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
         report.rescored += out.num_rows
         # A row whose stored identity vector is gone is measured again from its PNG.
         todo += [rescore[sid] for sid in sorted(lost)]
+    laps.lap("rescore")
     report.computed = len(todo)
-    report.reused = len(rows) - len(todo) - report.rescored
+    report.reused = len(rows) - len(todo) - report.rescored - report.carried
     for start in range(0, len(todo), CHUNK):
         part = todo[start:start + CHUNK]
         out = _compute_chunk(workspace, part, identity, image, judge,
-                             (g_identities, g_vectors), version, run_id, report)
+                             gallery_, version, run_id, report)
         storage.upsert(workspace, SKETCH_METRICS, out, "sketch_id")
+    laps.lap("measure")
     if todo or rescore:
         storage.tag(workspace, SKETCH_METRICS, f"run-{run_id}")
+    _trim(workspace, identity, lineage, stored,
+          set(rescore) | {row["sketch_id"] for row, _, _ in todo})
     report.style_classifier = judge.source
     report.style_fingerprint = judge.fingerprint
     if judge._classifier is not None:
@@ -297,13 +337,67 @@ def compute_metrics(
     report.sources = {s.role: {"table": s.table, "version": s.version, "dim": s.dim}
                       for s in (identity, image)}
     report.metrics_table_version = storage.table_version(workspace, SKETCH_METRICS)
+    laps.lap("commit")
+    report.step_seconds = laps.seconds
     report.seconds = time.perf_counter() - started
     return report
 
 
+def _holding(workspace: Workspace, identity: VectorTable, stored: Mapping[str, Mapping[str, Any]],
+             scored: Mapping[str, str], added: Mapping[str, list[galleries.Pair] | None],
+             gallery_: Gallery) -> tuple[set[str], dict[str, np.ndarray]]:
+    """The stored rows whose margins still hold against today's gallery: no face added
+    since the gallery they were ``scored`` against is theirs or, of another identity, comes
+    as close as their impostor. Rows never scored (no pixels measured) hold trivially; a
+    row whose vector is gone does not. Also the stored identity vectors it read, which
+    rescoring the others needs again."""
+    index = {face: i for i, face in enumerate(gallery_[0])}
+    measured = [sid for sid, r in stored.items() if r["pixel_std"] is not None]
+    held = set(stored) - set(measured)
+    vectors = stored_sketch_vectors(workspace, identity,
+                                    [(sid, stored[sid]["png_sha256"]) for sid in measured])
+    groups: dict[str, list[str]] = {}
+    for sid in measured:
+        if sid in vectors:
+            groups.setdefault(scored[sid], []).append(sid)
+    for since, ids in groups.items():
+        pairs = added[since] or []
+        faces = {face for face, _ in pairs}
+        if any(face not in index for face in faces):
+            continue  # not in today's gallery after all: rescored whole
+        rows = [stored[sid] for sid in ids]
+        if not pairs:
+            held.update(ids)
+            continue
+        matrix = np.stack([vectors[sid] for sid in ids])
+        # The closest added face of another identity (NaN: none), as the full rescoring
+        # would find it among the added faces.
+        _, closest, _, _ = identity_scores(matrix, matrix, [r["identity_id"] for r in rows],
+                                           gallery_[2][[index[face] for face, _ in pairs]],
+                                           [who for _, who in pairs])
+        for sid, row, near in zip(ids, rows, closest, strict=True):
+            impostor = row["impostor_similarity"]
+            if row["face_id"] in faces:
+                continue  # its own mugshot arrived: similarity and margin taken again
+            if np.isfinite(near) and (impostor is None or near >= impostor):
+                continue
+            held.add(sid)
+    return held, vectors
+
+
+def _trim(workspace: Workspace, identity: VectorTable, lineage: galleries.Lineage,
+          stored: Mapping[str, Mapping[str, Any]], rewritten: set[str]) -> None:
+    """Keep the lineage's links only as far back as a stored row still needs them."""
+    referenced = {parts[2] for sid, r in stored.items() if sid not in rewritten
+                  and (parts := version_parts(r["metrics_version"])) is not None}
+    trimmed = lineage.trimmed(referenced)
+    if trimmed.links != lineage.links:
+        galleries.save(galleries.lineage_path(workspace, identity), trimmed)
+
+
 def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str | None]],
                    identity: VectorTable, image: VectorTable, judge: StyleJudge,
-                   gallery_: tuple[list[str], np.ndarray], version: str, run_id: str,
+                   gallery_: Gallery, version: str, run_id: str,
                    report: MetricsReport) -> pa.Table:
     now = dt.datetime.now(dt.UTC)
     images: dict[str, np.ndarray] = {}
@@ -349,14 +443,18 @@ def _compute_chunk(workspace: Workspace, part: list[tuple[dict, str | None, str 
 
 def _rescore_chunk(workspace: Workspace, part: list[dict], identity: VectorTable,
                    image: VectorTable, judge: StyleJudge,
-                   gallery_: tuple[list[str], np.ndarray], version: str, run_id: str
+                   gallery_: Gallery, version: str, run_id: str,
+                   known: Mapping[str, np.ndarray] | None = None
                    ) -> tuple[pa.Table, set[str]]:
     """Stored rows with their identity scores taken again against today's gallery (and their
     style judged again from the stored image vectors, where the judge changed), and the ids
     of those whose stored vectors are gone (to be measured again)."""
     measured = [r for r in part if r["pixel_std"] is not None]  # decoded, so it was scored
-    vectors = stored_sketch_vectors(workspace, identity,
-                                    [(r["sketch_id"], r["png_sha256"]) for r in measured])
+    known = known or {}
+    vectors = {r["sketch_id"]: known[r["sketch_id"]] for r in measured if r["sketch_id"] in known}
+    unread = [(r["sketch_id"], r["png_sha256"]) for r in measured if r["sketch_id"] not in known]
+    if unread:
+        vectors |= stored_sketch_vectors(workspace, identity, unread)
     lost = {r["sketch_id"] for r in measured if r["sketch_id"] not in vectors}
     style_part = version_parts(version)[1]
     rejudge = [r for r in measured if r["sketch_id"] not in lost
@@ -395,14 +493,19 @@ def _set_styles(judge: StyleJudge, records: Sequence[dict], predicted: Sequence[
 
 
 def _score_identities(workspace: Workspace, identity: VectorTable, records: Sequence[dict],
-                      vectors: np.ndarray, gallery_: tuple[list[str], np.ndarray]) -> None:
+                      vectors: np.ndarray, gallery_: Gallery) -> None:
     """Each record's cosine to its own mugshot and margin over the gallery's closest other
-    identity, set in place (a record whose mugshot has no vector gets nulls)."""
-    sources = current_vectors(workspace, identity, [r["face_id"] for r in records])
+    identity, set in place (a record whose mugshot has no vector gets nulls). A mugshot's
+    vector is the gallery's where it is one of its photos (no read)."""
+    index = {face: i for i, face in enumerate(gallery_[0])}
+    sources = {r["face_id"]: gallery_[2][index[r["face_id"]]] for r in records
+               if r["face_id"] in index}
+    if missing := [r["face_id"] for r in records if r["face_id"] not in sources]:
+        sources |= current_vectors(workspace, identity, missing)
     nan = np.full(identity.dim, np.nan, np.float32)
     similarity, impostor, impostor_id, margin = identity_scores(
         vectors, np.stack([sources.get(r["face_id"], nan) for r in records]),
-        [r["identity_id"] for r in records], gallery_[1], gallery_[0])
+        [r["identity_id"] for r in records], gallery_[2], gallery_[1])
     for i, record in enumerate(records):
         record.update(identity_similarity=_finite(similarity[i]),
                       impostor_similarity=_finite(impostor[i]),

@@ -41,7 +41,7 @@ from schemas.validation import (
 )
 from schemas.vectors import VectorTable
 from tasks import storage
-from tasks.runtime import retry_transient
+from tasks.runtime import Laps, retry_transient
 from tasks.storage import FACES, SKETCHES, Workspace
 from tasks.styles.registry import styles_for
 from tasks.validate import contracts as c
@@ -92,12 +92,15 @@ def _content_hash(sketches: pa.Table) -> str:
     return digest.hexdigest()
 
 
-def merge_metrics(workspace: Workspace, sketches: pa.Table, version: str
-                  ) -> list[dict[str, Any]]:
-    """Sketch rows joined with their current metrics (other metric rows are ignored)."""
+def merge_metrics(workspace: Workspace, sketches: pa.Table, version: str,
+                  carried: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Sketch rows joined with their current metrics (other metric rows are ignored).
+
+    ``carried``: older versions whose rows the metrics stage found still holding against
+    today's gallery (``MetricsReport.carried_versions``); they are current, and say so."""
     metrics = storage.read(workspace, SKETCH_METRICS, schema=SKETCH_METRICS_SCHEMA,
-                           where=f"metrics_version = {storage.quote(version)}")
-    by_id = {r["sketch_id"]: r for r in metrics.to_pylist()}
+                           where=storage.where_in("metrics_version", [version, *carried]))
+    by_id = {r["sketch_id"]: {**r, "metrics_version": version} for r in metrics.to_pylist()}
     merged = []
     for row in sketches.to_pylist():
         metric = by_id.get(row["sketch_id"])
@@ -240,11 +243,11 @@ def judge_dataset(
     got it); the registry classifier needs none.
     """
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
+    started, laps = time.perf_counter(), Laps()
     thresholds = load_thresholds(thresholds_path)
     thresholds_sha = thresholds_sha256(thresholds_path)
     sketches = read_scope(workspace, scope or Scope(), columns=list(SKETCHES_SCHEMA.names))
-    rows = merge_metrics(workspace, sketches, metrics.metrics_version)
+    rows = merge_metrics(workspace, sketches, metrics.metrics_version, metrics.carried_versions)
     identity = _source(metrics, "identity", identity_spec)
     image = _source(metrics, "image", image_spec)
     classifier = None
@@ -256,19 +259,24 @@ def judge_dataset(
     image_vectors = stored_sketch_vectors(
         workspace, image, [(r["sketch_id"], r["png_sha256"]) for r in rows]
     ) if (scorer is not None or classifier is not None) else {}
+    laps.lap("read")
     pairs, lost = style_pairs(workspace, rows, image_vectors, image, scorer,
                               thresholds.sketches.min_share_pairs_won)
+    laps.lap("pairs")
     verdicts = verdicts_of(rows, thresholds, lost)
     diversity = _diversity(workspace, rows, verdicts, identity)
     bars = identity_bars(rows, artist_scores(workspace, identity, registry),
                          thresholds.sketches)
-    dataset, per_identity = dataset_metrics(
-        rows, verdicts, diversity, thresholds.sketches,
-        _frechet(rows, verdicts, image_vectors, image, classifier), pairs, bars)
+    laps.lap("verdicts")
+    frechet = _frechet(rows, verdicts, image_vectors, image, classifier)
+    laps.lap("frechet")
+    dataset, per_identity = dataset_metrics(rows, verdicts, diversity, thresholds.sketches,
+                                            frechet, pairs, bars)
     content = _content_hash(sketches)
     version = "ds-" + hashlib.sha256(
         f"{metrics.metrics_version}|{thresholds_sha}|{content}".encode()).hexdigest()[:12]
     inputs = _inputs(workspace, metrics, registry)
+    laps.lap("figures")
     seconds["assess"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -326,7 +334,7 @@ def judge_dataset(
         data_docs=contracts.data_docs,
         manifest_path=record.manifest_path if published else None,
         verdicts_path=record.verdicts_path if record.verdicts_path else None,
-        seconds=seconds,
+        seconds=seconds, assess_seconds=laps.seconds,
     )
 
 

@@ -354,7 +354,8 @@ def render_report(workspace: Workspace, outcome: ValidationReport, thresholds: T
     cards = [("sketches", d.sketches), ("accepted", d.accepted), ("rejected", d.rejected),
              ("acceptance", f"{d.acceptance_rate:.1%}"), ("identities", d.identities),
              ("metrics computed", m.computed),
-             ("metrics rescored (new gallery only)", m.rescored), ("metrics reused", m.reused)]
+             ("metrics rescored (new gallery only)", m.rescored),
+             ("metrics carried (new faces beat none)", m.carried), ("metrics reused", m.reused)]
     card_html = "".join(f'<div class="card">{escape(k)}<b>{escape(str(v))}</b></div>'
                         for k, v in cards)
     reasons = "".join(f"<tr><td>{escape(k)}</td><td class='n'>{v}</td></tr>"

@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from benchmarks.nights import add_stage_seconds, like_for_like, same_work_ratio
+from benchmarks.nights import (
+    CollectorPauses,
+    add_stage_seconds,
+    like_for_like,
+    same_work_ratio,
+    stage_steps,
+    step_growth,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +55,40 @@ def test_stored_nights_get_their_stage_seconds_from_their_stage_timings():
     assert same_work_ratio([{"long": same[0]["long"], "fresh": {"stage_seconds": 1.0}}],
                            "stage_seconds") == (1.25, 1.0)
     assert same[0]["fresh"]["stage_seconds"] == 0
+
+
+def test_a_nights_steps_come_from_its_run_record_and_the_growth_lists_what_moved():
+    record = {"validate": {"metrics": {"step_seconds": {"read": 0.05, "carry": 0.01}},
+                           "seconds": {"assess": 0.2, "contracts": 0.6, "publish": 0.03},
+                           "assess_seconds": {"pairs": 0.1, "read": 0.02}},
+              "prune": {"step_seconds": {"compact": 0.04}}, "embed": {"seconds": 0.2}}
+    steps = stage_steps(record)
+    assert steps == {"validate.metrics.read": 0.05, "validate.metrics.carry": 0.01,
+                     "validate.assess.pairs": 0.1, "validate.assess.read": 0.02,
+                     "validate.contracts": 0.6, "validate.publish": 0.03,
+                     "prune.compact": 0.04}
+    assert stage_steps({"validate": None, "prune": None}) == {}  # a night that never got there
+    second = {"stages": {"validate": 0.9, "prune": 0.16}, "steps": steps}
+    last = {"stages": {"validate": 1.4, "prune": 0.165},
+            "steps": {**steps, "validate.assess.pairs": 0.3, "prune.compact": 0.045}}
+    assert step_growth(last, second) == [("validate (stage)", 0.9, 1.4),
+                                         ("validate.assess.pairs", 0.1, 0.3)]
+    assert step_growth({"stages": {}}, {"stages": {}}) == []  # older rows: no steps
+
+
+def test_collector_pauses_add_up_by_generation_between_two_readings():
+    pauses = CollectorPauses()
+    before = list(pauses.seconds)
+    pauses("start", {"generation": 2})
+    time.sleep(0.001)
+    pauses("stop", {"generation": 2})
+    pauses("start", {"generation": 0})
+    pauses("stop", {"generation": 0})
+    pauses("stop", {"generation": 1})  # a stop without its start counts nothing
+    found = pauses.since(before)
+    assert pauses.seconds[1] == 0.0
+    assert found["gc_full_seconds"] == pauses.seconds[2] > 0
+    assert found["gc_seconds"] == sum(pauses.seconds) >= found["gc_full_seconds"]
 
 
 def test_importing_the_benchmark_leaves_the_environment_alone():

@@ -29,7 +29,7 @@ from tasks import storage
 from tasks.digests import FileDigests
 from tasks.storage import SKETCHES, Workspace
 from tasks.styles.registry import load_styles
-from tasks.validate import compute, publish
+from tasks.validate import compute, galleries, judge, publish
 from tasks.validate.compute import compute_metrics
 from tasks.validate.judge import judge_dataset
 from tasks.validate.report import write_report
@@ -246,48 +246,131 @@ def test_measurements_build_the_judge_validate_used(broken_run):
     assert judge.classifier is not None and judge.source == "cached"
 
 
-def test_a_new_mugshot_rescores_margins_without_measuring_any_sketch_again(
-        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
-    """A night's new faces change the gallery and nothing else: each sketch's margin is taken
-    again from its stored vector, and equals what measuring it from scratch gives."""
-    workspace = sketch_workspace
+def _add_lookalike(workspace: Workspace) -> dict:
+    """A mugshot of a new person who looks exactly like one of the sketches; returns that
+    sketch's row."""
     source = resolve_source(workspace, IDENTITY)
     target = storage.read(workspace, SKETCHES, columns=["sketch_id", "png_sha256"],
                           where="status = 'ok'").to_pylist()[0]
     vector = stored_sketch_vectors(workspace, source,
                                    [(target["sketch_id"], target["png_sha256"])])
-    # A mugshot of a new person who looks exactly like one of the sketches.
     photos = storage.read(workspace, source.table, where="kind = 'photo'")
     lookalike = photos.slice(0, 1).to_pylist()[0]
     lookalike.update(face_id="lookalike-face", identity_id="lookalike",
                      vector=vector[target["sketch_id"]].tolist())
     storage.upsert(workspace, source.table,
                    pa.Table.from_pylist([lookalike], schema=photos.schema), "face_id")
+    return target
 
+
+def _from_scratch(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    """Every row measured again (another code version invalidates every part)."""
+    monkeypatch.setattr(compute, "CODE_VERSION", "metrics-from-scratch")
+    fresh = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="scratch")
+    assert (fresh.computed, fresh.rescored, fresh.carried) == (48, 0, 0)
+    return {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+
+
+def _same_margins(found: dict[str, dict], scratch: dict[str, dict]) -> None:
+    for sid, row in scratch.items():
+        assert row["impostor_identity"] == found[sid]["impostor_identity"], sid
+        for column in ("identity_similarity", "impostor_similarity", "identity_margin"):
+            assert row[column] == pytest.approx(found[sid][column], abs=1e-6), (sid, column)
+
+
+def test_a_new_mugshot_rescores_only_the_margins_it_beats_without_measuring_any_sketch_again(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """A night's new faces change the gallery and nothing else: a sketch whose stored
+    impostor is closer than every new face keeps its stored row untouched (carried), the
+    others have their margins taken again from their stored vectors, and every figure the
+    judge reads equals what measuring it from scratch gives."""
+    workspace = sketch_workspace
+    target = _add_lookalike(workspace)
     before = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
     metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="new-face")
-    assert (metrics.computed, metrics.rescored, metrics.reused) == (0, 48, 0)
+    assert metrics.computed == 0 and metrics.reused == 0
+    assert metrics.rescored + metrics.carried == 48 and metrics.carried > 0
     assert metrics.encoded == {"identity": 0, "image": 0}
     after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
     moved = after[target["sketch_id"]]
     assert moved["impostor_identity"] == "lookalike"
     assert moved["impostor_similarity"] == pytest.approx(1.0, abs=1e-5)
     assert moved["identity_margin"] < before[target["sketch_id"]]["identity_margin"]
-    assert {r["metrics_version"] for r in after.values()} == {metrics.metrics_version}
+    assert moved["metrics_version"] == metrics.metrics_version
+    carried = [sid for sid, row in after.items()
+               if row["metrics_version"] != metrics.metrics_version]
+    assert len(carried) == metrics.carried
+    assert metrics.carried_versions == sorted({before[sid]["metrics_version"] for sid in carried})
+    for sid in carried:  # not written again: what the new face did not beat holds as stored
+        assert after[sid] == before[sid]
     for sid, row in after.items():  # what does not depend on the gallery stays as measured
         for column in ("pixel_std", "contrast", "identity_similarity", "style_predicted",
                        "style_score"):
             assert row[column] == before[sid][column], (sid, column)
+    # The judge reads every row as current: carried rows say today's version.
+    sketches = storage.read(workspace, SKETCHES)
+    merged = judge.merge_metrics(workspace, sketches, metrics.metrics_version,
+                                 metrics.carried_versions)
+    assert {r["metrics_version"] for r in merged if r["status"] == "ok"} == {
+        metrics.metrics_version}
+    _same_margins(after, _from_scratch(workspace, monkeypatch))
 
-    # The same rows measured from scratch (another code version invalidates every part).
-    monkeypatch.setattr(compute, "CODE_VERSION", "metrics-from-scratch")
-    fresh = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="scratch")
-    assert (fresh.computed, fresh.rescored) == (48, 0)
-    scratch = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
-    for sid, row in scratch.items():
-        assert row["impostor_identity"] == after[sid]["impostor_identity"]
-        for column in ("impostor_similarity", "identity_margin"):
-            assert row[column] == pytest.approx(after[sid][column], abs=1e-6), (sid, column)
+
+def test_a_mugshot_that_leaves_the_gallery_rescores_every_margin(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """A gallery that lost a face is no longer a growth of the one the rows were scored
+    against: nothing is carried, every margin is taken again."""
+    workspace = sketch_workspace
+    source = resolve_source(workspace, IDENTITY)
+    photos = storage.read(workspace, source.table, columns=["face_id"], where="kind = 'photo'")
+    storage.delete(workspace, source.table,
+                   f"face_id = {storage.quote(photos.column('face_id')[0].as_py())}")
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="face-gone")
+    assert (metrics.computed, metrics.rescored, metrics.carried) == (0, 48, 0)
+    after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    assert {r["metrics_version"] for r in after.values()} == {metrics.metrics_version}
+
+
+def test_a_mugshot_whose_vector_comes_back_gives_its_sketches_their_similarity_again(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+    """The gallery only grows when a face's vector returns, yet that face's own sketches are
+    not carried: their similarity to their own mugshot is taken again."""
+    workspace = sketch_workspace
+    source = resolve_source(workspace, IDENTITY)
+    photos = storage.read(workspace, source.table, where="kind = 'photo'")
+    face = photos.slice(0, 1)
+    face_id = face.column("face_id")[0].as_py()
+    storage.delete(workspace, source.table, f"face_id = {storage.quote(face_id)}")
+    compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="face-gone")
+    gone = [r for r in storage.read(workspace, "sketch_metrics").to_pylist()
+            if r["face_id"] == face_id and r["status"] == "ok"]
+    assert gone and all(r["identity_similarity"] is None for r in gone)
+    storage.upsert(workspace, source.table, face, "face_id")
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="face-back")
+    assert metrics.rescored >= len(gone)
+    after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    assert all(after[r["sketch_id"]]["identity_similarity"] is not None for r in gone)
+    _same_margins(after, _from_scratch(workspace, monkeypatch))
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "other format"])
+def test_a_lost_or_damaged_gallery_lineage_rescores_every_margin_and_is_written_again(
+        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, damage: str):
+    workspace = sketch_workspace
+    path = galleries.lineage_path(workspace, resolve_source(workspace, IDENTITY))
+    assert path.is_file()  # the first validation recorded its gallery
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_text("{not json" if damage == "garbage" else '{"format": "other"}')
+    _add_lookalike(workspace)
+    metrics = compute_metrics(workspace, IDENTITY, IMAGE, load_styles(), run_id="new-face")
+    assert (metrics.computed, metrics.rescored, metrics.carried) == (0, 48, 0)
+    lineage = galleries.load(path)
+    assert lineage is not None and lineage.current == compute.version_parts(
+        metrics.metrics_version)[2]
+    after = {r["sketch_id"]: r for r in storage.read(workspace, "sketch_metrics").to_pylist()}
+    _same_margins(after, _from_scratch(workspace, monkeypatch))
 
 
 def test_a_refitted_style_judge_judges_again_from_stored_vectors_without_decoding(
