@@ -39,6 +39,7 @@ from tasks import storage
 from tasks.digests import FileDigests
 from tasks.evaluate.gallery import run_of
 from tasks.generate.plan import SHARDS_DIR, SKETCHES_DIR
+from tasks.runtime import Laps
 from tasks.storage import SKETCHES, Workspace
 from tasks.validate import publish
 from tasks.validate.style_classifier import CACHE_DIR as STYLE_CACHE_DIR
@@ -351,12 +352,10 @@ def _naive(moment: dt.datetime) -> dt.datetime:
 # --------------------------------------------------------------------------- applying
 
 
-def apply_prune(workspace: Workspace, plan: PrunePlan,
-                seconds: dict[str, float] | None = None) -> int:
+def apply_prune(workspace: Workspace, plan: PrunePlan, laps: Laps | None = None) -> int:
     """Carry out ``plan`` (under the caller's workspace lock); returns what LanceDB's own
-    clean-up freed beyond the plan's files. ``seconds``, when given, gets each step's."""
-    seconds = {} if seconds is None else seconds
-    started = time.perf_counter()
+    clean-up freed beyond the plan's files. ``laps``, when given, times each step."""
+    laps = laps or Laps()
     for start in range(0, len(plan.sketches), _CHUNK):
         where = storage.where_in("sketch_id", plan.sketches[start:start + _CHUNK])
         for name in SKETCH_TABLES:
@@ -386,14 +385,14 @@ def apply_prune(workspace: Workspace, plan: PrunePlan,
         storage.delete_tags(workspace, name, labels)
     _remove_empty_folders(workspace.root / SKETCHES_DIR)
     _remove_empty_folders(workspace.root / SHARDS_DIR)
-    seconds["remove"], started = time.perf_counter() - started, time.perf_counter()
+    laps.lap("remove")
     names = [n for n in storage.table_names(workspace) if run_of(n) is None]
     freed = storage.compact(workspace, names, older_than=dt.timedelta(days=plan.keep_days))
-    seconds["compact"], started = time.perf_counter() - started, time.perf_counter()
+    laps.lap("compact")
     if plan.sketches:
         for name in SKETCH_TABLES:
             storage.export_parquet(workspace, name)
-    seconds["mirrors"] = time.perf_counter() - started
+    laps.lap("mirrors")
     return freed
 
 
@@ -423,16 +422,14 @@ def _remove_empty_folders(root: Path) -> None:
 def prune(workspace: Workspace, keep_published: int, keep_days: float,
           dry_run: bool = False, now: dt.datetime | None = None) -> PruneReport:
     """Plan, then (unless ``dry_run``) apply; the caller holds the workspace lock."""
-    started = time.perf_counter()
+    started, laps = time.perf_counter(), Laps()
     before = storage.folder_bytes(workspace.root)
-    steps = {"measure": time.perf_counter() - started}
-    begun = time.perf_counter()
+    laps.lap("measure")
     plan = plan_prune(workspace, keep_published, keep_days, now=now)
-    steps["plan"] = time.perf_counter() - begun
-    freed = 0 if dry_run else apply_prune(workspace, plan, steps)
-    begun = time.perf_counter()
+    laps.lap("plan")
+    freed = 0 if dry_run else apply_prune(workspace, plan, laps)
     after = before if dry_run else storage.folder_bytes(workspace.root)
-    steps["measure"] += time.perf_counter() - begun
+    laps.lap("measure")
     return PruneReport(**plan.model_dump(), dry_run=dry_run, bytes_before=before,
                        bytes_after=after, lancedb_bytes_freed=freed,
-                       seconds=time.perf_counter() - started, step_seconds=steps)
+                       seconds=time.perf_counter() - started, step_seconds=laps.seconds)

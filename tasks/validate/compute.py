@@ -28,7 +28,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,9 +76,22 @@ CHUNK = 256  # sketches decoded and encoded at a time: bounds memory, not speed
 # of two vector tables and a commit to sketch_metrics (at 256, 48 of each on a 12,000-drawing
 # workspace every night its gallery grew: 2.0 s of its 3.5).
 RESCORE_CHUNK = 8192
-Gallery = tuple[list[str], list[str], np.ndarray]  # face ids, identity ids, vectors
 SCOPE_COLUMNS = ["sketch_id", "face_id", "identity_id", "style", "generator_version",
                  "png_path", "png_sha256", "status", "width"]
+
+
+@dataclass
+class Gallery:
+    """Every mugshot a sketch must not look like, and each face's row in ``vectors``
+    (built once: every chunk scored looks faces up in it)."""
+
+    faces: list[str]
+    identities: list[str]
+    vectors: np.ndarray
+    row: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.row = {face: i for i, face in enumerate(self.faces)}
 
 
 def scope_filter(scope: Scope) -> str | None:
@@ -299,7 +312,7 @@ def compute_metrics(
                            style_classes=judge.classes(), encoded={"identity": 0, "image": 0},
                            vectors_reused={"identity": 0, "image": 0})
     laps.lap("read")
-    gallery_ = (g_faces, g_identities, g_vectors)
+    gallery_ = Gallery(g_faces, g_identities, g_vectors)
     held, known = _holding(workspace, identity, {sid: stored[sid] for sid in carry}, carry,
                            added, gallery_)
     for sid in held:
@@ -351,7 +364,6 @@ def _holding(workspace: Workspace, identity: VectorTable, stored: Mapping[str, M
     as close as their impostor. Rows never scored (no pixels measured) hold trivially; a
     row whose vector is gone does not. Also the stored identity vectors it read, which
     rescoring the others needs again."""
-    index = {face: i for i, face in enumerate(gallery_[0])}
     measured = [sid for sid, r in stored.items() if r["pixel_std"] is not None]
     held = set(stored) - set(measured)
     vectors = stored_sketch_vectors(workspace, identity,
@@ -363,8 +375,8 @@ def _holding(workspace: Workspace, identity: VectorTable, stored: Mapping[str, M
     for since, ids in groups.items():
         pairs = added[since] or []
         faces = {face for face, _ in pairs}
-        if any(face not in index for face in faces):
-            continue  # not in today's gallery after all: rescored whole
+        if any(face not in gallery_.row for face in faces):
+            continue  # a hand-edited lineage naming faces today's gallery lacks: rescored
         rows = [stored[sid] for sid in ids]
         if not pairs:
             held.update(ids)
@@ -373,7 +385,7 @@ def _holding(workspace: Workspace, identity: VectorTable, stored: Mapping[str, M
         # The closest added face of another identity (NaN: none), as the full rescoring
         # would find it among the added faces.
         _, closest, _, _ = identity_scores(matrix, matrix, [r["identity_id"] for r in rows],
-                                           gallery_[2][[index[face] for face, _ in pairs]],
+                                           gallery_.vectors[[gallery_.row[f] for f, _ in pairs]],
                                            [who for _, who in pairs])
         for sid, row, near in zip(ids, rows, closest, strict=True):
             impostor = row["impostor_similarity"]
@@ -497,15 +509,14 @@ def _score_identities(workspace: Workspace, identity: VectorTable, records: Sequ
     """Each record's cosine to its own mugshot and margin over the gallery's closest other
     identity, set in place (a record whose mugshot has no vector gets nulls). A mugshot's
     vector is the gallery's where it is one of its photos (no read)."""
-    index = {face: i for i, face in enumerate(gallery_[0])}
-    sources = {r["face_id"]: gallery_[2][index[r["face_id"]]] for r in records
-               if r["face_id"] in index}
+    sources = {r["face_id"]: gallery_.vectors[gallery_.row[r["face_id"]]] for r in records
+               if r["face_id"] in gallery_.row}
     if missing := [r["face_id"] for r in records if r["face_id"] not in sources]:
         sources |= current_vectors(workspace, identity, missing)
     nan = np.full(identity.dim, np.nan, np.float32)
     similarity, impostor, impostor_id, margin = identity_scores(
         vectors, np.stack([sources.get(r["face_id"], nan) for r in records]),
-        [r["identity_id"] for r in records], gallery_[2], gallery_[1])
+        [r["identity_id"] for r in records], gallery_.vectors, gallery_.identities)
     for i, record in enumerate(records):
         record.update(identity_similarity=_finite(similarity[i]),
                       impostor_similarity=_finite(impostor[i]),
