@@ -84,12 +84,13 @@ def settle(futures: list[Any], label: str) -> list[Settled]:
 @dataclass
 class Laps:
     """Seconds by step of a stage, for its run record: ``lap(name)`` closes the step that
-    began at the last lap (or at creation); a name used twice adds up."""
+    began at the last lap (or at creation); a name used twice adds up. Kept unrounded: steps
+    rounded one by one can add up to more than the stage's own clock."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     _mark: float = field(default_factory=time.perf_counter)
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._mark, 4)
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._mark
         self._mark = now
