@@ -313,8 +313,7 @@ def compute_metrics(
                            vectors_reused={"identity": 0, "image": 0})
     laps.lap("read")
     gallery_ = Gallery(g_faces, g_identities, g_vectors)
-    held, known = _holding(workspace, identity, {sid: stored[sid] for sid in carry}, carry,
-                           added, gallery_)
+    held, known = _holding(workspace, identity, stored, carry, added, gallery_)
     for sid in held:
         del rescore[sid]
     report.carried = len(held)
@@ -359,13 +358,13 @@ def compute_metrics(
 def _holding(workspace: Workspace, identity: VectorTable, stored: Mapping[str, Mapping[str, Any]],
              scored: Mapping[str, str], added: Mapping[str, list[galleries.Pair] | None],
              gallery_: Gallery) -> tuple[set[str], dict[str, np.ndarray]]:
-    """The stored rows whose margins still hold against today's gallery: no face added
-    since the gallery they were ``scored`` against is theirs or, of another identity, comes
-    as close as their impostor. Rows never scored (no pixels measured) hold trivially; a
-    row whose vector is gone does not. Also the stored identity vectors it read, which
-    rescoring the others needs again."""
-    measured = [sid for sid, r in stored.items() if r["pixel_std"] is not None]
-    held = set(stored) - set(measured)
+    """Of the stored rows in ``scored``, those whose margins still hold against today's
+    gallery: no face added since the gallery each was scored against is theirs or, of
+    another identity, comes as close as their impostor. Rows never scored (no pixels
+    measured) hold trivially; a row whose vector is gone does not. Also the stored identity
+    vectors it read, which rescoring the others needs again."""
+    measured = [sid for sid in scored if stored[sid]["pixel_std"] is not None]
+    held = set(scored) - set(measured)
     vectors = stored_sketch_vectors(workspace, identity,
                                     [(sid, stored[sid]["png_sha256"]) for sid in measured])
     groups: dict[str, list[str]] = {}

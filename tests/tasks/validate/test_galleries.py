@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from schemas.vectors import VectorTable
 from tasks.storage import Workspace
 from tasks.validate import galleries
 from tasks.validate.galleries import Lineage
@@ -42,8 +43,6 @@ def test_trimming_keeps_the_links_back_to_the_oldest_gallery_a_row_still_names()
 
 
 def test_advancing_links_a_grown_gallery_and_not_one_that_lost_a_face(tmp_path: Path):
-    from schemas.vectors import VectorTable
-
     workspace = Workspace.open(tmp_path / "ws")
     source = VectorTable(role="identity", table="emb_identity_sface_128", version="v1", dim=128)
     first = galleries.advance(workspace, source, "g0", ["f1", "f2"], ["A", "B"])

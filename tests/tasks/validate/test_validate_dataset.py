@@ -316,8 +316,7 @@ def test_a_new_mugshot_rescores_only_the_margins_it_beats_without_measuring_any_
     _same_margins(after, _from_scratch(workspace, monkeypatch))
 
 
-def test_a_mugshot_that_leaves_the_gallery_rescores_every_margin(
-        sketch_workspace: Workspace, monkeypatch: pytest.MonkeyPatch):
+def test_a_mugshot_that_leaves_the_gallery_rescores_every_margin(sketch_workspace: Workspace):
     """A gallery that lost a face is no longer a growth of the one the rows were scored
     against: nothing is carried, every margin is taken again."""
     workspace = sketch_workspace
